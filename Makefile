@@ -1,0 +1,55 @@
+# Corral: the two commands of a fresh machine are `make run` and `make test`.
+# Every target installs what it needs first, so a new Debian 12 machine with Swift at
+# /opt/swift needs nothing else.
+
+SHELL := /bin/bash
+export PATH := /opt/swift/usr/bin:$(PATH)
+
+APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev \
+	libsqlite3-dev busybox-static debootstrap ripgrep libarchive-tools zstd xz-utils \
+	redis-server hyperfine util-linux iproute2 python3
+ROOTFS_OUT ?= rootfs/out
+SWIFT_TEST_FLAGS ?= --no-parallel
+
+.PHONY: run test deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools bench clean
+
+run: deps rootfs-minimal
+	swift build -c release --product corral
+	.build/release/corral serve --rootfs-dir $(ROOTFS_OUT)
+
+test: deps rootfs-minimal
+	swift build --build-tests
+	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test $(SWIFT_TEST_FLAGS)
+	$(MAKE) lint
+
+# Installs only what is missing, so a warm machine pays one dpkg query.
+deps:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing: $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+build: deps
+	swift build
+
+lint:
+	swift format lint --strict -r Sources Tests Package.swift
+
+format:
+	swift format -i -r Sources Tests Package.swift
+
+rootfs: rootfs-minimal rootfs-devtools
+
+rootfs-minimal: deps
+	rootfs/build minimal $(ROOTFS_OUT)
+
+rootfs-devtools: deps
+	rootfs/build devtools $(ROOTFS_OUT)
+
+bench: deps rootfs-minimal
+	swift build -c release
+	benchmarks/run $(ROOTFS_OUT)
+
+clean:
+	rm -rf .build

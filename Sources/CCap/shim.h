@@ -1,0 +1,4 @@
+#ifndef CORRAL_CCAP_SHIM_H
+#define CORRAL_CCAP_SHIM_H
+#include <sys/capability.h>
+#endif

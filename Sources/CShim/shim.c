@@ -1,0 +1,3 @@
+#include "cshim.h"
+
+int cor_shim_version(void) { return 1; }

@@ -1,0 +1,81 @@
+import Foundation
+
+/// A real HTTP file server on 127.0.0.1 with a free port, backed by Python's `http.server`.
+///
+/// Tests that download over HTTP start one, point it at a temporary directory and stop it
+/// when done. It never listens on anything but loopback.
+public final class LoopbackHTTPServer: @unchecked Sendable {
+    public let port: Int
+    public let root: URL
+    private let process: Process
+
+    /// Starts serving `root` and returns once the port is known.
+    public init(serving root: URL) throws {
+        self.root = root
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        // Binding port 0 lets the kernel pick a free port; the script prints it.
+        let script = """
+            import functools, http.server, sys
+            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
+            h.log_message = lambda *a: None
+            s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
+            print(s.server_address[1], flush=True)
+            s.serve_forever()
+            """
+        process.arguments = ["python3", "-c", script, root.path]
+        let out = Pipe()
+        process.standardOutput = out
+        try process.run()
+        self.process = process
+        var line = Data()
+        while !line.contains(UInt8(ascii: "\n")) {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            line.append(chunk)
+        }
+        guard let text = String(data: line, encoding: .utf8),
+            let port = Int(text.trimmingCharacters(in: .whitespacesAndNewlines))
+        else {
+            process.terminate()
+            throw TestSupportError("loopback HTTP server did not report a port")
+        }
+        self.port = port
+    }
+
+    /// The URL of `path` on this server.
+    public func url(_ path: String) -> String { "http://127.0.0.1:\(port)/\(path)" }
+
+    /// Stops the server and waits for it to exit.
+    ///
+    /// SIGKILL rather than `terminate()`: the test runner blocks SIGTERM and children inherit
+    /// the mask, so a SIGTERM would sit pending forever.
+    public func stop() {
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
+    }
+
+    deinit { if process.isRunning { stop() } }
+}
+
+/// A failure of the test harness itself, not of the code under test.
+public struct TestSupportError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// A temporary directory removed when the value is released or `remove()` is called.
+public final class TemporaryDirectory: @unchecked Sendable {
+    public let url: URL
+    public var path: String { url.path }
+
+    public init(prefix: String = "corral-test") throws {
+        let base = FileManager.default.temporaryDirectory
+        url = base.appendingPathComponent("\(prefix)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+
+    public func remove() { try? FileManager.default.removeItem(at: url) }
+
+    deinit { remove() }
+}
