@@ -13,7 +13,8 @@ let package = Package(
     name: "corral",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "corral", targets: ["corral"])
+        .executable(name: "corral", targets: ["corral"]),
+        .executable(name: "corral-init", targets: ["CInit"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -27,6 +28,9 @@ let package = Package(
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "CShim"),
+        // pid 1 of every sandbox: a small C program, so no copy of the host's memory lives
+        // inside a sandbox.
+        .executableTarget(name: "CInit", path: "Sources/CInit"),
 
         // MARK: - Swift modules
         .target(

@@ -5,8 +5,12 @@
 // a multithreaded process, so it uses raw syscalls and libc functions that are
 // async-signal-safe only. The parent (Swift) computes the whole plan before forking.
 
-#include <stdint.h>
 #include <linux/filter.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/types.h>
+
+#include "cshim_stages.h"
 
 /// Returns the shim's ABI version; lets tests prove the C target links.
 int cor_shim_version(void);
@@ -16,5 +20,73 @@ int cor_shim_version(void);
 /// success) in `*out_errno`, or -1 with errno set if the probe itself failed. Used to prove
 /// a compiled filter does what its policy says without building a whole sandbox.
 int cor_probe_filter(const struct sock_fprog *prog, long nr, long arg0, int *out_errno);
+
+/// Starts a sandbox's init: clone3 into new user, mount, pid, net, uts and ipc namespaces
+/// with a pidfd from birth, then, in the child, moves `plan_fd` to 3 and `status_fd` to 4,
+/// closes every other descriptor above 2 and execs `init_fd` (an O_PATH descriptor of the
+/// corral-init binary) with `argv`/`envp`. Returns the child's pid and stores its pidfd in
+/// `*out_pidfd`, or -1 with errno set.
+pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, char *const argv[], char *const envp[],
+                     int *out_pidfd);
+
+/// One resource limit for the job process.
+struct cor_rlimit {
+    int resource;
+    uint64_t soft;
+    uint64_t hard;
+};
+
+/// Everything the child needs to become a job inside an existing sandbox. Built by the
+/// parent; the child only reads it.
+struct cor_exec_plan {
+    int init_pidfd;               // the sandbox init's pidfd (setns target)
+    int ns_flags;                 // CLONE_NEW* namespaces to join
+    const int *cgroup_fds;        // cgroup.procs of the job's leaf, one per hierarchy
+    int n_cgroup_fds;
+    int stdin_fd, stdout_fd, stderr_fd;  // become 0, 1, 2
+    int status_fd;                // close-on-exec pipe for cor_status records
+    uint32_t uid, gid;            // inside the sandbox
+    uint64_t keep_caps;           // capabilities to keep (0 = none)
+    int last_cap;                 // highest capability this kernel knows
+    const struct cor_rlimit *rlimits;
+    int n_rlimits;
+    const char *cwd;              // absolute, inside the sandbox
+    const char *cwd_root;         // cwd must resolve at or under this directory
+    char *const *argv;
+    char *const *envp;
+    char *const *path_dirs;       // PATH search list when argv[0] has no '/'
+    const struct sock_fprog *seccomp;  // NULL: none
+    char *scratch;                // preallocated buffer for PATH search and getcwd
+    size_t scratch_len;
+};
+
+/// Starts a job inside a sandbox. The returned pid is an intermediate child that joins the
+/// sandbox and clones the job process as a sibling (CLONE_PARENT), so the job is our own
+/// child and its exit status comes to us. The job's host pid arrives as a COR_STAGE_PID
+/// record on `status_fd`; a failure as a {stage, errno} record. The caller closes its copy
+/// of the write end, reads records to EOF and reaps the intermediate. Returns -1 with
+/// errno set if the first clone fails.
+pid_t cor_enter(const struct cor_exec_plan *plan);
+
+struct rusage;
+
+/// pidfd_open(2).
+int cor_pidfd_open(pid_t pid);
+
+/// pidfd_send_signal(2) with no siginfo.
+int cor_pidfd_send_signal(int pidfd, int sig);
+
+/// waitid(P_PIDFD) with the child's rusage. Returns 1 with the CLD_* code and status when
+/// the child was reaped, 0 under WNOHANG when it still runs, -1 with errno on failure.
+int cor_waitid_pidfd(int pidfd, int options, int *out_code, int *out_status, struct rusage *usage);
+
+/// setns(2), for tests that join a sandbox's namespaces the way nsenter does.
+int cor_setns(int fd, int nstype);
+
+/// pipe2(O_CLOEXEC); glibc declares pipe2 only under _GNU_SOURCE, which Swift lacks.
+int cor_pipe_cloexec(int fds[2]);
+
+/// open(O_PATH | O_CLOEXEC): a descriptor to exec a file by, not to read it.
+int cor_open_path(const char *path);
 
 #endif

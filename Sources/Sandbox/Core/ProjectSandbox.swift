@@ -1,0 +1,156 @@
+import CShim
+import Foundation
+import Glibc
+import Synchronization
+
+/// A project's long-lived sandbox: an init in its own namespaces that jobs enter.
+///
+/// Safe to use from many tasks at once: `exec` and `start` only read the init's pidfd,
+/// and `destroy` marks the sandbox gone before it kills anything.
+public final class ProjectSandbox: Sendable {
+    public let configuration: SandboxConfiguration
+    /// The init's pid in the host's pid namespace.
+    public let initPID: pid_t
+    /// The first host uid/gid of this sandbox's range (uid 0 inside).
+    public let hostIDBase: UInt32
+    private let initPidfd: Int32
+    private let state = Mutex(Lifecycle())
+    private let reaped = Reaped()
+
+    struct Lifecycle {
+        var alive = true
+        var nextJob = 1
+        var jobs: [Int: RunningJob] = [:]
+    }
+
+    init(configuration: SandboxConfiguration, initPID: pid_t, initPidfd: Int32, hostIDBase: UInt32) {
+        self.configuration = configuration
+        self.initPID = initPID
+        self.initPidfd = initPidfd
+        self.hostIDBase = hostIDBase
+    }
+
+    deinit {
+        close(initPidfd)
+    }
+
+    /// Builds a sandbox for `configuration` and returns once its init is ready.
+    public static func create(
+        _ configuration: SandboxConfiguration, initBinary: String = ProjectSandbox.defaultInitBinary
+    ) async throws -> ProjectSandbox {
+        try await blocking { try SandboxBuilder(configuration, initBinary: initBinary).build() }
+    }
+
+    /// Where corral-init is: `CORRAL_INIT`, or beside the running executable.
+    public static var defaultInitBinary: String {
+        if let path = ProcessInfo.processInfo.environment["CORRAL_INIT"] { return path }
+        let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+        return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("corral-init").path
+    }
+
+    /// Whether the init is alive and the sandbox has not been destroyed.
+    public var isAlive: Bool { state.withLock { $0.alive } && !reaped.isSet }
+
+    /// Runs a job to completion.
+    public func exec(_ job: JobSpec) async throws -> JobResult {
+        try await start(job).wait()
+    }
+
+    /// Starts a job and returns at once; the job keeps running until it ends, is cancelled
+    /// or the sandbox is destroyed.
+    public func start(_ job: JobSpec) async throws -> RunningJob {
+        guard job.cwd.hasPrefix("/"), !job.argv.isEmpty, !job.argv[0].isEmpty else {
+            throw SandboxError.invalidConfiguration(job.argv.isEmpty ? "empty command" : "cwd must be absolute")
+        }
+        let id: Int = try state.withLock { state in
+            guard state.alive else { throw SandboxError.sandboxGone(configuration.projectID) }
+            defer { state.nextJob += 1 }
+            return state.nextJob
+        }
+        let environment = Environment.build(job)
+        let pidfd = initPidfd
+        let process: SpawnedProcess
+        do {
+            process = try await Self.blocking {
+                try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: [])
+            }
+        } catch SandboxError.childFailed(stage: "setns", errno: ESRCH) {
+            throw SandboxError.sandboxGone(configuration.projectID)
+        }
+        let spill = job.logPath.map { path in
+            { @Sendable [workspace = configuration.workspace, uid = hostIDBase + job.uid, gid = hostIDBase + job.gid] in
+                LogFile.create(workspace: workspace, relativePath: path, uid: uid, gid: gid)
+            }
+        }
+        let running = RunningJob(
+            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid), spill: spill)
+        state.withLock { $0.jobs[id] = running }
+        try running.watch(process, timeout: job.timeout)
+        Task { [self] in
+            _ = await running.wait()
+            _ = state.withLock { $0.jobs.removeValue(forKey: id) }
+        }
+        return running
+    }
+
+    /// Jobs started and not yet ended.
+    public var runningJobs: [RunningJob] { state.withLock { Array($0.jobs.values) } }
+
+    /// Kills every process of the sandbox and waits until its init is gone. Mounts and
+    /// namespaces disappear with their last process. Calling it again does nothing.
+    public func destroy() async {
+        let jobs: [RunningJob]? = state.withLock { state in
+            guard state.alive else { return nil }
+            state.alive = false
+            return Array(state.jobs.values)
+        }
+        guard let jobs else {
+            await reaped.wait()
+            return
+        }
+        // SIGKILL to a pid namespace's init kills every process in it.
+        _ = cor_pidfd_send_signal(initPidfd, SIGKILL)
+        for job in jobs { _ = await job.wait() }
+        await reaped.wait()
+        IdentityRanges.shared.release(hostIDBase)
+    }
+
+    /// Called by the init's watcher once the init has been reaped.
+    func initReaped() { reaped.set() }
+
+    /// Runs blocking work on a thread of its own, never on the async pool.
+    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            Thread.detachNewThread {
+                continuation.resume(with: Result { try body() })
+            }
+        }
+    }
+}
+
+/// A one-way flag that tasks can wait for.
+final class Reaped: Sendable {
+    private let state = Mutex<(set: Bool, waiters: [CheckedContinuation<Void, Never>])>((false, []))
+
+    var isSet: Bool { state.withLock { $0.set } }
+
+    func set() {
+        let waiters = state.withLock { state in
+            state.set = true
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume() }
+    }
+
+    func wait() async {
+        await withCheckedContinuation { continuation in
+            let done = state.withLock { state in
+                if state.set { return true }
+                state.waiters.append(continuation)
+                return false
+            }
+            if done { continuation.resume() }
+        }
+    }
+}

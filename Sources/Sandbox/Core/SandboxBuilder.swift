@@ -1,0 +1,165 @@
+import CShim
+import Foundation
+import Glibc
+
+/// Creates a sandbox: clones corral-init into new namespaces, gives it its uid range and
+/// its plan, and waits for it to report ready.
+struct SandboxBuilder {
+    let configuration: SandboxConfiguration
+    let initBinary: String
+
+    init(_ configuration: SandboxConfiguration, initBinary: String) {
+        self.configuration = configuration
+        self.initBinary = initBinary
+    }
+
+    /// Uid and gid inside that own the workspace: the default job user.
+    static let workspaceOwner: UInt32 = 1000
+
+    func build() throws -> ProjectSandbox {
+        try validate()
+        let base = try IdentityRanges.shared.allocate()
+        do {
+            try Ownership.chownTree(
+                configuration.workspace, uid: base + Self.workspaceOwner, gid: base + Self.workspaceOwner)
+            return try start(base: base)
+        } catch {
+            IdentityRanges.shared.release(base)
+            throw error
+        }
+    }
+
+    private func validate() throws {
+        let id = configuration.projectID
+        let allowed = Set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
+        guard (1...63).contains(id.count), id.allSatisfy(allowed.contains), id.first != ".", id.first != "-" else {
+            throw SandboxError.invalidConfiguration("project id must be 1-63 of [A-Za-z0-9._-]: \(id)")
+        }
+        var isDir: ObjCBool = false
+        for (what, path) in [("workspace", configuration.workspace), ("rootfs", configuration.rootfs)] {
+            guard path.hasPrefix("/"), FileManager.default.fileExists(atPath: path, isDirectory: &isDir),
+                isDir.boolValue
+            else { throw SandboxError.invalidConfiguration("\(what) is not a directory: \(path)") }
+        }
+        for mountPoint in ["workspace", "proc", "dev", "tmp"] {
+            let path = configuration.rootfs + "/" + mountPoint
+            guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir), isDir.boolValue else {
+                throw SandboxError.invalidConfiguration("rootfs has no /\(mountPoint): \(configuration.rootfs)")
+            }
+        }
+        guard access(initBinary, X_OK) == 0 else {
+            throw SandboxError.invalidConfiguration("corral-init is not executable at \(initBinary)")
+        }
+    }
+
+    private func start(base: UInt32) throws -> ProjectSandbox {
+        let initFD = try syscall("open(\(initBinary))") { cor_open_path(initBinary) }
+        defer { close(initFD) }
+        var plan: [Int32] = [-1, -1]
+        var status: [Int32] = [-1, -1]
+        try syscall("pipe2") { cor_pipe_cloexec(&plan) }
+        defer { [plan[1], status[0]].filter { $0 >= 0 }.forEach { close($0) } }
+        do {
+            try syscall("pipe2") { cor_pipe_cloexec(&status) }
+        } catch {
+            close(plan[0])
+            throw error
+        }
+        let argv = CStringArray(["corral-init"])
+        let envp = CStringArray([])
+        var pidfd: Int32 = -1
+        let pid = cor_spawn_init(initFD, plan[0], status[1], argv.pointer, envp.pointer, &pidfd)
+        let spawnErrno = errno
+        close(plan[0])
+        close(status[1])
+        guard pid > 0 else { throw SandboxError.system(SystemError("clone3(init)", errno: spawnErrno)) }
+
+        do {
+            try configureFromOutside(pid: pid, base: base)
+            try writeAll(plan[1], [UInt8(ascii: "G")] + planBytes())
+            close(plan[1])
+            plan[1] = -1
+            try awaitReady(status[0])
+        } catch {
+            _ = cor_pidfd_send_signal(pidfd, SIGKILL)
+            var s: Int32 = 0
+            while waitpid(pid, &s, 0) < 0 && errno == EINTR {}
+            close(pidfd)
+            throw error
+        }
+        let sandbox = ProjectSandbox(configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base)
+        try watchInit(pidfd: pidfd, sandbox: sandbox)
+        return sandbox
+    }
+
+    /// What only the parent can do: the uid/gid maps, and shielding the init from the OOM
+    /// killer so a memory bomb kills the job, not the sandbox.
+    private func configureFromOutside(pid: pid_t, base: UInt32) throws {
+        let map = "0 \(base) \(IdentityRanges.size)\n"
+        try writeFile("/proc/\(pid)/uid_map", map)
+        try writeFile("/proc/\(pid)/gid_map", map)
+        // Lowering the score needs CAP_SYS_RESOURCE, which some hosts (containers, these
+        // development machines) withhold; the init is tiny and rarely the OOM victim anyway.
+        do {
+            try writeFile("/proc/\(pid)/oom_score_adj", "-1000\n")
+        } catch let error as SystemError where error.errno == EACCES || error.errno == EPERM {}
+    }
+
+    private func planBytes() -> [UInt8] {
+        var pairs: [(String, String)] = [
+            ("hostname", configuration.projectID),
+            ("rootfs", configuration.rootfs),
+            ("workspace", configuration.workspace),
+            ("tmp_size", String(configuration.tmpBytes)),
+            ("shm_size", String(configuration.shmBytes)),
+            ("last_cap", String(Spawner.lastCapability)),
+        ]
+        for bind in configuration.readOnlyBinds { pairs.append(("ro_bind", "\(bind.source)\t\(bind.target)")) }
+        var bytes: [UInt8] = []
+        for (key, value) in pairs {
+            bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
+        }
+        return bytes
+    }
+
+    private func awaitReady(_ fd: Int32) throws {
+        var record = cor_status()
+        let size = MemoryLayout<cor_status>.size
+        var n: Int
+        repeat {
+            n = withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) }
+        } while n < 0 && errno == EINTR
+        guard n == size else { throw SandboxError.childFailed(stage: "init", errno: n < 0 ? errno : EPIPE) }
+        guard record.stage == Int32(COR_STAGE_READY.rawValue) else { throw SandboxError.child(record) }
+    }
+
+    /// Reaps the init whenever it dies, through a duplicate of its pidfd so the sandbox's
+    /// own descriptor stays valid for setns until the sandbox is released.
+    private func watchInit(pidfd: Int32, sandbox: ProjectSandbox) throws {
+        let watchFD = try syscall("fcntl(dupfd)") { fcntl(pidfd, F_DUPFD_CLOEXEC, 0) }
+        try EventLoop.shared.watch(watchFD) { [weak sandbox] _ in
+            var code: Int32 = 0
+            var status: Int32 = 0
+            var usage = rusage()
+            guard cor_waitid_pidfd(watchFD, WEXITED | WNOHANG, &code, &status, &usage) == 1 else { return true }
+            sandbox?.initReaped()
+            return false
+        }
+    }
+
+    private func writeFile(_ path: String, _ text: String) throws {
+        let fd = try syscall("open(\(path))") { open(path, O_WRONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        try writeAll(fd, Array(text.utf8), what: path)
+    }
+
+    private func writeAll(_ fd: Int32, _ bytes: [UInt8], what: String = "plan") throws {
+        var offset = 0
+        while offset < bytes.count {
+            let n = try syscall("write(\(what))") {
+                bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+            }
+            offset += n
+        }
+    }
+}

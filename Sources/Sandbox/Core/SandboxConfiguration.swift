@@ -1,0 +1,32 @@
+/// What a project's sandbox is made of. Built by the host from the project's policy; the
+/// sandbox only executes it.
+public struct SandboxConfiguration: Sendable {
+    /// The project id; also the sandbox's hostname.
+    public var projectID: String
+    /// Host path of the project's workspace, mounted read-write at `/workspace`.
+    public var workspace: String
+    /// Host path of the root filesystem image, mounted read-only at `/`.
+    public var rootfs: String
+    /// Size of the `/tmp` tmpfs, in bytes.
+    public var tmpBytes: UInt64
+    /// Size of the `/dev/shm` tmpfs, in bytes.
+    public var shmBytes: UInt64
+    /// Extra read-only bind mounts: host path → path inside (which must exist in the image).
+    public var readOnlyBinds: [(source: String, target: String)]
+
+    public init(
+        projectID: String,
+        workspace: String,
+        rootfs: String,
+        tmpBytes: UInt64 = 256 << 20,
+        shmBytes: UInt64 = 64 << 20,
+        readOnlyBinds: [(source: String, target: String)] = []
+    ) {
+        self.projectID = projectID
+        self.workspace = workspace
+        self.rootfs = rootfs
+        self.tmpBytes = tmpBytes
+        self.shmBytes = shmBytes
+        self.readOnlyBinds = readOnlyBinds
+    }
+}

@@ -1,0 +1,45 @@
+import CShim
+
+/// Why a sandbox could not be created or a job could not be started.
+///
+/// A job that ran and exited non-zero is not an error: that is a `JobResult`.
+public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A child failed at a named stage of its setup, e.g. `execve: ENOENT`.
+    case childFailed(stage: String, errno: Int32)
+    /// The sandbox's init has died or the sandbox was destroyed; nothing can enter it.
+    case sandboxGone(String)
+    /// The configuration cannot work (missing rootfs, bad project id, bad cwd ...).
+    case invalidConfiguration(String)
+    /// The job's working directory is not inside `/workspace`.
+    case cwdOutsideWorkspace(String)
+    /// A system call in the host failed.
+    case system(SystemError)
+
+    public var description: String {
+        switch self {
+        case .childFailed(let stage, let errno): "\(stage): \(Errno.name(errno))"
+        case .sandboxGone(let id): "sandbox is gone: \(id)"
+        case .invalidConfiguration(let why): "invalid sandbox configuration: \(why)"
+        case .cwdOutsideWorkspace(let cwd): "cwd is outside /workspace: \(cwd)"
+        case .system(let error): error.description
+        }
+    }
+
+    /// Maps a child's `{stage, errno}` record to an error.
+    static func child(_ status: cor_status, cwd: String = "") -> SandboxError {
+        let stage = Int(status.stage)
+        if stage == Int(COR_STAGE_CWD_OUTSIDE.rawValue) { return .cwdOutsideWorkspace(cwd) }
+        return .childFailed(stage: stageNames[stage] ?? "stage \(stage)", errno: status.err)
+    }
+
+    /// Readable names of the stages in `cshim_stages.h`.
+    static let stageNames: [Int: String] = [
+        2: "plan", 3: "ids", 4: "unshare(cgroup)", 5: "sethostname", 6: "loopback", 7: "mount(private)",
+        8: "mount(rootfs)", 9: "mount(workspace)", 10: "mount(tmp)", 11: "mount(proc)", 12: "mount(dev)",
+        13: "mount(bind)", 14: "pivot_root", 15: "capabilities", 16: "execveat(init)", 20: "cgroup",
+        21: "prctl(dumpable)", 22: "setns", 23: "clone", 24: "setsid", 25: "dup2(stdio)", 26: "setgroups",
+        27: "setresgid", 28: "setresuid", 29: "prctl(capbset_drop)", 30: "capset", 31: "prctl(ambient)",
+        32: "prlimit", 33: "prctl(no_new_privs)", 34: "chdir", 35: "cwd", 36: "close_range", 37: "sigprocmask",
+        38: "seccomp", 39: "execve",
+    ]
+}

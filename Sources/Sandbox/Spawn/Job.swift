@@ -1,0 +1,116 @@
+import CShim
+import Glibc
+
+/// A command to run inside a sandbox.
+public struct JobSpec: Sendable {
+    /// Program and arguments; a program without `/` is looked up in the job's `PATH`.
+    public var argv: [String]
+    /// Environment on top of the sandbox's clean default (PATH, HOME, LANG, ...).
+    public var environment: [String: String]
+    /// Working directory inside the sandbox; must resolve under `/workspace`.
+    public var cwd: String
+    /// Bytes written to the job's stdin, then closed; nil gives it /dev/null.
+    public var stdin: [UInt8]?
+    /// Wall-clock limit; the whole tree is killed when it passes.
+    public var timeout: Duration?
+    /// Time between SIGTERM and SIGKILL when a job is stopped.
+    public var killGrace: Duration
+    /// Bytes kept in memory per stream (head and tail halves); the rest is counted.
+    public var outputCap: Int
+    /// Where, relative to the workspace, the full output goes when it passes the cap.
+    public var logPath: String?
+    /// The uid and gid the job runs as inside the sandbox.
+    public var uid: UInt32
+    public var gid: UInt32
+    /// Capabilities kept (bit n = capability n); none by default.
+    public var keepCapabilities: UInt64
+    /// Resource limits set with prlimit before exec.
+    public var rlimits: [ResourceLimit]
+    /// The compiled seccomp filter loaded last before exec; nil loads none.
+    public var seccomp: [sock_filter]?
+
+    public init(
+        _ argv: [String],
+        environment: [String: String] = [:],
+        cwd: String = "/workspace",
+        stdin: [UInt8]? = nil,
+        timeout: Duration? = nil,
+        killGrace: Duration = .seconds(2),
+        outputCap: Int = 64 << 10,
+        logPath: String? = nil,
+        uid: UInt32 = 1000,
+        gid: UInt32 = 1000,
+        keepCapabilities: UInt64 = 0,
+        rlimits: [ResourceLimit] = ResourceLimit.defaults,
+        seccomp: [sock_filter]? = nil
+    ) {
+        self.argv = argv
+        self.environment = environment
+        self.cwd = cwd
+        self.stdin = stdin
+        self.timeout = timeout
+        self.killGrace = killGrace
+        self.outputCap = outputCap
+        self.logPath = logPath
+        self.uid = uid
+        self.gid = gid
+        self.keepCapabilities = keepCapabilities
+        self.rlimits = rlimits
+        self.seccomp = seccomp
+    }
+}
+
+/// One prlimit applied to a job process.
+public struct ResourceLimit: Sendable, Hashable {
+    public var resource: Int32
+    public var soft: UInt64
+    public var hard: UInt64
+
+    public init(resource: Int32, soft: UInt64, hard: UInt64) {
+        self.resource = resource
+        self.soft = soft
+        self.hard = hard
+    }
+
+    /// No core dumps (they would land in the workspace) and a sane descriptor limit.
+    public static let defaults: [ResourceLimit] = [
+        ResourceLimit(resource: Int32(RLIMIT_CORE.rawValue), soft: 0, hard: 0),
+        ResourceLimit(resource: Int32(RLIMIT_NOFILE.rawValue), soft: 4096, hard: 4096),
+    ]
+}
+
+/// How a job ended. A non-zero exit is a result like any other.
+public struct JobResult: Sendable, Equatable, Codable {
+    public enum Status: String, Sendable, Codable { case completed, timedOut = "timed_out", cancelled }
+
+    public var status: Status
+    /// The exit code, or 128 + signal when killed by a signal (124 on timeout, as
+    /// coreutils' `timeout` does).
+    public var exitCode: Int32
+    /// The signal that killed the job's main process, if one did.
+    public var signal: Int32?
+    public var timedOut: Bool
+    public var oomKilled: Bool
+    public var durationMs: Int
+    public var cpuMs: Int
+    public var peakMemoryBytes: UInt64
+    public var stdout: String
+    public var stderr: String
+    /// Whether either stream was cut to the cap.
+    public var truncated: Bool
+    public var omittedBytes: Int
+    /// Where the full output is, inside the sandbox, when it was cut.
+    public var logPath: String?
+
+    enum CodingKeys: String, CodingKey {
+        case status, signal, stdout, stderr, truncated
+        case exitCode = "exit_code"
+        case timedOut = "timed_out"
+        case oomKilled = "oom_killed"
+        case durationMs = "duration_ms"
+        case cpuMs = "cpu_ms"
+        case peakMemoryBytes = "peak_memory_bytes"
+        case omittedBytes = "omitted_bytes"
+        case logPath = "log_path"
+    }
+}

@@ -1,0 +1,185 @@
+import CShim
+import Foundation
+import Glibc
+import Synchronization
+
+/// A job running inside a sandbox: wait for it, or stop its whole process tree.
+public final class RunningJob: Sendable {
+    /// The job's number within its sandbox.
+    public let id: Int
+    /// The host pid of the job's main process.
+    public let pid: pid_t
+    let started: ContinuousClock.Instant
+    let killGrace: Duration
+    let logPath: String?
+    private let tree: ProcessTree
+    private let state: Mutex<State>
+
+    struct State: ~Copyable {
+        var stdout: OutputCapture
+        var stderr: OutputCapture
+        var openStreams = 2
+        var exit: (code: Int32, status: Int32, usage: rusage, at: ContinuousClock.Instant)?
+        var reason: JobResult.Status = .completed
+        var result: JobResult?
+        var waiters: [CheckedContinuation<JobResult, Never>] = []
+    }
+
+    init(id: Int, process: SpawnedProcess, job: JobSpec, tree: ProcessTree, spill: (@Sendable () -> Int32?)?) {
+        self.id = id
+        self.pid = process.pid
+        self.started = .now
+        self.killGrace = job.killGrace
+        self.logPath = job.logPath.map { "/workspace/" + $0 }
+        self.tree = tree
+        let state = State(
+            stdout: OutputCapture(cap: job.outputCap, spill: spill),
+            stderr: OutputCapture(cap: job.outputCap, spill: spill))
+        self.state = Mutex(state)
+    }
+
+    /// Starts watching the job's pipes and exit. Called once, right after the spawn.
+    func watch(_ process: SpawnedProcess, timeout: Duration?) throws {
+        for (fd, isStdout) in [(process.stdout, true), (process.stderr, false)] {
+            try EventLoop.shared.watch(fd) { [self] _ in readChunk(fd, isStdout: isStdout) }
+        }
+        try EventLoop.shared.watch(process.pidfd) { [self] _ in reap(process.pidfd) }
+        if let timeout {
+            Task { [self] in
+                try? await Task.sleep(for: timeout)
+                await stop(reason: .timedOut)
+            }
+        }
+    }
+
+    /// Waits for the job to end and returns its result; any number of callers may wait.
+    public func wait() async -> JobResult {
+        await withCheckedContinuation { continuation in
+            let done: JobResult? = state.withLock { state in
+                if let result = state.result { return result }
+                state.waiters.append(continuation)
+                return nil
+            }
+            if let done { continuation.resume(returning: done) }
+        }
+    }
+
+    /// Whether the job has ended.
+    public var isFinished: Bool { state.withLock { $0.result != nil } }
+
+    /// Sends `signal` to every process of the job's tree.
+    public func signal(_ signal: Int32) { tree.signal(signal) }
+
+    /// Stops the job: SIGTERM to the whole tree, SIGKILL to whatever is left after the
+    /// grace period. Returns once the job has ended.
+    @discardableResult
+    public func cancel() async -> JobResult {
+        await stop(reason: .cancelled)
+        return await wait()
+    }
+
+    func stop(reason: JobResult.Status) async {
+        let running = state.withLock { state in
+            guard state.exit == nil else { return false }
+            if state.reason == .completed { state.reason = reason }
+            return true
+        }
+        guard running else { return }
+        tree.signal(SIGTERM)
+        let deadline = ContinuousClock.now + killGrace
+        while !isExited, ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        tree.kill()
+    }
+
+    private var isExited: Bool { state.withLock { $0.exit != nil } }
+
+    // MARK: - Event handlers (on the event loop thread)
+
+    private func readChunk(_ fd: Int32, isStdout: Bool) -> Bool {
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && (errno == EINTR || errno == EAGAIN) { return true }
+        if n > 0 {
+            state.withLock { state in
+                buffer.withUnsafeBytes { raw in
+                    let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                    if isStdout { state.stdout.append(chunk) } else { state.stderr.append(chunk) }
+                }
+            }
+            return true
+        }
+        let result = state.withLock { state -> JobResult? in
+            state.openStreams -= 1
+            return finishIfDone(&state)
+        }
+        if let result { resume(result) }
+        return false
+    }
+
+    private func reap(_ pidfd: Int32) -> Bool {
+        var code: Int32 = 0
+        var status: Int32 = 0
+        var usage = rusage()
+        // Peek first (WNOWAIT): while the main process is an unreaped zombie its pid, and
+        // so its group id, cannot be reused, so killing the rest of the tree is safe.
+        if cor_waitid_pidfd(pidfd, WEXITED | WNOHANG | WNOWAIT, &code, &status, &usage) == 0 { return true }
+        let now = ContinuousClock.now
+        // Daemons the job left behind would hold its pipes open forever: the job is its
+        // whole tree, so the rest goes with the main process.
+        tree.kill()
+        let r = cor_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &usage)
+        let result = state.withLock { state -> JobResult? in
+            state.exit = (r == 1 ? code : Int32(CLD_EXITED), r == 1 ? status : 255, usage, now)
+            return finishIfDone(&state)
+        }
+        if let result { resume(result) }
+        return false
+    }
+
+    private func finishIfDone(_ state: inout State) -> JobResult? {
+        guard state.result == nil, state.openStreams == 0, let exit = state.exit else { return nil }
+        let usage = tree.usage()
+        var signal: Int32? = nil
+        var exitCode = exit.status
+        if exit.code == CLD_KILLED || exit.code == CLD_DUMPED {
+            signal = exit.status
+            exitCode = 128 + exit.status
+        }
+        let timedOut = state.reason == .timedOut
+        if timedOut { exitCode = 124 }
+        let rusageCPU =
+            (Int(exit.usage.ru_utime.tv_sec) + Int(exit.usage.ru_stime.tv_sec)) * 1000
+            + (Int(exit.usage.ru_utime.tv_usec) + Int(exit.usage.ru_stime.tv_usec)) / 1000
+        state.stdout.finish()
+        state.stderr.finish()
+        let spilled = state.stdout.spilled || state.stderr.spilled
+        let result = JobResult(
+            status: state.reason,
+            exitCode: exitCode,
+            signal: signal,
+            timedOut: timedOut,
+            oomKilled: (usage?.oomKills ?? 0) > 0 && signal == SIGKILL,
+            durationMs: Int((exit.at - started) / .milliseconds(1)),
+            cpuMs: usage.map { Int($0.cpuNanos / 1_000_000) } ?? rusageCPU,
+            peakMemoryBytes: usage?.peakMemoryBytes ?? UInt64(exit.usage.ru_maxrss) * 1024,
+            stdout: state.stdout.text(logPath: spilled ? logPath : nil),
+            stderr: state.stderr.text(logPath: spilled ? logPath : nil),
+            truncated: state.stdout.omitted + state.stderr.omitted > 0,
+            omittedBytes: state.stdout.omitted + state.stderr.omitted,
+            logPath: spilled ? logPath : nil
+        )
+        state.result = result
+        return result
+    }
+
+    private func resume(_ result: JobResult) {
+        let waiters = state.withLock { state in
+            defer { state.waiters = [] }
+            return state.waiters
+        }
+        for waiter in waiters { waiter.resume(returning: result) }
+        tree.finished()
+    }
+}

@@ -1,0 +1,186 @@
+import CShim
+import Foundation
+import Glibc
+
+/// A job process the host started inside a sandbox, with the parent's ends of its pipes.
+struct SpawnedProcess {
+    let pid: pid_t
+    let pidfd: Int32
+    let stdout: Int32
+    let stderr: Int32
+}
+
+/// Starts job processes inside a sandbox through the C shim.
+enum Spawner {
+    /// Namespaces a job joins: everything the init has.
+    /// (Glibc hides the CLONE_NEW* constants behind _GNU_SOURCE; these are the kernel's.)
+    static let namespaces: Int32 =
+        0x1000_0000 /* user */ | 0x0002_0000 /* mnt */ | 0x2000_0000 /* pid */ | 0x4000_0000 /* net */
+        | 0x0400_0000 /* uts */ | 0x0800_0000 /* ipc */ | 0x0200_0000 /* cgroup */
+
+    /// The highest capability number this kernel knows.
+    static let lastCapability: Int32 = {
+        let text = (try? String(contentsOfFile: "/proc/sys/kernel/cap_last_cap", encoding: .utf8)) ?? ""
+        return Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) ?? 63
+    }()
+
+    /// Blocking: clones, waits for the job to exec (or fail), and returns. Runs on a
+    /// spawn thread, never on the async pool.
+    static func spawn(
+        _ job: JobSpec, environment: [String], initPidfd: Int32, cgroupFDs: [Int32]
+    ) throws -> SpawnedProcess {
+        var fds = Pipes()
+        defer { fds.closeAll() }
+        let stdinFD: Int32
+        if job.stdin != nil {
+            (fds.stdinRead, fds.stdinWrite) = try makePipe()
+            stdinFD = fds.stdinRead
+        } else {
+            fds.devNull = try syscall("open(/dev/null)") { open("/dev/null", O_RDONLY | O_CLOEXEC) }
+            stdinFD = fds.devNull
+        }
+        (fds.stdoutRead, fds.stdoutWrite) = try makePipe()
+        (fds.stderrRead, fds.stderrWrite) = try makePipe()
+        (fds.statusRead, fds.statusWrite) = try makePipe()
+
+        let argv = CStringArray(job.argv)
+        let envp = CStringArray(environment)
+        let pathValue = environment.first { $0.hasPrefix("PATH=") }.map { String($0.dropFirst(5)) } ?? ""
+        let pathDirs = CStringArray(pathValue.split(separator: ":").map(String.init))
+        let scratch = UnsafeMutablePointer<CChar>.allocate(capacity: 8192)
+        defer { scratch.deallocate() }
+        let rlimits = job.rlimits.map { cor_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
+        var filter = job.seccomp ?? []
+
+        let apid: pid_t = job.cwd.withCString { cwd in
+            "/workspace".withCString { root in
+                cgroupFDs.withUnsafeBufferPointer { cgroups in
+                    rlimits.withUnsafeBufferPointer { limits in
+                        filter.withUnsafeMutableBufferPointer { instructions in
+                            var prog = sock_fprog(len: UInt16(instructions.count), filter: instructions.baseAddress)
+                            return withUnsafePointer(to: &prog) { progPointer in
+                                var plan = cor_exec_plan()
+                                plan.init_pidfd = initPidfd
+                                plan.ns_flags = namespaces
+                                plan.cgroup_fds = cgroups.baseAddress
+                                plan.n_cgroup_fds = Int32(cgroups.count)
+                                plan.stdin_fd = stdinFD
+                                plan.stdout_fd = fds.stdoutWrite
+                                plan.stderr_fd = fds.stderrWrite
+                                plan.status_fd = fds.statusWrite
+                                plan.uid = job.uid
+                                plan.gid = job.gid
+                                plan.keep_caps = job.keepCapabilities
+                                plan.last_cap = lastCapability
+                                plan.rlimits = limits.baseAddress
+                                plan.n_rlimits = Int32(limits.count)
+                                plan.cwd = cwd
+                                plan.cwd_root = root
+                                plan.argv = UnsafePointer(argv.pointer)
+                                plan.envp = UnsafePointer(envp.pointer)
+                                plan.path_dirs = UnsafePointer(pathDirs.pointer)
+                                plan.seccomp = job.seccomp == nil ? nil : progPointer
+                                plan.scratch = scratch
+                                plan.scratch_len = 8192
+                                return cor_enter(&plan)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if apid < 0 { throw SandboxError.system(SystemError("clone3", errno: errno)) }
+        // Only the children may hold the write ends now, so EOF on the status pipe means
+        // both have exec'd or exited.
+        fds.closeChildEnds()
+        if let bytes = job.stdin { feedStdin(bytes, fds.takeStdinWrite()) }
+
+        var jobPID: pid_t = 0
+        var failure: cor_status?
+        var record = cor_status()
+        while readRecord(fds.statusRead, &record) {
+            if record.stage == Int32(COR_STAGE_PID.rawValue) {
+                jobPID = record.value
+            } else if failure == nil {
+                failure = record
+            }
+        }
+        var status: Int32 = 0
+        while waitpid(apid, &status, 0) < 0 && errno == EINTR {}
+
+        if let failure {
+            if jobPID > 0 { while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {} }
+            throw SandboxError.child(failure, cwd: job.cwd)
+        }
+        guard jobPID > 0 else {
+            throw SandboxError.childFailed(stage: "clone", errno: EPROTO)
+        }
+        // The job is our child and unreaped, so its pid cannot have been reused.
+        let pidfd = cor_pidfd_open(jobPID)
+        if pidfd < 0 {
+            let e = errno
+            kill(jobPID, SIGKILL)
+            while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {}
+            throw SandboxError.system(SystemError("pidfd_open", errno: e))
+        }
+        return SpawnedProcess(pid: jobPID, pidfd: pidfd, stdout: fds.takeStdoutRead(), stderr: fds.takeStderrRead())
+    }
+
+    private static func makePipe() throws -> (Int32, Int32) {
+        var p: [Int32] = [-1, -1]
+        try syscall("pipe2") { cor_pipe_cloexec(&p) }
+        return (p[0], p[1])
+    }
+
+    private static func readRecord(_ fd: Int32, _ record: inout cor_status) -> Bool {
+        let size = MemoryLayout<cor_status>.size
+        while true {
+            let n = withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) }
+            if n < 0 && errno == EINTR { continue }
+            return n == size
+        }
+    }
+
+    /// Writes stdin on its own thread: a job that reads slowly must not hold up the spawn.
+    private static func feedStdin(_ bytes: [UInt8], _ fd: Int32) {
+        let writer: @Sendable () -> Void = {
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                if n <= 0 { break }
+                offset += n
+            }
+            close(fd)
+        }
+        if bytes.count <= 16 << 10 {
+            writer()  // fits in the pipe buffer: never blocks
+        } else {
+            Thread.detachNewThread(writer)
+        }
+    }
+}
+
+/// The parent's side of a spawn's pipes; whatever is not handed on is closed.
+private struct Pipes {
+    var stdinRead: Int32 = -1, stdinWrite: Int32 = -1, devNull: Int32 = -1
+    var stdoutRead: Int32 = -1, stdoutWrite: Int32 = -1
+    var stderrRead: Int32 = -1, stderrWrite: Int32 = -1
+    var statusRead: Int32 = -1, statusWrite: Int32 = -1
+
+    mutating func closeChildEnds() {
+        for fd in [stdinRead, devNull, stdoutWrite, stderrWrite, statusWrite] where fd >= 0 { close(fd) }
+        (stdinRead, devNull, stdoutWrite, stderrWrite, statusWrite) = (-1, -1, -1, -1, -1)
+    }
+
+    mutating func takeStdinWrite() -> Int32 { defer { stdinWrite = -1 }; return stdinWrite }
+    mutating func takeStdoutRead() -> Int32 { defer { stdoutRead = -1 }; return stdoutRead }
+    mutating func takeStderrRead() -> Int32 { defer { stderrRead = -1 }; return stderrRead }
+
+    mutating func closeAll() {
+        for fd in [
+            stdinRead, stdinWrite, devNull, stdoutRead, stdoutWrite, stderrRead, stderrWrite, statusRead, statusWrite,
+        ]
+        where fd >= 0 { close(fd) }
+    }
+}
