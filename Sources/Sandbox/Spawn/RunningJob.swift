@@ -152,9 +152,9 @@ public final class RunningJob: Sendable {
         let rusageCPU =
             (Int(exit.usage.ru_utime.tv_sec) + Int(exit.usage.ru_stime.tv_sec)) * 1000
             + (Int(exit.usage.ru_utime.tv_usec) + Int(exit.usage.ru_stime.tv_usec)) / 1000
+        let spilled = state.stdout.spilled || state.stderr.spilled
         state.stdout.finish()
         state.stderr.finish()
-        let spilled = state.stdout.spilled || state.stderr.spilled
         let result = JobResult(
             status: state.reason,
             exitCode: exitCode,

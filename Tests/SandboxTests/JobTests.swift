@@ -1,0 +1,123 @@
+import Foundation
+import Sandbox
+import TestSupport
+import Testing
+
+/// What a job sees and what comes back from it.
+@Suite struct JobTests {
+    @Test func exitCodeStreamsAndIdentity() async throws {
+        let f = try await SandboxFixture(id: "jobs-basic", files: ["a.txt": "hello\n"])
+        defer { Task { await f.destroy() } }
+        let r = try await f.sh("cat a.txt; id -u; id -g; hostname; pwd; echo oops >&2; exit 7")
+        #expect(r.status == .completed)
+        #expect(r.exitCode == 7)
+        #expect(r.signal == nil)
+        #expect(r.stdout == "hello\n1000\n1000\njobs-basic\n/workspace\n")
+        #expect(r.stderr == "oops\n")
+        #expect(r.truncated == false)
+        await f.destroy()
+    }
+
+    @Test func nonZeroExitIsAResultAndSignalsAreReported() async throws {
+        let f = try await SandboxFixture()
+        let r = try await f.sh("kill -KILL $$")
+        #expect(r.signal == SIGKILL)
+        #expect(r.exitCode == 128 + SIGKILL)
+        await f.destroy()
+    }
+
+    @Test func environmentIsCleanPlusRequest() async throws {
+        let f = try await SandboxFixture()
+        let r = try await f.sandbox.exec(
+            JobSpec(["/bin/sh", "-c", "env | sort"], environment: ["FOO": "bar", "LANG": "C"]))
+        #expect(
+            r.stdout
+                == """
+                FOO=bar
+                HOME=/home/agent
+                LANG=C
+                LOGNAME=agent
+                PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+                PWD=/workspace
+                SHLVL=1
+                TERM=dumb
+                TMPDIR=/tmp
+                USER=agent
+
+                """)
+        await f.destroy()
+    }
+
+    @Test func stdinIsDeliveredAndPathIsSearched() async throws {
+        let f = try await SandboxFixture()
+        let small = try await f.sandbox.exec(JobSpec(["tr", "a-z", "A-Z"], stdin: Array("shout\n".utf8)))
+        #expect(small.stdout == "SHOUT\n")
+        let big = [UInt8](repeating: UInt8(ascii: "x"), count: 1 << 20)
+        let counted = try await f.sandbox.exec(JobSpec(["wc", "-c"], stdin: big))
+        #expect(counted.stdout.trimmingCharacters(in: .whitespacesAndNewlines) == "1048576")
+        await f.destroy()
+    }
+
+    @Test func missingProgramFailsAtExecveWithENOENT() async throws {
+        let f = try await SandboxFixture()
+        await #expect(throws: SandboxError.childFailed(stage: "execve", errno: ENOENT)) {
+            try await f.sandbox.exec(JobSpec(["no-such-program"]))
+        }
+        await #expect(throws: SandboxError.childFailed(stage: "execve", errno: ENOENT)) {
+            try await f.sandbox.exec(JobSpec(["/workspace/absent"]))
+        }
+        await #expect(throws: SandboxError.childFailed(stage: "chdir", errno: ENOENT)) {
+            try await f.sandbox.exec(JobSpec(["true"], cwd: "/workspace/nope"))
+        }
+        // The sandbox is still usable after failed starts.
+        #expect(try await f.sh("echo ok").stdout == "ok\n")
+        await f.destroy()
+    }
+
+    @Test func outputOverTheCapKeepsHeadAndTailAndSpillsTheRest() async throws {
+        let f = try await SandboxFixture()
+        let job = JobSpec(
+            ["/bin/sh", "-c", "echo START; head -c 1000000 /dev/zero | tr '\\0' x; echo; echo END"],
+            outputCap: 1000, logPath: ".corral/logs/job.log")
+        let r = try await f.sandbox.exec(job)
+        let total = 6 + 1_000_000 + 1 + 4
+        #expect(r.truncated)
+        #expect(r.omittedBytes == total - 1000)
+        #expect(r.stdout.hasPrefix("START\nxxx"))
+        #expect(r.stdout.hasSuffix("xxx\nEND\n"))
+        #expect(
+            r.stdout.contains(
+                "[... \(total - 1000) bytes omitted (full output in /workspace/.corral/logs/job.log) ...]"))
+        #expect(r.logPath == "/workspace/.corral/logs/job.log")
+        let log = try Data(contentsOf: f.workspace.url.appendingPathComponent(".corral/logs/job.log"))
+        #expect(log.count == total)
+        await f.destroy()
+    }
+
+    @Test func timeoutKillsTheJobAndReports124() async throws {
+        let f = try await SandboxFixture()
+        let r = try await f.sandbox.exec(
+            JobSpec(
+                ["/bin/sh", "-c", "trap '' TERM; echo started; sleep 60"], timeout: .milliseconds(300),
+                killGrace: .milliseconds(200)))
+        #expect(r.status == .timedOut)
+        #expect(r.timedOut)
+        #expect(r.exitCode == 124)
+        #expect(r.signal == SIGKILL)
+        #expect(r.stdout == "started\n")
+        #expect(r.durationMs >= 500 && r.durationMs < 5000)
+        await f.destroy()
+    }
+
+    @Test func backgroundJobCanBeListedAndCancelled() async throws {
+        let f = try await SandboxFixture()
+        let job = try await f.sandbox.start(
+            JobSpec(["/bin/sh", "-c", "echo up; exec sleep 60"], killGrace: .seconds(1)))
+        #expect(f.sandbox.runningJobs.map(\.id) == [job.id])
+        let r = await job.cancel()
+        #expect(r.status == .cancelled)
+        #expect(r.signal == SIGTERM)
+        #expect(r.stdout == "up\n")
+        await f.destroy()
+    }
+}

@@ -1,0 +1,71 @@
+import Foundation
+import Sandbox
+import TestSupport
+import Testing
+
+/// A workspace in a temporary directory and a sandbox over it, on the minimal rootfs.
+final class SandboxFixture: @unchecked Sendable {
+    let workspace: TemporaryDirectory
+    let sandbox: ProjectSandbox
+
+    /// The minimal image `make test` builds (`CORRAL_ROOTFS_DIR`, or rootfs/out of this
+    /// checkout).
+    static var minimalRootfs: String {
+        let dir =
+            ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
+            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("rootfs/out").path
+        return dir + "/minimal"
+    }
+
+    init(id: String = "proj-\(UInt32.random(in: 0...UInt32.max))", files: [String: String] = [:]) async throws {
+        workspace = try TemporaryDirectory(prefix: "corral-ws")
+        for (path, text) in files {
+            let url = workspace.url.appendingPathComponent(path)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try text.write(to: url, atomically: false, encoding: .utf8)
+        }
+        sandbox = try await ProjectSandbox.create(
+            SandboxConfiguration(projectID: id, workspace: workspace.path, rootfs: Self.minimalRootfs))
+    }
+
+    /// Runs `script` with /bin/sh -c.
+    func sh(_ script: String, timeout: Duration? = .seconds(30), cwd: String = "/workspace") async throws -> JobResult {
+        try await sandbox.exec(JobSpec(["/bin/sh", "-c", script], cwd: cwd, timeout: timeout))
+    }
+
+    func destroy() async {
+        await sandbox.destroy()
+        workspace.remove()
+    }
+}
+
+/// Counts of host resources a sandbox must not leak.
+struct HostCounts: Equatable, CustomStringConvertible {
+    var fds: Int
+    var threads: Int
+    var children: Int
+    var mounts: Int
+
+    static func now() -> HostCounts {
+        let fm = FileManager.default
+        let me = getpid()
+        let children = (try? fm.contentsOfDirectory(atPath: "/proc"))?.filter { entry in
+            guard let pid = Int32(entry), let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { return false }
+            let fields = stat[stat.index(close, offsetBy: 2)...].split(separator: " ")
+            return fields.count > 1 && Int32(fields[1]) == me
+        }.count
+        return HostCounts(
+            fds: (try? fm.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1,
+            threads: (try? fm.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1,
+            children: children ?? -1,
+            mounts: (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.split(separator: "\n").count
+                ?? -1
+        )
+    }
+
+    var description: String { "fds=\(fds) threads=\(threads) children=\(children) mounts=\(mounts)" }
+}
