@@ -34,10 +34,10 @@ build: deps
 	swift build
 
 lint:
-	swift format lint --strict -r Sources Tests Package.swift
+	swift format lint --strict -r Sources Tests benchmarks Package.swift
 
 format:
-	swift format -i -r Sources Tests Package.swift
+	swift format -i -r Sources Tests benchmarks Package.swift
 
 rootfs: rootfs-minimal rootfs-devtools
 

@@ -60,6 +60,11 @@ let package = Package(
             swiftSettings: strict
         ),
 
+        // MARK: - Benchmarks (make bench)
+        .executableTarget(
+            name: "corral-bench-sandbox", dependencies: ["Sandbox"], path: "benchmarks/SandboxBench",
+            swiftSettings: strict),
+
         // MARK: - Tests
         .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
