@@ -17,4 +17,6 @@ int cor_shim_version(void);
 /// a compiled filter does what its policy says without building a whole sandbox.
 int cor_probe_filter(const struct sock_fprog *prog, long nr, long arg0, int *out_errno);
 
+#include "cshim_probe6.h"
+
 #endif
