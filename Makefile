@@ -14,6 +14,7 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 .PHONY: run test deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools bench clean
 
 run: deps rootfs-minimal
+	swift build -c release --product corral-init
 	swift build -c release --product corral
 	.build/release/corral serve --rootfs-dir $(ROOTFS_OUT)
 
