@@ -6,12 +6,12 @@ SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
 APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev \
-	libsqlite3-dev busybox-static debootstrap ripgrep libarchive-tools zstd xz-utils \
+	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
 	redis-server hyperfine util-linux iproute2 python3
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
-.PHONY: run test deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools bench clean
+.PHONY: run test deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
 
 run: deps rootfs-minimal
 	swift build -c release --product corral-init
@@ -41,6 +41,12 @@ format:
 	swift format -i -r Sources Tests benchmarks Package.swift
 
 rootfs: rootfs-minimal rootfs-devtools
+	$(MAKE) rootfs-check
+
+# Checks that both images are complete (commands present and runnable); no namespaces.
+rootfs-check:
+	rootfs/check minimal $(ROOTFS_OUT)
+	rootfs/check devtools $(ROOTFS_OUT)
 
 rootfs-minimal: deps
 	rootfs/build minimal $(ROOTFS_OUT)
