@@ -112,8 +112,13 @@ import Testing
     @Test func backgroundJobCanBeListedAndCancelled() async throws {
         let f = try await SandboxFixture()
         let job = try await f.sandbox.start(
-            JobSpec(["/bin/sh", "-c", "echo up; exec sleep 60"], killGrace: .seconds(1)))
+            JobSpec(["/bin/sh", "-c", "echo up; touch /workspace/ready; exec sleep 60"], killGrace: .seconds(1)))
         #expect(f.sandbox.runningJobs.map(\.id) == [job.id])
+        // Cancel only once the job has surely printed: it touches a file after echoing.
+        let ready = f.workspace.path + "/ready"
+        for _ in 0..<500 where !FileManager.default.fileExists(atPath: ready) {
+            try await Task.sleep(for: .milliseconds(10))
+        }
         let r = await job.cancel()
         #expect(r.status == .cancelled)
         #expect(r.signal == SIGTERM)
