@@ -34,6 +34,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case busy(String)
     /// A local file-system call failed.
     case system(SystemError)
+    /// The persistent cache index (SQLite) failed.
+    case index(String)
     /// The caller cancelled the transfer.
     case cancelled
 
@@ -54,6 +56,7 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .readOnlyStore: "read_only_store"
         case .busy: "busy"
         case .system: "io_error"
+        case .index: "index_error"
         case .cancelled: "cancelled"
         }
     }
@@ -74,6 +77,7 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .readOnlyStore(let what): "blob store is read-only: \(what)"
         case .busy(let why): "busy: \(why)"
         case .system(let error): error.description
+        case .index(let why): "cache index: \(why)"
         case .cancelled: "cancelled"
         }
     }
