@@ -17,36 +17,48 @@ public final class FaultHTTPServer: @unchecked Sendable {
     public let port: Int
     public let root: URL
     private let process: PythonProcess
+    private let stats: String
 
     public init(serving root: URL, rules: [String: [String: any Sendable]] = [:]) throws {
         self.root = root
         let json = try JSONSerialization.data(withJSONObject: rules)
-        process = try PythonProcess(script: Self.script, arguments: [root.path, String(decoding: json, as: UTF8.self)])
+        stats = FileManager.default.temporaryDirectory.appendingPathComponent("fault-\(UUID().uuidString).json").path
+        process = try PythonProcess(
+            script: Self.script, arguments: [root.path, String(decoding: json, as: UTF8.self), stats])
         guard let port = Int(process.firstLine) else { throw TestSupportError("fault server did not report a port") }
         self.port = port
     }
 
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)/\(path)" }
 
-    /// How many GET/HEAD requests each path received.
-    public func counts() throws -> [String: Int] {
-        let data = try Data(contentsOf: URL(string: url("__stats"))!)
-        return (try JSONSerialization.jsonObject(with: data) as? [String: Int]) ?? [:]
+    /// The server rewrites a stats file after every request (written to a temporary name
+    /// and renamed, so a read never sees half of it).
+    private func readStats() throws -> [String: Any] {
+        guard let data = FileManager.default.contents(atPath: stats) else { return [:] }
+        return (try JSONSerialization.jsonObject(with: data) as? [String: Any]) ?? [:]
     }
+
+    /// How many GET/HEAD requests each path received.
+    public func counts() throws -> [String: Int] { (try readStats()["counts"] as? [String: Int]) ?? [:] }
 
     /// The Range headers each path received, in order ("" for none).
     public func ranges(_ path: String) throws -> [String] {
-        let data = try Data(contentsOf: URL(string: url("__ranges"))!)
-        return ((try JSONSerialization.jsonObject(with: data) as? [String: [String]]) ?? [:])[path] ?? []
+        ((try readStats()["ranges"] as? [String: [String]]) ?? [:])[path] ?? []
     }
 
-    public func stop() { process.stop() }
+    public func stop() {
+        process.stop()
+        unlink(stats)
+    }
 
     static let script = #"""
         import hashlib, json, os, sys, threading, time
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-        root, rules = sys.argv[1], json.loads(sys.argv[2])
+        root, rules, stats = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
         counts, ranges, lock = {}, {}, threading.Lock()
+        def save():
+            with open(stats + ".tmp", "w") as f: json.dump({"counts": counts, "ranges": ranges}, f)
+            os.replace(stats + ".tmp", stats)
 
         class H(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
@@ -55,13 +67,10 @@ public final class FaultHTTPServer: @unchecked Sendable {
             def do_GET(self): self.handle_get(head=False)
             def handle_get(self, head):
                 path = self.path.split("?", 1)[0]
-                if path in ("/__stats", "/__ranges"):
-                    with lock: body = json.dumps(counts if path == "/__stats" else ranges).encode()
-                    self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
-                    self.wfile.write(body); return
                 with lock:
                     n = counts.get(path, 0); counts[path] = n + 1
                     ranges.setdefault(path, []).append(self.headers.get("Range", ""))
+                    save()
                 rule = rules.get(path, {})
                 if rule.get("delay"): time.sleep(rule["delay"])
                 if "status" in rule: return self.fail(rule["status"])

@@ -142,6 +142,7 @@ enum Curl {
         -> Outcome
     {
         if ctx.cancel.isCancelled { return .fail(.cancelled) }
+        if ctx.stalled { return .retry(.timeout("\(r.what): no data for \(ctx.stallTimeout)")) }
         if ctx.overLimit || code == CURLE_FILESIZE_EXCEEDED {
             return .fail(.tooLarge("\(r.what) exceeds the download limit of \(ctx.limit ?? 0) bytes"))
         }
@@ -256,10 +257,7 @@ enum Curl {
         _ = cor_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         _ = cor_curl_setopt_string(h, CURLOPT_USERAGENT, "corral/\(HostModule.version)")
         _ = cor_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(policy.connectTimeout.milliseconds))
-        // Stall detection: fewer than 1 byte/s for stallTimeout seconds aborts the attempt.
-        let stall = max(1, Int((policy.stallTimeout.milliseconds + 999) / 1000))
-        _ = cor_curl_setopt_long(h, CURLOPT_LOW_SPEED_LIMIT, 1)
-        _ = cor_curl_setopt_long(h, CURLOPT_LOW_SPEED_TIME, stall)
+        ctx.stallTimeout = policy.stallTimeout
         if let t = policy.attemptTimeout { _ = cor_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(t.milliseconds)) }
         _ = cor_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = cor_curl_setopt_data_cb(h, CURLOPT_HEADERFUNCTION, curlHeader)

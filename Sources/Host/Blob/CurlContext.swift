@@ -30,6 +30,11 @@ final class CurlContext {
     var errorBody: [UInt8] = []
     var attemptStart = ContinuousClock.now
     var lastReport = ContinuousClock.now
+    /// Stall detection: when the byte counter last moved, and whether we gave up waiting.
+    var stallTimeout: Duration = .seconds(30)
+    var lastMoved: Int64 = -1
+    var lastMoveTime = ContinuousClock.now
+    var stalled = false
 
     init(fd: Int32, limit: Int64?, progress: ProgressHandler?, cancel: CancelFlag) {
         self.fd = fd
@@ -48,6 +53,9 @@ final class CurlContext {
         resumeRequested = resume
         resumeBase = resume ? committed : 0
         attemptStart = .now
+        lastMoved = -1
+        lastMoveTime = .now
+        stalled = false
     }
 
     // MARK: - Headers
@@ -138,11 +146,24 @@ final class CurlContext {
 
     // MARK: - Progress
 
-    /// Reports progress at most every 100 ms; returns nonzero to abort a cancelled transfer.
+    /// Reports progress at most every 100 ms; returns nonzero to abort a cancelled or
+    /// stalled transfer.
+    ///
+    /// Stalls are detected here rather than with CURLOPT_LOW_SPEED_*: curl averages speed
+    /// over a window of several seconds, so a connection that delivered a burst and then
+    /// went silent would be kept alive for far longer than the configured stall timeout.
+    /// curl calls this at least once a second even when no byte arrives.
     func tick(total: Int64, now: Int64, uploading: Bool) -> Int32 {
         if cancel.isCancelled { return 1 }
-        guard let progress else { return 0 }
         let clock = ContinuousClock.now
+        if now != lastMoved {
+            lastMoved = now
+            lastMoveTime = clock
+        } else if clock - lastMoveTime >= stallTimeout {
+            stalled = true
+            return 1
+        }
+        guard let progress else { return 0 }
         guard clock - lastReport >= .milliseconds(100) else { return 0 }
         lastReport = clock
         progress(snapshot(total: total, uploading: uploading))
