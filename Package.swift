@@ -27,6 +27,7 @@ let package = Package(
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CShim"),
         // pid 1 of every sandbox: a small C program, so no copy of the host's memory lives
         // inside a sandbox.
@@ -41,7 +42,7 @@ let package = Package(
         .target(
             name: "Host",
             dependencies: [
-                "Sandbox", "CCurl", "CArchive", "CHiredis", .product(name: "Logging", package: "swift-log"),
+                "Sandbox", "CCurl", "CArchive", "CHiredis", "CSQLite", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -1,0 +1,96 @@
+import Glibc
+import Sandbox
+
+/// Everything that can go wrong fetching, extracting, caching or writing back a project.
+///
+/// Each case is a clear, typed answer for the API layer (one HTTP status and error code per
+/// case, see ``code``); none of them leaves a half-extracted project or a partial download.
+public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// A project id that is not `[A-Za-z0-9._-]{1,128}` (or is `.`/`..`).
+    case invalidProject(String)
+    /// The project was never registered.
+    case unknownProject(String)
+    /// A source that cannot be parsed or is not allowed here (scheme, file root, config).
+    case unsupportedSource(String)
+    /// The blob does not exist (HTTP 404, missing file).
+    case notFound(String)
+    /// The server answered with an HTTP status that is not retried (or still failed after retries).
+    case httpStatus(Int, String)
+    /// The transfer stalled or exceeded its deadline, after retries.
+    case timeout(String)
+    /// Connection-level failure after retries (refused, reset, truncated body).
+    case transport(String)
+    /// A limit was exceeded: download size, extracted bytes, entry count or compression ratio.
+    case tooLarge(String)
+    /// The downloaded bytes do not match the registered checksum.
+    case checksumMismatch(expected: String, actual: String)
+    /// An archive entry that would escape the project or create something unsafe.
+    case unsafeEntry(path: String, reason: String)
+    /// libarchive could not read the archive.
+    case corruptArchive(String)
+    /// The store cannot be written (plain HTTP sources are read-only).
+    case readOnlyStore(String)
+    /// The project is in use (pinned by running jobs) or in a state that forbids the call.
+    case busy(String)
+    /// A local file-system call failed.
+    case system(SystemError)
+    /// The persistent cache index (SQLite) failed.
+    case index(String)
+    /// The caller cancelled the transfer.
+    case cancelled
+
+    /// A stable, machine-readable code for the API (`not_found`, `unsafe_entry`, …).
+    public var code: String {
+        switch self {
+        case .invalidProject: "invalid_project"
+        case .unknownProject: "unknown_project"
+        case .unsupportedSource: "unsupported_source"
+        case .notFound: "not_found"
+        case .httpStatus: "upstream_http_status"
+        case .timeout: "timeout"
+        case .transport: "transport"
+        case .tooLarge: "too_large"
+        case .checksumMismatch: "checksum_mismatch"
+        case .unsafeEntry: "unsafe_entry"
+        case .corruptArchive: "corrupt_archive"
+        case .readOnlyStore: "read_only_store"
+        case .busy: "busy"
+        case .system: "io_error"
+        case .index: "index_error"
+        case .cancelled: "cancelled"
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .invalidProject(let id): "invalid project id \"\(id)\": use 1-128 of A-Z a-z 0-9 . _ -"
+        case .unknownProject(let id): "project \"\(id)\" is not registered"
+        case .unsupportedSource(let why): "unsupported source: \(why)"
+        case .notFound(let what): "not found: \(what)"
+        case .httpStatus(let code, let what): "HTTP \(code) from \(what)"
+        case .timeout(let what): "timed out: \(what)"
+        case .transport(let what): "transfer failed: \(what)"
+        case .tooLarge(let what): "too large: \(what)"
+        case .checksumMismatch(let expected, let actual): "checksum mismatch: expected \(expected), got \(actual)"
+        case .unsafeEntry(let path, let reason): "unsafe archive entry \"\(path)\": \(reason)"
+        case .corruptArchive(let why): "corrupt or unsupported archive: \(why)"
+        case .readOnlyStore(let what): "blob store is read-only: \(what)"
+        case .busy(let why): "busy: \(why)"
+        case .system(let error): error.description
+        case .index(let why): "cache index: \(why)"
+        case .cancelled: "cancelled"
+        }
+    }
+}
+
+/// Runs a system call like ``Sandbox/syscall(_:_:)`` but throws ``CacheError/system(_:)``.
+@discardableResult
+func sys<T: BinaryInteger>(_ call: @autoclosure () -> String, _ body: () -> T) throws(CacheError) -> T {
+    do {
+        return try syscall(call(), body)
+    } catch let error as SystemError {
+        throw .system(error)
+    } catch {
+        throw .system(SystemError(call(), errno: EIO))
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+
+/// What the host remembers about one project across restarts.
+struct ProjectRecord: Sendable, Equatable {
+    var id: String
+    var source: String
+    /// Expected hex SHA-256 of the source archive, when the registration gave one.
+    var sha256: String?
+    /// A workspace was fully extracted and renamed into place.
+    var ready = false
+    /// Identifies what the workspace was materialized from (``BlobInfo/version``).
+    var sourceVersion: String?
+    var materializedAt: Date?
+    var lastUsed: Date
+    var diskBytes: Int64 = 0
+    /// The manifest digest of the last clean state (materialization or snapshot).
+    var manifestDigest: String?
+    /// The latest write-back snapshot in the primary store.
+    var snapshotKey: String?
+    var snapshotVersion: String?
+    var snapshotAt: Date?
+}
+
+/// The persistent cache index: one SQLite table of ``ProjectRecord``s under the data directory.
+///
+/// Writes happen on state changes (register, materialized, snapshot, evicted), and
+/// `last_used` is flushed by the sweep, not on every touch. A row is written *after* the
+/// file-system change it describes, so a crash leaves either an old row (and an orphaned
+/// directory the next start sweeps) or the new one, never a row pointing at nothing.
+final class CacheIndex {
+    private let db: SQLiteDatabase
+
+    init(path: String) throws(SQLiteError) {
+        db = try SQLiteDatabase(path: path)
+        try db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS projects (
+                id TEXT PRIMARY KEY,
+                source TEXT NOT NULL,
+                sha256 TEXT,
+                ready INTEGER NOT NULL DEFAULT 0,
+                source_version TEXT,
+                materialized_at REAL,
+                last_used REAL NOT NULL,
+                disk_bytes INTEGER NOT NULL DEFAULT 0,
+                manifest_digest TEXT,
+                snapshot_key TEXT,
+                snapshot_version TEXT,
+                snapshot_at REAL
+            );
+            PRAGMA user_version = 1;
+            """)
+    }
+
+    func load() throws(SQLiteError) -> [ProjectRecord] {
+        try db.query("SELECT * FROM projects ORDER BY id").map { row in
+            ProjectRecord(
+                id: row["id"].text ?? "", source: row["source"].text ?? "", sha256: row["sha256"].text,
+                ready: row["ready"].integer == 1, sourceVersion: row["source_version"].text,
+                materializedAt: row["materialized_at"].real.map(Date.init(timeIntervalSince1970:)),
+                lastUsed: Date(timeIntervalSince1970: row["last_used"].real ?? 0),
+                diskBytes: row["disk_bytes"].integer ?? 0, manifestDigest: row["manifest_digest"].text,
+                snapshotKey: row["snapshot_key"].text, snapshotVersion: row["snapshot_version"].text,
+                snapshotAt: row["snapshot_at"].real.map(Date.init(timeIntervalSince1970:)))
+        }
+    }
+
+    func save(_ r: ProjectRecord) throws(SQLiteError) {
+        try db.run(
+            """
+            INSERT INTO projects (id, source, sha256, ready, source_version, materialized_at, last_used,
+                disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT(id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256,
+                ready = excluded.ready, source_version = excluded.source_version,
+                materialized_at = excluded.materialized_at, last_used = excluded.last_used,
+                disk_bytes = excluded.disk_bytes, manifest_digest = excluded.manifest_digest,
+                snapshot_key = excluded.snapshot_key, snapshot_version = excluded.snapshot_version,
+                snapshot_at = excluded.snapshot_at
+            """,
+            .text(r.id), .text(r.source), SQLiteValue(r.sha256), .integer(r.ready ? 1 : 0),
+            SQLiteValue(r.sourceVersion), SQLiteValue(r.materializedAt?.timeIntervalSince1970),
+            .real(r.lastUsed.timeIntervalSince1970), .integer(r.diskBytes), SQLiteValue(r.manifestDigest),
+            SQLiteValue(r.snapshotKey), SQLiteValue(r.snapshotVersion),
+            SQLiteValue(r.snapshotAt?.timeIntervalSince1970))
+    }
+
+    /// Writes several records in one transaction (the sweep's `last_used` flush).
+    func save(_ records: [ProjectRecord]) throws {
+        try db.transaction {
+            for r in records { try save(r) }
+        }
+    }
+
+    func delete(_ id: String) throws(SQLiteError) {
+        try db.run("DELETE FROM projects WHERE id = ?", .text(id))
+    }
+}

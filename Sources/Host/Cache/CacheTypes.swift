@@ -1,0 +1,130 @@
+import Foundation
+import Logging
+import Synchronization
+
+/// How a ``ProjectCache`` behaves: where it keeps data, where blobs live, and its limits.
+public struct CacheConfiguration: Sendable {
+    /// Holds `index.sqlite`, `workspaces/`, `staging/`, `downloads/`, `snapshots/`, `trash/`.
+    public var dataDirectory: String
+    /// Source stores and the primary store for uploads and snapshots.
+    public var stores: BlobStores
+    /// A project unused for this long (no call, no running job) is written back and evicted.
+    public var ttl: Duration
+    /// Total workspace bytes to keep; least recently used projects go first. nil: no budget.
+    public var diskBudget: Int64?
+    /// How often a sweep checks each workspace and writes it back when dirty. nil: only
+    /// before eviction and on demand.
+    public var snapshotInterval: Duration?
+    /// The largest archive a project may download.
+    public var maxDownloadBytes: Int64
+    public var extraction: ExtractionLimits
+    /// The time source, injected by tests.
+    public var clock: @Sendable () -> Date
+    public var logger: Logger
+
+    /// Defaults: primary store `<data>/blobs`, 24 h TTL, write-back every 15 min when dirty.
+    public init(
+        dataDirectory: String, stores: BlobStores? = nil, ttl: Duration = .seconds(24 * 3600),
+        diskBudget: Int64? = nil, snapshotInterval: Duration? = .seconds(15 * 60), maxDownloadBytes: Int64 = 8 << 30,
+        extraction: ExtractionLimits = ExtractionLimits(), clock: @escaping @Sendable () -> Date = Date.init,
+        logger: Logger = Logger(label: "corral.cache")
+    ) {
+        self.dataDirectory = dataDirectory
+        self.stores = stores ?? BlobStores(primary: LocalBlobStore(directory: dataDirectory + "/blobs"))
+        self.ttl = ttl
+        self.diskBudget = diskBudget
+        self.snapshotInterval = snapshotInterval
+        self.maxDownloadBytes = maxDownloadBytes
+        self.extraction = extraction
+        self.clock = clock
+        self.logger = logger
+    }
+}
+
+/// A materialized project: the directory a sandbox mounts at `/workspace`.
+public struct Workspace: Sendable, Equatable {
+    public var project: String
+    /// Absolute host path of the project root.
+    public var path: String
+    /// What it was materialized from (``BlobInfo/version`` of the source or snapshot).
+    public var sourceVersion: String
+    public var materializedAt: Date
+}
+
+/// The cache state of a project, as `GET /v1/projects/{id}` reports it.
+public enum ProjectState: String, Sendable, Equatable {
+    case cold, fetching, ready
+}
+
+/// One project as the cache sees it.
+public struct ProjectStatus: Sendable, Equatable {
+    public var id: String
+    /// The registered source, without credentials or SAS query.
+    public var source: String
+    public var state: ProjectState
+    public var sourceVersion: String?
+    /// Whether the workspace changed since it was materialized or last written back, as of
+    /// the last check (nil: not checked since start).
+    public var dirty: Bool?
+    public var diskBytes: Int64
+    /// Running jobs (and other holders) that keep the project from eviction.
+    public var pins: Int
+    public var lastUsed: Date
+    public var expiresAt: Date
+    public var snapshotVersion: String?
+    public var snapshotAt: Date?
+}
+
+/// What a materialization is doing, reported to every caller waiting on it.
+public enum CacheProgress: Sendable, Equatable {
+    case downloading(TransferProgress)
+    case extracting
+    case ready
+}
+
+/// The outcome of a write-back.
+public struct SnapshotResult: Sendable, Equatable {
+    /// The key in the primary store.
+    public var key: String
+    public var version: String
+    public var bytes: Int64
+    public var files: Int
+    /// Special files (FIFOs, sockets, devices) that were left out.
+    public var skipped: Int
+}
+
+/// What one ``ProjectCache/sweep(now:)`` did.
+public struct SweepReport: Sendable, Equatable {
+    public var snapshotted: [String] = []
+    public var expired: [String] = []
+    /// Evicted to get under the disk budget, least recently used first.
+    public var overBudget: [String] = []
+    /// Projects whose write-back or eviction failed; their workspaces are kept.
+    public var failed: [String: CacheError] = [:]
+}
+
+/// What a restart found on disk.
+public struct RecoveryReport: Sendable, Equatable {
+    /// Intact workspaces adopted from the index.
+    public var adopted: [String] = []
+    /// Half-finished leftovers removed (staging, downloads, temporary snapshots, trash).
+    public var swept = 0
+    /// Ready in the index but missing on disk: now cold.
+    public var lost: [String] = []
+    /// Workspace directories of unregistered projects, moved to `orphans/` (never deleted).
+    public var orphaned: [String] = []
+}
+
+/// Delivers progress to every waiter of one materialization.
+final class ProgressFanout: Sendable {
+    private let handlers = Mutex<[@Sendable (CacheProgress) -> Void]>([])
+
+    func add(_ handler: (@Sendable (CacheProgress) -> Void)?) {
+        guard let handler else { return }
+        handlers.withLock { $0.append(handler) }
+    }
+
+    func send(_ progress: CacheProgress) {
+        for handler in handlers.withLock({ $0 }) { handler(progress) }
+    }
+}

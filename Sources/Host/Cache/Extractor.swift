@@ -1,0 +1,326 @@
+import CArchive
+import Glibc
+import Sandbox
+
+/// Caps that stop a hostile or broken archive before it fills the disk.
+public struct ExtractionLimits: Sendable, Equatable {
+    /// Total bytes of file content written.
+    public var maxBytes: Int64
+    /// Number of archive entries (files, directories, links).
+    public var maxEntries: Int
+    /// Extracted bytes per archive byte; checked once ``ratioAllowance`` bytes are out, so
+    /// a small, very compressible project is never mistaken for a bomb.
+    public var maxCompressionRatio: Double
+    public var ratioAllowance: Int64
+    /// Path components per entry.
+    public var maxDepth: Int
+
+    public init(
+        maxBytes: Int64 = 16 << 30, maxEntries: Int = 1_000_000, maxCompressionRatio: Double = 200,
+        ratioAllowance: Int64 = 64 << 20, maxDepth: Int = 256
+    ) {
+        self.maxBytes = maxBytes
+        self.maxEntries = maxEntries
+        self.maxCompressionRatio = maxCompressionRatio
+        self.ratioAllowance = ratioAllowance
+        self.maxDepth = maxDepth
+    }
+}
+
+/// What an extraction produced.
+public struct ExtractionReport: Sendable, Equatable {
+    public var files = 0
+    public var directories = 0
+    public var symlinks = 0
+    public var hardlinks = 0
+    /// Bytes of file content written.
+    public var bytes: Int64 = 0
+    /// Entries whose setuid, setgid or sticky bits were dropped.
+    public var strippedModes = 0
+
+    public init() {}
+}
+
+/// Hardened archive extraction with libarchive: zip, tar (ustar, pax, GNU), each raw or
+/// compressed with gzip, bzip2, xz or zstd.
+///
+/// The rules (THREATS.md, "Bad archives and paths"):
+/// - absolute paths and `..` components are rejected, never rewritten;
+/// - every directory is entered with `openat(O_NOFOLLOW | O_DIRECTORY)` and every file is
+///   created with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a symlink the archive planted earlier
+///   is never followed (a later entry at the same name replaces the link itself);
+/// - symlinks are recreated as they are (the sandbox resolves them inside its own root, and
+///   host code never follows them); hardlinks must point at a regular file extracted earlier;
+/// - device nodes, FIFOs and sockets are rejected; setuid, setgid and sticky bits are dropped;
+///   ownership is never taken from the archive;
+/// - only the tar and zip readers and in-process decompressors are enabled: libarchive's
+///   other readers include mtree, whose entries can name host files, and some filters
+///   fall back to running external programs.
+///
+/// Extraction goes into a fresh directory the caller renames into place on success and
+/// removes on failure, so nothing half-extracted is ever visible.
+public enum Extractor {
+    /// Extracts `archive` into the empty directory `directory`. Blocking: call it from a
+    /// dedicated thread.
+    public static func extract(archive: String, into directory: String, limits: ExtractionLimits = .init())
+        throws(CacheError) -> ExtractionReport
+    {
+        var st = stat()
+        try sys("stat(\(archive))") { stat(archive, &st) }
+        let root = try sys("open(\(directory))") { open(directory, SafeTree.dirFlags) }
+        defer { close(root) }
+        guard let a = archive_read_new() else { throw .system(SystemError("archive_read_new", errno: ENOMEM)) }
+        defer { archive_read_free(a) }
+        archive_read_support_format_tar(a)
+        archive_read_support_format_zip(a)
+        archive_read_support_filter_gzip(a)
+        archive_read_support_filter_bzip2(a)
+        archive_read_support_filter_xz(a)
+        archive_read_support_filter_zstd(a)
+        if archive_read_open_filename(a, archive, 1 << 16) != ARCHIVE_OK {
+            throw .corruptArchive(errorString(a))
+        }
+        let run = ExtractionRun(archive: a, root: root, limits: limits, archiveSize: Int64(st.st_size))
+        defer { run.closeAll() }
+        try run.entries()
+        try run.finishDirectories()
+        return run.report
+    }
+
+    static func errorString(_ a: OpaquePointer) -> String {
+        archive_error_string(a).map { String(cString: $0) } ?? "unreadable archive"
+    }
+
+    /// The components of an entry path, or the reason it is unsafe.
+    static func components(_ raw: String, limits: ExtractionLimits, role: String = "path") throws(CacheError)
+        -> [String]
+    {
+        if raw.hasPrefix("/") { throw .unsafeEntry(path: raw, reason: "absolute \(role)") }
+        let parts = raw.split(separator: "/").filter { $0 != "." }.map(String.init)
+        if parts.contains("..") { throw .unsafeEntry(path: raw, reason: "\(role) contains '..'") }
+        if parts.contains(where: { $0.utf8.count > 255 }) { throw .unsafeEntry(path: raw, reason: "name too long") }
+        if parts.count > limits.maxDepth { throw .unsafeEntry(path: raw, reason: "nested too deeply") }
+        return parts
+    }
+}
+
+private let typeMask: UInt32 = 0o170_000
+private let typeRegular: UInt32 = 0o100_000
+private let typeDirectory: UInt32 = 0o040_000
+private let typeSymlink: UInt32 = 0o120_000
+private let typeCharDevice: UInt32 = 0o020_000
+private let typeBlockDevice: UInt32 = 0o060_000
+private let typeFIFO: UInt32 = 0o010_000
+private let typeSocket: UInt32 = 0o140_000
+
+/// The state of one extraction: open directories, counters, deferred directory metadata.
+private final class ExtractionRun {
+    let a: OpaquePointer
+    let root: Int32
+    let limits: ExtractionLimits
+    let archiveSize: Int64
+    var report = ExtractionReport()
+    var entryCount = 0
+    /// Open descriptors of directories already walked, by relative path. Valid for the whole
+    /// run because no entry may replace a directory.
+    var directories: [String: Int32] = [:]
+    var deferred: [(path: [String], perm: mode_t, mtime: timespec?)] = []
+    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
+
+    init(archive: OpaquePointer, root: Int32, limits: ExtractionLimits, archiveSize: Int64) {
+        self.a = archive
+        self.root = root
+        self.limits = limits
+        self.archiveSize = max(1, archiveSize)
+    }
+
+    deinit { buffer.deallocate() }
+
+    func closeAll() {
+        for fd in directories.values { close(fd) }
+        directories.removeAll()
+    }
+
+    func entries() throws(CacheError) {
+        var entry: OpaquePointer?
+        while true {
+            let rc = archive_read_next_header(a, &entry)
+            if rc == ARCHIVE_EOF { return }
+            guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN, let entry else {
+                throw .corruptArchive(Extractor.errorString(a))
+            }
+            entryCount += 1
+            if entryCount > limits.maxEntries {
+                throw .tooLarge("archive has more than \(limits.maxEntries) entries")
+            }
+            try extract(entry)
+        }
+    }
+
+    func extract(_ entry: OpaquePointer) throws(CacheError) {
+        guard let cPath = archive_entry_pathname(entry) ?? archive_entry_pathname_utf8(entry) else {
+            throw .corruptArchive("entry \(entryCount) has no readable name")
+        }
+        let raw = String(cString: cPath)
+        // Bounded descriptor cache; flushed only between entries, so no walk loses its fds.
+        if directories.count >= 4096 { closeAll() }
+        let parts = try Extractor.components(raw, limits: limits)
+        guard let name = parts.last else { return }  // "./" itself: the root exists already
+        let type = UInt32(archive_entry_filetype(entry)) & typeMask
+        let perm = mode_t(archive_entry_perm(entry))
+        if perm & 0o7000 != 0 { report.strippedModes += 1 }
+        let mtime: timespec? =
+            archive_entry_mtime_is_set(entry) != 0
+            ? timespec(tv_sec: Int(archive_entry_mtime(entry)), tv_nsec: Int(archive_entry_mtime_nsec(entry))) : nil
+
+        if let link = archive_entry_hardlink(entry) {
+            try hardlink(parts, to: String(cString: link), raw: raw)
+            return
+        }
+        switch type {
+        case typeDirectory:
+            _ = try directory(parts[...], create: true, raw: raw)
+            deferred.append((parts, perm, mtime))
+            report.directories += 1
+        case typeRegular:
+            let parent = try directory(parts.dropLast(), create: true, raw: raw)
+            try file(parent, name, raw: raw, entry: entry, perm: perm & 0o777, mtime: mtime)
+            report.files += 1
+        case typeSymlink:
+            guard let target = archive_entry_symlink(entry).map({ String(cString: $0) }), !target.isEmpty else {
+                throw .corruptArchive("symlink \(raw) has no target")
+            }
+            let parent = try directory(parts.dropLast(), create: true, raw: raw)
+            try create(parent, name, raw: raw) { symlinkat(target, parent, name) }
+            if let mtime { setTimes(parent, name, mtime, flags: AT_SYMLINK_NOFOLLOW) }
+            report.symlinks += 1
+        case typeCharDevice, typeBlockDevice: throw .unsafeEntry(path: raw, reason: "device node")
+        case typeFIFO: throw .unsafeEntry(path: raw, reason: "FIFO")
+        case typeSocket: throw .unsafeEntry(path: raw, reason: "socket")
+        default: throw .unsafeEntry(path: raw, reason: "unsupported entry type \(String(type, radix: 8))")
+        }
+    }
+
+    // MARK: - Entry kinds
+
+    func file(_ parent: Int32, _ name: String, raw: String, entry: OpaquePointer, perm: mode_t, mtime: timespec?)
+        throws(CacheError)
+    {
+        if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > limits.maxBytes - report.bytes {
+            throw .tooLarge("\(raw) declares \(archive_entry_size(entry)) bytes, over the \(limits.maxBytes)-byte cap")
+        }
+        var fd: Int32 = -1
+        try create(parent, name, raw: raw) {
+            fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            return fd
+        }
+        defer { close(fd) }
+        while true {
+            let n = archive_read_data(a, buffer.baseAddress, buffer.count)
+            if n == 0 { break }
+            if n < 0 { throw .corruptArchive("\(raw): \(Extractor.errorString(a))") }
+            report.bytes += Int64(n)
+            try checkCaps()
+            var done = 0
+            while done < n {
+                done += try sys("write(\(raw))") { write(fd, buffer.baseAddress! + done, n - done) }
+            }
+        }
+        try sys("fchmod(\(raw))") { fchmod(fd, perm) }
+        if let mtime { withTimes(mtime) { _ = futimens(fd, $0) } }
+    }
+
+    func checkCaps() throws(CacheError) {
+        if report.bytes > limits.maxBytes {
+            throw .tooLarge("archive expands past the \(limits.maxBytes)-byte cap")
+        }
+        if report.bytes > limits.ratioAllowance,
+            Double(report.bytes) > limits.maxCompressionRatio * Double(archiveSize)
+        {
+            throw .tooLarge("compression ratio above \(Int(limits.maxCompressionRatio)):1 (zip bomb?)")
+        }
+    }
+
+    func hardlink(_ parts: [String], to link: String, raw: String) throws(CacheError) {
+        let target = try Extractor.components(link, limits: limits, role: "hardlink target")
+        guard let targetName = target.last else {
+            throw .unsafeEntry(path: raw, reason: "hardlink to the project root")
+        }
+        let targetParent: Int32
+        do throws(CacheError) {
+            targetParent = try directory(target.dropLast(), create: false, raw: link)
+        } catch {
+            throw .unsafeEntry(path: raw, reason: "hardlink target \(link) is not in the archive")
+        }
+        var st = stat()
+        guard fstatat(targetParent, targetName, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else {
+            throw .unsafeEntry(path: raw, reason: "hardlink target \(link) is not a file extracted earlier")
+        }
+        let parent = try directory(parts.dropLast(), create: true, raw: raw)
+        try create(parent, parts.last!, raw: raw) { linkat(targetParent, targetName, parent, parts.last!, 0) }
+        report.hardlinks += 1
+    }
+
+    /// Runs a creating call; if the name exists, removes it (a later entry wins, as in tar)
+    /// unless it is a directory, then retries once. Never follows what it replaces.
+    func create(_ parent: Int32, _ name: String, raw: String, _ call: () -> Int32) throws(CacheError) {
+        if call() >= 0 { return }
+        guard errno == EEXIST else { throw .system(SystemError("create(\(raw))", errno: errno)) }
+        var st = stat()
+        if fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+            throw .unsafeEntry(path: raw, reason: "would replace a directory")
+        }
+        try sys("unlinkat(\(raw))") { unlinkat(parent, name, 0) }
+        try sys("create(\(raw))") { call() }
+    }
+
+    /// The descriptor of the directory `parts`, walking (and creating) one component at a
+    /// time without following symlinks.
+    func directory(_ parts: ArraySlice<String>, create: Bool, raw: String) throws(CacheError) -> Int32 {
+        var fd = root
+        var key = ""
+        for part in parts {
+            key = key.isEmpty ? part : key + "/" + part
+            if let cached = directories[key] {
+                fd = cached
+                continue
+            }
+            var next = SafeTree.openDirectory(fd, part)
+            if next < 0 && errno == ENOENT && create {
+                if mkdirat(fd, part, 0o755) != 0 && errno != EEXIST {
+                    throw .system(SystemError("mkdirat(\(key))", errno: errno))
+                }
+                next = SafeTree.openDirectory(fd, part)
+            }
+            if next < 0 {
+                if errno == ELOOP || errno == ENOTDIR {
+                    throw .unsafeEntry(path: raw, reason: "\(key) is a symlink or a file, not a directory")
+                }
+                throw .system(SystemError("openat(\(key))", errno: errno))
+            }
+            directories[key] = next
+            fd = next
+        }
+        return fd
+    }
+
+    /// Applies directory modes and times last: creating entries inside a directory changes
+    /// its mtime, and a read-only mode would block the entries that follow.
+    func finishDirectories() throws(CacheError) {
+        for (parts, perm, mtime) in deferred.reversed() {
+            let fd = try directory(parts[...], create: false, raw: parts.joined(separator: "/"))
+            // The owner keeps rwx so the project stays usable and removable.
+            fchmod(fd, (perm & 0o777) | 0o700)
+            if let mtime { withTimes(mtime) { _ = futimens(fd, $0) } }
+        }
+    }
+
+    func setTimes(_ parent: Int32, _ name: String, _ mtime: timespec, flags: Int32) {
+        withTimes(mtime) { _ = utimensat(parent, name, $0, flags) }
+    }
+
+    func withTimes(_ mtime: timespec, _ body: (UnsafePointer<timespec>) -> Void) {
+        let times = [mtime, mtime]
+        times.withUnsafeBufferPointer { body($0.baseAddress!) }
+    }
+}

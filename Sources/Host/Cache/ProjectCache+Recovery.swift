@@ -1,0 +1,110 @@
+import Foundation
+import Glibc
+
+/// Where a cache keeps things under its data directory.
+struct DataLayout: Sendable {
+    let root: String
+
+    init(_ root: String) { self.root = root.hasSuffix("/") ? String(root.dropLast()) : root }
+
+    var index: String { "\(root)/index.sqlite" }
+    var workspaces: String { "\(root)/workspaces" }
+    /// Extractions in progress; everything here is half-finished by definition.
+    var stagingDirectory: String { "\(root)/staging" }
+    var downloads: String { "\(root)/downloads" }
+    var snapshots: String { "\(root)/snapshots" }
+    var trashDirectory: String { "\(root)/trash" }
+    var orphans: String { "\(root)/orphans" }
+    /// Directories whose whole content a restart removes.
+    var scratch: [String] { [stagingDirectory, downloads, snapshots, trashDirectory] }
+
+    func workspace(_ id: String) -> String { "\(workspaces)/\(id)" }
+    func staging(_ id: String) -> String { "\(stagingDirectory)/\(id).\(UUID().uuidString)" }
+    func download(_ id: String) -> String { "\(downloads)/\(id).\(UUID().uuidString)" }
+    func pack(_ id: String) -> String { "\(snapshots)/\(id).\(UUID().uuidString).tar.zst" }
+    func trash(_ id: String) -> String { "\(trashDirectory)/\(id).\(UUID().uuidString)" }
+    /// The key of a project's latest write-back in the primary store.
+    func snapshotKey(_ id: String) -> String { "snapshots/\(id).tar.zst" }
+}
+
+extension ProjectCache {
+    /// Opens the cache on `config.dataDirectory`, creating it if needed.
+    ///
+    /// A restart re-adopts every workspace the index lists as ready and finds intact on
+    /// disk (its dirty state is re-checked against the stored manifest on the next sweep),
+    /// removes everything half-finished (staging, downloads, temporary snapshots, trash),
+    /// marks ready-but-missing workspaces cold, removes workspace directories the index
+    /// says are cold (leftovers of a crash mid-materialization or mid-eviction, never
+    /// handed to anyone), and moves directories of unknown projects to `orphans/`.
+    public static func open(_ config: CacheConfiguration) async throws(CacheError) -> ProjectCache {
+        let layout = DataLayout(config.dataDirectory)
+        let index: CacheIndex
+        var records: [ProjectRecord]
+        do {
+            try SafeTree.makeDirectories(layout.root, mode: 0o700)
+            index = try CacheIndex(path: layout.index)
+            records = try index.load()
+        } catch let error as SQLiteError {
+            throw .index(error.description)
+        } catch let error as CacheError {
+            throw error
+        } catch {
+            throw .index("\(error)")
+        }
+        let known = records
+        let (recovery, ready) = try await BlockingThread.run("corral-recover") {
+            () throws(CacheError) -> (RecoveryReport, Set<String>) in
+            try recover(layout, known)
+        }
+        for i in records.indices where records[i].ready && !ready.contains(records[i].id) {
+            records[i].ready = false
+            records[i].diskBytes = 0
+            do { try index.save(records[i]) } catch { throw .index(error.description) }
+        }
+        config.logger.info(
+            "cache opened",
+            metadata: [
+                "adopted": "\(recovery.adopted.count)", "swept": "\(recovery.swept)", "lost": "\(recovery.lost)",
+                "orphaned": "\(recovery.orphaned)",
+            ])
+        return ProjectCache(config: config, index: index, records: records, recovery: recovery)
+    }
+
+    /// The file-system half of ``open(_:)``: returns the report and the ids found intact.
+    private static func recover(_ layout: DataLayout, _ records: [ProjectRecord]) throws(CacheError)
+        -> (RecoveryReport, Set<String>)
+    {
+        var report = RecoveryReport()
+        for dir in layout.scratch + [layout.workspaces] { try SafeTree.makeDirectories(dir, mode: 0o700) }
+        for dir in layout.scratch {
+            let fd = try sys("open(\(dir))") { Glibc.open(dir, SafeTree.dirFlags) }
+            defer { close(fd) }
+            for name in try SafeTree.list(fd) {
+                try SafeTree.remove(fd, name)
+                report.swept += 1
+            }
+        }
+        let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        let fd = try sys("open(\(layout.workspaces))") { Glibc.open(layout.workspaces, SafeTree.dirFlags) }
+        defer { close(fd) }
+        var present: Set<String> = []
+        for name in try SafeTree.list(fd) {
+            var st = stat()
+            let isDirectory = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR
+            if let record = byID[name], record.ready, isDirectory {
+                present.insert(name)
+                report.adopted.append(name)
+            } else if byID[name] != nil {
+                try SafeTree.remove(fd, name)
+                report.swept += 1
+            } else {
+                try SafeTree.makeDirectories(layout.orphans, mode: 0o700)
+                let target = "\(layout.orphans)/\(name).\(Int(Date().timeIntervalSince1970))"
+                try sys("rename(\(name))") { rename("\(layout.workspaces)/\(name)", target) }
+                report.orphaned.append(name)
+            }
+        }
+        report.lost = records.filter { $0.ready && !present.contains($0.id) }.map(\.id).sorted()
+        return (report, present)
+    }
+}

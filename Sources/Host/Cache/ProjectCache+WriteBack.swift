@@ -1,0 +1,202 @@
+import Foundation
+import Glibc
+
+// MARK: - Write-back, eviction and the sweep
+
+extension ProjectCache {
+    /// Whether the workspace changed since it was materialized or last written back
+    /// (a fresh manifest scan compared with the stored digest). Cold projects are clean.
+    public func isDirty(_ id: String) async throws(CacheError) -> Bool {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        guard entry.record.ready else { return false }
+        let path = layout.workspace(id)
+        let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
+        guard entries[id]?.record.ready == true else { return false }
+        let dirty = summary.digest != entries[id]!.record.manifestDigest
+        entries[id]!.dirty = dirty
+        entries[id]!.record.diskBytes = summary.diskBytes
+        return dirty
+    }
+
+    /// Writes the workspace back to the primary store if it changed (or always, with
+    /// `force`), as `snapshots/<id>.tar.zst`. Returns nil when there was nothing to write.
+    ///
+    /// Single flight per project. Jobs may keep running meanwhile: the snapshot is then a
+    /// point-in-time-per-file copy, and any file changed during packing keeps the
+    /// workspace dirty for the next write-back.
+    @discardableResult
+    public func snapshot(_ id: String, force: Bool = false) async throws(CacheError) -> SnapshotResult? {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        if let running = entry.snapshotting { return try await running.value.get() }
+        let task = Task { await self.runSnapshot(id, force: force) }
+        entries[id]!.snapshotting = task
+        return try await task.value.get()
+    }
+
+    private func runSnapshot(_ id: String, force: Bool) async -> Result<SnapshotResult?, CacheError> {
+        defer { entries[id]?.snapshotting = nil }
+        guard entries[id]?.record.ready == true else { return .success(nil) }
+        do throws(CacheError) {
+            if !force, try await !isDirty(id) {
+                entries[id]?.lastCheck = now()
+                return .success(nil)
+            }
+            return .success(try await writeBack(id, from: layout.workspace(id)))
+        } catch {
+            logger.warning("write-back failed", metadata: ["project": "\(id)", "error": "\(error)"])
+            return .failure(error)
+        }
+    }
+
+    /// Packs the tree at `path` and uploads it as the project's snapshot.
+    private func writeBack(_ id: String, from path: String) async throws(CacheError) -> SnapshotResult {
+        let pack = layout.pack(id)
+        defer { unlink(pack) }
+        let (summary, report) = try await BlockingThread.run("corral-pack") {
+            () throws(CacheError) -> (ManifestSummary, PackReport) in
+            try Packer.pack(path, to: pack)
+        }
+        let key = layout.snapshotKey(id)
+        let info = try await config.stores.primary.put(key, from: pack)
+        guard entries[id] != nil else { throw .unknownProject(id) }
+        entries[id]!.record.snapshotKey = key
+        entries[id]!.record.snapshotVersion = info.version
+        entries[id]!.record.snapshotAt = now()
+        entries[id]!.record.manifestDigest = summary.digest
+        entries[id]!.record.diskBytes = summary.diskBytes
+        entries[id]!.dirty = false
+        entries[id]!.lastCheck = now()
+        try persist(id)
+        logger.info("written back", metadata: ["project": "\(id)", "bytes": "\(info.size)"])
+        return SnapshotResult(
+            key: key, version: info.version, bytes: info.size, files: report.files, skipped: report.skipped)
+    }
+
+    /// Removes the workspace, writing it back first if it changed (unless `discard`).
+    ///
+    /// The workspace is first renamed out of the way (one atomic step, after which no path
+    /// leads into it), then compared with its last clean manifest and uploaded if needed.
+    /// If that upload fails the rename is undone and the error thrown: nothing is lost.
+    /// A pinned project is never evicted (``CacheError/busy(_:)``).
+    public func evict(_ id: String, discard: Bool = false) async throws(CacheError) {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        if let evicting = entry.evicting { return try await evicting.value.get() }
+        if let materializing = entry.materializing { _ = await materializing.value }
+        if let snapshotting = entries[id]?.snapshotting { _ = await snapshotting.value }
+        guard let current = entries[id], current.record.ready, current.evicting == nil else { return }
+        guard current.pins == 0 else { throw .busy("\(id) has \(current.pins) running job(s)") }
+        let task = Task { await self.runEvict(id, discard: discard) }
+        entries[id]!.evicting = task
+        try await task.value.get()
+    }
+
+    private func runEvict(_ id: String, discard: Bool) async -> Result<Void, CacheError> {
+        defer { entries[id]?.evicting = nil }
+        let workspace = layout.workspace(id)
+        let trash = layout.trash(id)
+        do throws(CacheError) {
+            try sys("rename(\(workspace))") { rename(workspace, trash) }
+        } catch {
+            return .failure(error)
+        }
+        if !discard {
+            do throws(CacheError) {
+                let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in
+                    try Manifest.scan(trash)
+                }
+                if summary.digest != entries[id]?.record.manifestDigest {
+                    _ = try await writeBack(id, from: trash)
+                }
+            } catch {
+                rename(trash, workspace)
+                logger.error("eviction kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
+                return .failure(error)
+            }
+        }
+        entries[id]!.record.ready = false
+        entries[id]!.record.diskBytes = 0
+        entries[id]!.dirty = nil
+        do throws(CacheError) { try persist(id) } catch { logger.error("index write failed: \(error)") }
+        await BlockingThread.run("corral-remove") { () -> Void in try? SafeTree.remove(path: trash) }
+        logger.info("evicted", metadata: ["project": "\(id)", "discard": "\(discard)"])
+        return .success(())
+    }
+
+    /// Unregisters a project: evicts without write-back, deletes its snapshot and forgets it.
+    public func remove(_ id: String) async throws(CacheError) {
+        guard entries[id] != nil else { throw .unknownProject(id) }
+        try await evict(id, discard: true)
+        if let pins = entries[id]?.pins, pins > 0 { throw .busy("\(id) has \(pins) running job(s)") }
+        try await config.stores.primary.delete(entries[id]?.record.snapshotKey ?? layout.snapshotKey(id))
+        entries[id] = nil
+        do { try index.delete(id) } catch { throw .index(error.description) }
+    }
+
+    /// One maintenance pass: periodic write-back of dirty workspaces, eviction of expired
+    /// ones, then least-recently-used eviction until the disk budget holds. Pinned projects
+    /// are written back but never evicted. Failures are reported and the workspace kept.
+    @discardableResult
+    public func sweep(now: Date? = nil) async -> SweepReport {
+        let now = now ?? self.now()
+        var report = SweepReport()
+        if let interval = config.snapshotInterval?.timeInterval {
+            for id in entries.keys.sorted() {
+                guard let e = entries[id], e.record.ready,
+                    (e.lastCheck ?? .distantPast).addingTimeInterval(interval) <= now
+                else { continue }
+                do throws(CacheError) {
+                    if try await snapshot(id) != nil { report.snapshotted.append(id) }
+                    entries[id]?.lastCheck = now
+                } catch { report.failed[id] = error }
+            }
+        }
+        let ttl = config.ttl.timeInterval
+        for id in entries.keys.sorted() {
+            guard let e = entries[id], e.record.ready, e.pins == 0, e.record.lastUsed.addingTimeInterval(ttl) <= now
+            else { continue }
+            do throws(CacheError) {
+                try await evict(id)
+                report.expired.append(id)
+            } catch { report.failed[id] = error }
+        }
+        if let budget = config.diskBudget {
+            while true {
+                let ready = entries.values.filter { $0.record.ready }
+                guard ready.reduce(0, { $0 + $1.record.diskBytes }) > budget,
+                    let victim = ready.filter({ $0.pins == 0 && report.failed[$0.record.id] == nil })
+                        .min(by: { ($0.record.lastUsed, $0.record.id) < ($1.record.lastUsed, $1.record.id) })
+                else { break }
+                let id = victim.record.id
+                do throws(CacheError) {
+                    try await evict(id)
+                    report.overBudget.append(id)
+                } catch { report.failed[id] = error }
+            }
+        }
+        flushLastUsed()
+        return report
+    }
+
+    /// Persists `last_used` of projects touched since the last write, in one transaction.
+    func flushLastUsed() {
+        let changed = entries.values.filter { $0.record.lastUsed != $0.persistedUse }.map(\.record)
+        guard !changed.isEmpty else { return }
+        do {
+            try index.save(changed)
+            for r in changed { entries[r.id]?.persistedUse = r.lastUsed }
+        } catch {
+            logger.error("index write failed: \(error)")
+        }
+    }
+
+    /// Runs ``sweep(now:)`` every `interval` until the calling task is cancelled.
+    public func runMaintenance(every interval: Duration = .seconds(60)) async {
+        while !Task.isCancelled {
+            do { try await Task.sleep(for: interval) } catch { return }
+            let report = await sweep()
+            for (id, error) in report.failed {
+                logger.error("maintenance", metadata: ["project": "\(id)", "error": "\(error)"])
+            }
+        }
+    }
+}

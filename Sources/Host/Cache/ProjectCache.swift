@@ -1,0 +1,298 @@
+import Foundation
+import Glibc
+import Logging
+
+/// The project cache: registers projects, materializes them once (single flight), keeps
+/// them warm for a sliding TTL, and writes agents' changes back before anything is lost.
+///
+/// The job system uses ``acquire(_:progress:)`` / ``release(_:)`` around each job (a pinned
+/// project is never evicted) and ``touch(_:)`` on every call; the API maps the rest 1:1 to
+/// the `/v1/projects` routes. All blocking work (curl, libarchive, tree walks) runs on
+/// dedicated threads; the actor only holds state.
+public actor ProjectCache {
+    struct Entry {
+        var record: ProjectRecord
+        var pins = 0
+        var materializing: Task<Result<Workspace, CacheError>, Never>?
+        var fanout: ProgressFanout?
+        var snapshotting: Task<Result<SnapshotResult?, CacheError>, Never>?
+        var evicting: Task<Result<Void, CacheError>, Never>?
+        var dirty: Bool?
+        /// Last dirty check or write-back, for the periodic write-back.
+        var lastCheck: Date?
+        var persistedUse: Date
+    }
+
+    let config: CacheConfiguration
+    let index: CacheIndex
+    let layout: DataLayout
+    var entries: [String: Entry] = [:]
+    /// What the start found on disk.
+    public let recovery: RecoveryReport
+    var logger: Logger { config.logger }
+
+    init(config: CacheConfiguration, index: sending CacheIndex, records: [ProjectRecord], recovery: RecoveryReport) {
+        self.config = config
+        self.index = index
+        self.layout = DataLayout(config.dataDirectory)
+        self.recovery = recovery
+        for r in records { entries[r.id] = Entry(record: r, persistedUse: r.lastUsed) }
+    }
+
+    func now() -> Date { config.clock() }
+
+    // MARK: - Registration
+
+    /// Registers `id` with a source URL (`file://`, `blob:`, `http(s)://`, `s3://`, `azure://`)
+    /// and optionally the archive's hex SHA-256, verified on every download.
+    ///
+    /// Re-registering the same source is a no-op. Changing the source of a materialized
+    /// project fails with ``CacheError/busy(_:)``: evict it first, so no edit is dropped silently.
+    public func register(_ id: String, source: String, sha256: String? = nil) async throws(CacheError) {
+        try Self.validate(id)
+        let parsed = try ProjectSource(parsing: source)
+        _ = try config.stores.resolve(parsed)
+        if var entry = entries[id] {
+            if entry.record.source == source && entry.record.sha256 == sha256 { return }
+            if entry.record.ready || entry.materializing != nil {
+                throw .busy("\(id) is materialized; evict it before changing its source")
+            }
+            let oldSnapshot = entry.record.snapshotKey
+            entry.record.source = source
+            entry.record.sha256 = sha256?.lowercased()
+            entry.record.snapshotKey = nil
+            entry.record.snapshotVersion = nil
+            entry.record.snapshotAt = nil
+            entries[id] = entry
+            try persist(id)
+            // The old snapshot belongs to the old source; a new source starts from scratch.
+            try? await config.stores.primary.delete(oldSnapshot ?? layout.snapshotKey(id))
+        } else {
+            let record = ProjectRecord(id: id, source: source, sha256: sha256?.lowercased(), lastUsed: now())
+            entries[id] = Entry(record: record, persistedUse: record.lastUsed)
+            try persist(id)
+        }
+    }
+
+    /// Creates (or replaces the source of) a cold project from an archive file: the archive
+    /// is test-extracted under the limits (a bad archive is refused before it is stored),
+    /// stored in the primary store and registered as `blob:uploads/<id>/<sha256>.archive`.
+    @discardableResult
+    public func upload(_ id: String, archive path: String) async throws(CacheError) -> ProjectStatus {
+        try Self.validate(id)
+        if let entry = entries[id], entry.record.ready || entry.materializing != nil {
+            throw .busy("\(id) is materialized; evict it before uploading a new archive")
+        }
+        let probe = layout.staging(id)
+        let limits = config.extraction
+        let sha = try await BlockingThread.run("corral-upload-check") { () throws(CacheError) -> String in
+            defer { try? SafeTree.remove(path: probe) }
+            try sys("mkdir(\(probe))") { mkdir(probe, 0o700) }
+            _ = try Extractor.extract(archive: path, into: probe, limits: limits)
+            let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+            defer { close(fd) }
+            return try FileHash.sha256(fd: fd).1
+        }
+        let key = "uploads/\(id)/\(sha).archive"
+        _ = try await config.stores.primary.put(key, from: path)
+        try await register(id, source: "blob:\(key)", sha256: sha)
+        return try status(id)
+    }
+
+    /// ``upload(_:archive:)`` for archive bytes already in memory.
+    @discardableResult
+    public func upload(_ id: String, bytes: [UInt8]) async throws(CacheError) -> ProjectStatus {
+        try Self.validate(id)
+        let path = layout.download(id)
+        try await BlockingThread.run("corral-upload-spool") { () throws(CacheError) in
+            let fd = try sys("open(\(path))") { Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+            defer { close(fd) }
+            var done = 0
+            while done < bytes.count {
+                done += try sys("write(\(path))") { bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) } }
+            }
+        }
+        defer { unlink(path) }
+        return try await upload(id, archive: path)
+    }
+
+    // MARK: - Materialization
+
+    /// The project's workspace, downloading and extracting it first if it is cold.
+    ///
+    /// Single flight: concurrent callers for a cold project share one download and one
+    /// extraction, and each receives progress. A caller that is cancelled stops waiting;
+    /// the shared work continues for the others.
+    public func materialize(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil)
+        async throws(CacheError) -> Workspace
+    {
+        while true {
+            guard let entry = entries[id] else { throw .unknownProject(id) }
+            entries[id]!.record.lastUsed = max(entry.record.lastUsed, now())
+            if let evicting = entry.evicting {
+                _ = await evicting.value
+                continue
+            }
+            if entry.record.ready { return workspace(entry.record) }
+            if let task = entry.materializing {
+                entry.fanout?.add(progress)
+                return try await task.value.get()
+            }
+            let fanout = ProgressFanout()
+            fanout.add(progress)
+            let task = Task { await self.runMaterialize(id, fanout) }
+            entries[id]!.materializing = task
+            entries[id]!.fanout = fanout
+            return try await task.value.get()
+        }
+    }
+
+    private func runMaterialize(_ id: String, _ fanout: ProgressFanout) async -> Result<Workspace, CacheError> {
+        defer {
+            entries[id]?.materializing = nil
+            entries[id]?.fanout = nil
+        }
+        let download = layout.download(id)
+        let staging = layout.staging(id)
+        do throws(CacheError) {
+            let (store, key, expected, fromSnapshot) = try await plan(id)
+            fanout.send(.downloading(TransferProgress(bytes: 0, total: nil, bytesPerSecond: 0)))
+            let info = try await store.get(key, to: download, limit: config.maxDownloadBytes) {
+                fanout.send(.downloading($0))
+            }
+            if let expected, info.sha256 != expected {
+                throw .checksumMismatch(expected: expected, actual: info.sha256 ?? "unknown")
+            }
+            fanout.send(.extracting)
+            let target = layout.workspace(id)
+            let limits = config.extraction
+            let summary = try await BlockingThread.run("corral-extract") { () throws(CacheError) -> ManifestSummary in
+                defer { unlink(download) }
+                try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
+                _ = try Extractor.extract(archive: download, into: staging, limits: limits)
+                try sys("chmod(\(staging))") { chmod(staging, 0o755) }
+                // Anything already at the target is a leftover of a crash during an earlier
+                // eviction or materialization: the index says cold, so nothing there is live.
+                try SafeTree.remove(path: target)
+                try sys("rename(\(staging))") { rename(staging, target) }
+                return try Manifest.scan(target)
+            }
+            var record = entries[id]!.record
+            record.ready = true
+            record.sourceVersion = fromSnapshot ? "snapshot:\(info.version)" : info.version
+            record.materializedAt = now()
+            record.manifestDigest = summary.digest
+            record.diskBytes = summary.diskBytes
+            entries[id]!.record = record
+            entries[id]!.dirty = false
+            entries[id]!.lastCheck = now()
+            try persist(id)
+            logger.info("materialized", metadata: ["project": "\(id)", "version": "\(record.sourceVersion ?? "")"])
+            fanout.send(.ready)
+            return .success(workspace(record))
+        } catch {
+            await BlockingThread.run("corral-cleanup") { () -> Void in
+                try? SafeTree.remove(path: staging)
+                unlink(download)
+            }
+            logger.warning("materialize failed", metadata: ["project": "\(id)", "error": "\(error)"])
+            return .failure(error)
+        }
+    }
+
+    /// The blob to materialize from: the latest write-back snapshot if there is one, else
+    /// the registered source with its expected checksum.
+    private func plan(_ id: String) async throws(CacheError) -> (any BlobStore, String, String?, Bool) {
+        let record = entries[id]!.record
+        let primary = config.stores.primary
+        if let key = record.snapshotKey { return (primary, key, nil, true) }
+        // A snapshot the index does not know (index lost, or written by another host).
+        if try await primary.head(layout.snapshotKey(id)) != nil { return (primary, layout.snapshotKey(id), nil, true) }
+        let (store, key) = try config.stores.resolve(ProjectSource(parsing: record.source))
+        return (store, key, record.sha256, false)
+    }
+
+    // MARK: - Use, pins and status
+
+    /// Refreshes the sliding TTL: the project counts as used now.
+    public func touch(_ id: String) throws(CacheError) {
+        guard entries[id] != nil else { throw .unknownProject(id) }
+        entries[id]!.record.lastUsed = max(entries[id]!.record.lastUsed, now())
+    }
+
+    /// Keeps the project from eviction until a matching ``unpin(_:)`` (a running job).
+    public func pin(_ id: String) throws(CacheError) {
+        try touch(id)
+        entries[id]!.pins += 1
+    }
+
+    /// Releases one ``pin(_:)``; the TTL restarts from now.
+    public func unpin(_ id: String) throws(CacheError) {
+        try touch(id)
+        entries[id]!.pins = max(0, entries[id]!.pins - 1)
+    }
+
+    /// Pins, then materializes: what a job does before it starts. Pair with ``release(_:)``.
+    public func acquire(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil)
+        async throws(CacheError) -> Workspace
+    {
+        try pin(id)
+        do throws(CacheError) {
+            return try await materialize(id, progress: progress)
+        } catch {
+            try? unpin(id)
+            throw error
+        }
+    }
+
+    /// Ends an ``acquire(_:progress:)``.
+    public func release(_ id: String) throws(CacheError) { try unpin(id) }
+
+    /// The status of one project.
+    public func status(_ id: String) throws(CacheError) -> ProjectStatus {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        return status(entry)
+    }
+
+    /// Every registered project, sorted by id.
+    public func list() -> [ProjectStatus] {
+        entries.keys.sorted().map { status(entries[$0]!) }
+    }
+
+    func status(_ e: Entry) -> ProjectStatus {
+        let r = e.record
+        let state: ProjectState = r.ready ? .ready : (e.materializing != nil ? .fetching : .cold)
+        let source = (try? ProjectSource(parsing: r.source).description) ?? r.source
+        return ProjectStatus(
+            id: r.id, source: source, state: state, sourceVersion: r.ready ? r.sourceVersion : nil,
+            dirty: r.ready ? e.dirty : nil, diskBytes: r.ready ? r.diskBytes : 0, pins: e.pins, lastUsed: r.lastUsed,
+            expiresAt: r.lastUsed.addingTimeInterval(config.ttl.timeInterval), snapshotVersion: r.snapshotVersion,
+            snapshotAt: r.snapshotAt)
+    }
+
+    func workspace(_ r: ProjectRecord) -> Workspace {
+        Workspace(
+            project: r.id, path: layout.workspace(r.id), sourceVersion: r.sourceVersion ?? "",
+            materializedAt: r.materializedAt ?? r.lastUsed)
+    }
+
+    func persist(_ id: String) throws(CacheError) {
+        guard let record = entries[id]?.record else { return }
+        do {
+            try index.save(record)
+            entries[id]!.persistedUse = record.lastUsed
+        } catch {
+            throw .index(error.description)
+        }
+    }
+
+    static func validate(_ id: String) throws(CacheError) {
+        let ok =
+            (1...128).contains(id.utf8.count) && id != "." && id != ".."
+            && id.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e
+                    || c == 0x5f || c == 0x2d
+            }
+        if !ok { throw .invalidProject(id) }
+    }
+}

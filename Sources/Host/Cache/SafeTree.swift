@@ -1,0 +1,89 @@
+import Glibc
+import Sandbox
+
+/// File-system operations relative to a directory descriptor that never follow a symlink.
+///
+/// Every path is walked one component at a time with `openat(O_NOFOLLOW | O_DIRECTORY)`, so
+/// a symlink planted earlier (by an archive or by a job) makes the walk fail with ELOOP or
+/// ENOTDIR instead of leading outside the tree.
+enum SafeTree {
+    static let dirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
+
+    /// Opens the directory `name` inside `parent`, refusing symlinks.
+    static func openDirectory(_ parent: Int32, _ name: String) -> Int32 {
+        while true {
+            let fd = openat(parent, name, dirFlags)
+            if fd >= 0 || errno != EINTR { return fd }
+        }
+    }
+
+    /// Removes `name` inside `parent` and everything under it without following symlinks.
+    ///
+    /// Directories are made writable first (a job may have `chmod 0` them). Depth is capped
+    /// so a hostile, absurdly deep tree fails cleanly instead of exhausting descriptors.
+    static func remove(_ parent: Int32, _ name: String, depth: Int = 0) throws(CacheError) {
+        var st = stat()
+        if fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+            if errno == ENOENT { return }
+            throw .system(SystemError("fstatat(\(name))", errno: errno))
+        }
+        if st.st_mode & S_IFMT == S_IFDIR {
+            guard depth < 1024 else { throw .system(SystemError("remove(\(name)): tree too deep", errno: ELOOP)) }
+            let fd = openDirectory(parent, name)
+            guard fd >= 0 else { throw .system(SystemError("openat(\(name))", errno: errno)) }
+            defer { close(fd) }
+            if st.st_mode & 0o700 != 0o700 { fchmod(fd, 0o700) }
+            for child in try list(fd) { try remove(fd, child, depth: depth + 1) }
+            try sys("unlinkat(\(name))") { unlinkat(parent, name, AT_REMOVEDIR) }
+        } else {
+            try sys("unlinkat(\(name))") { unlinkat(parent, name, 0) }
+        }
+    }
+
+    /// Removes an absolute path (the tree's parent is trusted: it is Corral's data directory).
+    static func remove(path: String) throws(CacheError) {
+        let (dir, base) = split(path)
+        let fd = open(dir, dirFlags)
+        guard fd >= 0 else {
+            if errno == ENOENT { return }
+            throw .system(SystemError("open(\(dir))", errno: errno))
+        }
+        defer { close(fd) }
+        try remove(fd, base)
+    }
+
+    /// The names in a directory (without `.` and `..`), sorted for deterministic order.
+    static func list(_ fd: Int32) throws(CacheError) -> [String] {
+        let copy = dup(fd)
+        guard copy >= 0, let dir = fdopendir(copy) else {
+            throw .system(SystemError("fdopendir", errno: errno))
+        }
+        defer { closedir(dir) }
+        rewinddir(dir)
+        var names: [String] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
+            }
+            if name != "." && name != ".." { names.append(name) }
+        }
+        return names.sorted()
+    }
+
+    static func split(_ path: String) -> (String, String) {
+        guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+        let dir = path[..<slash]
+        return (dir.isEmpty ? "/" : String(dir), String(path[path.index(after: slash)...]))
+    }
+
+    /// Creates `path` and its missing parents (trusted, host-owned paths only).
+    static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(CacheError) {
+        var prefix = ""
+        for part in path.split(separator: "/") {
+            prefix += "/\(part)"
+            if mkdir(prefix, mode) != 0 && errno != EEXIST {
+                throw .system(SystemError("mkdir(\(prefix))", errno: errno))
+            }
+        }
+    }
+}

@@ -1,0 +1,47 @@
+import Foundation
+import Glibc
+
+/// Describes a tree without following symlinks: relative path → "file:<content>",
+/// "dir", "link:<target>" or "other". Used to assert exact extraction results.
+func describeTree(_ root: String) -> [String: String] {
+    var out: [String: String] = [:]
+    func walk(_ dir: String, _ prefix: String) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
+        for name in names {
+            let path = dir + "/" + name
+            let rel = prefix + name
+            var st = stat()
+            guard lstat(path, &st) == 0 else { continue }
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                out[rel] = "dir"
+                walk(path, rel + "/")
+            case S_IFLNK:
+                out[rel] = "link:" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?")
+            case S_IFREG:
+                out[rel] = "file:" + String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+            default:
+                out[rel] = "other"
+            }
+        }
+    }
+    walk(root, "")
+    return out
+}
+
+/// Every path under `root` (recursive, symlinks not followed), sorted.
+func allPaths(_ root: String) -> [String] {
+    describeTree(root).keys.sorted()
+}
+
+/// `st_mode` of `path` without following a final symlink.
+func mode(_ path: String) -> mode_t {
+    var st = stat()
+    return lstat(path, &st) == 0 ? st.st_mode : 0
+}
+
+/// `st_ino` of `path`.
+func inode(_ path: String) -> UInt {
+    var st = stat()
+    return lstat(path, &st) == 0 ? UInt(st.st_ino) : 0
+}
