@@ -28,6 +28,9 @@ public struct JobSpec: Sendable {
     public var rlimits: [ResourceLimit]
     /// The compiled seccomp filter loaded last before exec; nil loads none.
     public var seccomp: [sock_filter]?
+    /// Called on the event loop thread with every chunk of output as it arrives, for
+    /// streaming; must return quickly.
+    public var onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
 
     public init(
         _ argv: [String],
@@ -42,7 +45,8 @@ public struct JobSpec: Sendable {
         gid: UInt32 = 1000,
         keepCapabilities: UInt64 = 0,
         rlimits: [ResourceLimit] = ResourceLimit.defaults,
-        seccomp: [sock_filter]? = nil
+        seccomp: [sock_filter]? = nil,
+        onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)? = nil
     ) {
         self.argv = argv
         self.environment = environment
@@ -57,7 +61,13 @@ public struct JobSpec: Sendable {
         self.keepCapabilities = keepCapabilities
         self.rlimits = rlimits
         self.seccomp = seccomp
+        self.onOutput = onOutput
     }
+}
+
+/// Which of a job's output streams a chunk came from.
+public enum OutputStream: String, Sendable, Codable {
+    case stdout, stderr
 }
 
 /// One prlimit applied to a job process.

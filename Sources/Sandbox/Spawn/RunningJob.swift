@@ -12,6 +12,7 @@ public final class RunningJob: Sendable {
     let started: ContinuousClock.Instant
     let killGrace: Duration
     let logPath: String?
+    let onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
     private let tree: ProcessTree
     private let state: Mutex<State>
 
@@ -31,6 +32,7 @@ public final class RunningJob: Sendable {
         self.started = .now
         self.killGrace = job.killGrace
         self.logPath = job.logPath.map { "/workspace/" + $0 }
+        self.onOutput = job.onOutput
         self.tree = tree
         let state = State(
             stdout: OutputCapture(cap: job.outputCap, spill: spill),
@@ -108,6 +110,7 @@ public final class RunningJob: Sendable {
                     if isStdout { state.stdout.append(chunk) } else { state.stderr.append(chunk) }
                 }
             }
+            onOutput?(isStdout ? .stdout : .stderr, Array(buffer[0..<n]))
             return true
         }
         let result = state.withLock { state -> JobResult? in
