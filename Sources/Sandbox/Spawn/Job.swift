@@ -112,6 +112,25 @@ public struct JobResult: Sendable, Equatable, Codable {
     /// Where the full output is, inside the sandbox, when it was cut.
     public var logPath: String?
 
+    public init(
+        status: Status, exitCode: Int32, signal: Int32?, timedOut: Bool, oomKilled: Bool, durationMs: Int, cpuMs: Int,
+        peakMemoryBytes: UInt64, stdout: String, stderr: String, truncated: Bool, omittedBytes: Int, logPath: String?
+    ) {
+        self.status = status
+        self.exitCode = exitCode
+        self.signal = signal
+        self.timedOut = timedOut
+        self.oomKilled = oomKilled
+        self.durationMs = durationMs
+        self.cpuMs = cpuMs
+        self.peakMemoryBytes = peakMemoryBytes
+        self.stdout = stdout
+        self.stderr = stderr
+        self.truncated = truncated
+        self.omittedBytes = omittedBytes
+        self.logPath = logPath
+    }
+
     enum CodingKeys: String, CodingKey {
         case status, signal, stdout, stderr, truncated
         case exitCode = "exit_code"

@@ -1,0 +1,109 @@
+import Foundation
+import Sandbox
+
+/// A command an agent asked to run in a project.
+public struct JobRequest: Sendable, Codable, Equatable {
+    /// The project whose sandbox runs the command.
+    public var project: String
+    /// The shell command, run as `/bin/sh -c COMMAND`.
+    public var command: String
+    /// Working directory inside the sandbox.
+    public var cwd: String
+    public var environment: [String: String]
+    /// Bytes for stdin (UTF-8 text), or nil for /dev/null.
+    public var stdin: String?
+    /// Wall-clock limit in seconds; the job's policy caps it.
+    public var timeoutSeconds: Double
+    /// A background job is not expected to finish soon: it runs in the long lane and the
+    /// caller does not wait for it.
+    public var background: Bool
+    /// A retried submit with the same key from the same submitter attaches to the same job.
+    public var idempotencyKey: String?
+    /// Who asked (a token's name), for idempotency and the audit log.
+    public var submitter: String
+
+    public init(
+        project: String, command: String, cwd: String = "/workspace", environment: [String: String] = [:],
+        stdin: String? = nil, timeoutSeconds: Double = 120, background: Bool = false,
+        idempotencyKey: String? = nil, submitter: String = "local"
+    ) {
+        self.project = project
+        self.command = command
+        self.cwd = cwd
+        self.environment = environment
+        self.stdin = stdin
+        self.timeoutSeconds = timeoutSeconds
+        self.background = background
+        self.idempotencyKey = idempotencyKey
+        self.submitter = submitter
+    }
+}
+
+/// Where a job is in its life.
+public enum JobState: String, Sendable, Codable, Equatable {
+    case queued, running, completed
+    case timedOut = "timed_out"
+    case cancelled
+    case failedToStart = "failed_to_start"
+    /// The host stopped while the job was queued or running; it was not re-run.
+    case interrupted
+
+    /// Whether the job can still change.
+    public var isFinal: Bool { self != .queued && self != .running }
+}
+
+/// Which queue a job waits in. Short work never waits behind long work.
+public enum JobLane: String, Sendable, Codable, CaseIterable {
+    /// Foreground commands with a timeout up to the short threshold.
+    case short
+    /// Background jobs and commands with longer timeouts: builds, test suites, servers.
+    case long
+}
+
+/// What the host knows about a job: its request, its state, and its result once it ends.
+public struct JobRecord: Sendable, Codable, Equatable {
+    public var id: String
+    public var request: JobRequest
+    public var lane: JobLane
+    public var state: JobState
+    public var createdAt: Date
+    public var startedAt: Date?
+    public var finishedAt: Date?
+    /// The sandbox result, once the job ended.
+    public var result: JobResult?
+    /// Why the job could not start or was interrupted, for the model.
+    public var error: String?
+}
+
+/// A view of a job for callers: its record, its place in the queue, and output since a
+/// cursor.
+public struct JobSnapshot: Sendable, Equatable {
+    public var record: JobRecord
+    /// 1-based position among queued jobs of its project and lane; nil unless queued.
+    public var queuePosition: Int?
+    /// Output (stdout and stderr interleaved as produced) since the requested cursor.
+    public var output: String
+    /// Pass this back as `since` to get only what comes after.
+    public var cursor: Int
+    /// Output before `since` that is no longer held in memory.
+    public var skippedBytes: Int
+}
+
+/// Why the job system refused a request.
+public enum JobError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The queue is full; try again after the hint.
+    case overloaded(retryAfterSeconds: Int, scope: String)
+    case notFound(String)
+    /// The host is shutting down and accepts nothing new.
+    case shuttingDown
+    case invalidRequest(String)
+
+    public var description: String {
+        switch self {
+        case .overloaded(let after, let scope): "\(scope) queue is full; retry after \(after) s"
+        case .notFound(let id): "no such job: \(id)"
+        case .shuttingDown: "the host is shutting down"
+        case .invalidRequest(let why): why
+        }
+    }
+}

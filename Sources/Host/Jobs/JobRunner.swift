@@ -1,0 +1,56 @@
+import Sandbox
+
+/// A started job: wait for its result or stop it.
+public protocol JobExecution: Sendable {
+    func wait() async -> JobResult
+    @discardableResult func cancel() async -> JobResult
+}
+
+extension RunningJob: JobExecution {}
+
+/// Starts jobs. The real one enters the project's sandbox; tests of the queue use fakes.
+public protocol JobRunner: Sendable {
+    /// Starts `request`; `onOutput` receives output as it is produced. Throws when the job
+    /// cannot start (the project's sandbox cannot be had, the command cannot be exec'd).
+    func start(
+        _ request: JobRequest, jobID: String, onOutput: @escaping @Sendable (OutputStream, [UInt8]) -> Void
+    ) async throws -> any JobExecution
+}
+
+/// Runs jobs in project sandboxes.
+public struct SandboxJobRunner: JobRunner {
+    /// The project's running sandbox (materialized and created on demand).
+    public let sandbox: @Sendable (String) async throws -> ProjectSandbox
+    /// The sandbox job for a request: the policy's seccomp, identity, caps and output cap.
+    public let spec: @Sendable (JobRequest) throws -> JobSpec
+
+    public init(
+        sandbox: @escaping @Sendable (String) async throws -> ProjectSandbox,
+        spec: @escaping @Sendable (JobRequest) throws -> JobSpec
+    ) {
+        self.sandbox = sandbox
+        self.spec = spec
+    }
+
+    public func start(
+        _ request: JobRequest, jobID: String, onOutput: @escaping @Sendable (OutputStream, [UInt8]) -> Void
+    ) async throws -> any JobExecution {
+        var job = try spec(request)
+        job.onOutput = onOutput
+        job.logPath = job.logPath ?? ".corral/logs/\(jobID).log"
+        return try await sandbox(request.project).start(job)
+    }
+
+    /// The job a request becomes under the default policy: `/bin/sh -c`, the default
+    /// seccomp profile, uid 1000, no capabilities.
+    public static func defaultSpec(_ request: JobRequest) throws -> JobSpec {
+        JobSpec(
+            ["/bin/sh", "-c", request.command],
+            environment: request.environment,
+            cwd: request.cwd,
+            stdin: request.stdin.map { Array($0.utf8) },
+            timeout: .milliseconds(Int(request.timeoutSeconds * 1000)),
+            seccomp: try SeccompProfile.corralDefault.compile().instructions
+        )
+    }
+}
