@@ -79,7 +79,12 @@ import Testing
             for fd in fds { #expect(fcntl(fd.raw, F_GETFD) & FD_CLOEXEC != 0) }
             let writes = (0..<fds.count).map { "echo 0 >&\($0 + 3)" }.joined(separator: "; ")
             let child = try ChildProcess.shell("\(writes); exec /bin/sleep 1000", inheritedFDs: fds.map(\.raw))
-            #expect(try waitUntil(seconds: 5) { try leaf.pids() == [child.pid] })
+            // Once it runs sleep, the shell has done every write (the first one alone already
+            // puts it in the union that pids() reports).
+            #expect(
+                try waitUntil(seconds: 5) {
+                    try leaf.pids() == [child.pid] && ProcStat(pid: child.pid)?.command == "sleep"
+                })
 
             // /proc/<pid>/cgroup: every hierarchy the driver uses names the leaf.
             let expected = "/\(host.prefix)/p/job-7"
