@@ -13,6 +13,8 @@ public final class ProjectSandbox: Sendable {
     public let initPID: pid_t
     /// The first host uid/gid of this sandbox's range (uid 0 inside).
     public let hostIDBase: UInt32
+    /// The project's cgroup: its limits, and a leaf per job; nil on a host without cgroups.
+    public let cgroup: ProjectCgroup?
     private let initPidfd: Int32
     private let state = Mutex(Lifecycle())
     private let reaped = Reaped()
@@ -23,11 +25,15 @@ public final class ProjectSandbox: Sendable {
         var jobs: [Int: RunningJob] = [:]
     }
 
-    init(configuration: SandboxConfiguration, initPID: pid_t, initPidfd: Int32, hostIDBase: UInt32) {
+    init(
+        configuration: SandboxConfiguration, initPID: pid_t, initPidfd: Int32, hostIDBase: UInt32,
+        cgroup: ProjectCgroup?
+    ) {
         self.configuration = configuration
         self.initPID = initPID
         self.initPidfd = initPidfd
         self.hostIDBase = hostIDBase
+        self.cgroup = cgroup
     }
 
     deinit {
@@ -69,13 +75,21 @@ public final class ProjectSandbox: Sendable {
         }
         let environment = Environment.build(job)
         let pidfd = initPidfd
+        // The job's own cgroup: the child joins it before its first instruction, so the
+        // whole tree is accounted, limited and killable from its start.
+        let leaf = try cgroup?.createLeaf("job-\(id)")
         let process: SpawnedProcess
         do {
+            let cgroupFDs = try leaf?.openProcsForChild() ?? []
             process = try await Self.blocking {
-                try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: [])
+                try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: cgroupFDs.map(\.raw))
             }
         } catch SandboxError.childFailed(stage: "setns", errno: ESRCH) {
+            try? leaf?.destroy()
             throw SandboxError.sandboxGone(configuration.projectID)
+        } catch {
+            try? leaf?.destroy()
+            throw error
         }
         let spill = job.logPath.map { path in
             { @Sendable [workspace = configuration.workspace, uid = hostIDBase + job.uid, gid = hostIDBase + job.gid] in
@@ -83,7 +97,7 @@ public final class ProjectSandbox: Sendable {
             }
         }
         let running = RunningJob(
-            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid), spill: spill)
+            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid, leaf: leaf), spill: spill)
         state.withLock { $0.jobs[id] = running }
         try running.watch(process, timeout: job.timeout)
         Task { [self] in
@@ -112,6 +126,7 @@ public final class ProjectSandbox: Sendable {
         _ = cor_pidfd_send_signal(initPidfd, SIGKILL)
         for job in jobs { _ = await job.wait() }
         await reaped.wait()
+        if let cgroup { _ = try? await Self.blocking { try cgroup.destroy() } }
         IdentityRanges.shared.release(hostIDBase)
     }
 

@@ -67,27 +67,42 @@ struct SandboxBuilder {
         }
         let argv = CStringArray(["corral-init"])
         let envp = CStringArray([])
+        let slot = (base - IdentityRanges.base) / IdentityRanges.size
+        let cgroup = try configuration.cgroups?.createProject(
+            "\(configuration.projectID).\(slot)", limits: configuration.limits)
         var pidfd: Int32 = -1
         let pid = cor_spawn_init(initFD, plan[0], status[1], argv.pointer, envp.pointer, &pidfd)
         let spawnErrno = errno
         close(plan[0])
         close(status[1])
-        guard pid > 0 else { throw SandboxError.system(SystemError("clone3(init)", errno: spawnErrno)) }
+        guard pid > 0 else {
+            try? cgroup?.destroy()
+            throw SandboxError.system(SystemError("clone3(init)", errno: spawnErrno))
+        }
 
         do {
+            // In the project's cgroup before the init unshares its cgroup namespace, so the
+            // project's cgroup is the root of what the sandbox sees.
+            try cgroup?.attach(pid: pid)
             try configureFromOutside(pid: pid, base: base)
             try writeAll(plan[1], [UInt8(ascii: "G")] + planBytes())
             close(plan[1])
             plan[1] = -1
             try awaitReady(status[0])
+            // Then into a leaf of its own: on cgroup v2 a cgroup with processes cannot hand
+            // controllers to its children.
+            try cgroup?.createLeaf("init").attach(pid: pid)
+            try cgroup?.enableSubtreeControllers()
         } catch {
             _ = cor_pidfd_send_signal(pidfd, SIGKILL)
             var s: Int32 = 0
             while waitpid(pid, &s, 0) < 0 && errno == EINTR {}
             close(pidfd)
+            try? cgroup?.destroy()
             throw error
         }
-        let sandbox = ProjectSandbox(configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base)
+        let sandbox = ProjectSandbox(
+            configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base, cgroup: cgroup)
         try watchInit(pidfd: pidfd, sandbox: sandbox)
         return sandbox
     }

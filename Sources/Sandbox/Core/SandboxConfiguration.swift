@@ -13,6 +13,11 @@ public struct SandboxConfiguration: Sendable {
     public var shmBytes: UInt64
     /// Extra read-only bind mounts: host path → path inside (which must exist in the image).
     public var readOnlyBinds: [(source: String, target: String)]
+    /// Resource limits of the project's cgroup.
+    public var limits: CgroupLimits
+    /// The host's cgroup driver; nil runs without cgroups (no limits, no accounting, and a
+    /// timeout's kill reaches only the job's session). `CgroupDriver.host` is the default.
+    public var cgroups: CgroupDriver?
 
     public init(
         projectID: String,
@@ -20,7 +25,9 @@ public struct SandboxConfiguration: Sendable {
         rootfs: String,
         tmpBytes: UInt64 = 256 << 20,
         shmBytes: UInt64 = 64 << 20,
-        readOnlyBinds: [(source: String, target: String)] = []
+        readOnlyBinds: [(source: String, target: String)] = [],
+        limits: CgroupLimits = CgroupLimits(),
+        cgroups: CgroupDriver? = CgroupDriver.host
     ) {
         self.projectID = projectID
         self.workspace = workspace
@@ -28,5 +35,12 @@ public struct SandboxConfiguration: Sendable {
         self.tmpBytes = tmpBytes
         self.shmBytes = shmBytes
         self.readOnlyBinds = readOnlyBinds
+        self.limits = limits
+        self.cgroups = cgroups
     }
+}
+
+extension CgroupDriver {
+    /// The driver for this host's cgroup hierarchies, detected once; nil where none is usable.
+    public static let host: CgroupDriver? = try? CgroupDriver.detect()
 }

@@ -126,7 +126,8 @@ public final class RunningJob: Sendable {
         var status: Int32 = 0
         var usage = rusage()
         // Peek first (WNOWAIT): while the main process is an unreaped zombie its pid, and
-        // so its group id, cannot be reused, so killing the rest of the tree is safe.
+        // so its group id, cannot be reused, so killing the rest of the tree is safe even
+        // without a cgroup.
         if cor_waitid_pidfd(pidfd, WEXITED | WNOHANG | WNOWAIT, &code, &status, &usage) == 0 { return true }
         let now = ContinuousClock.now
         // Daemons the job left behind would hold its pipes open forever: the job is its
