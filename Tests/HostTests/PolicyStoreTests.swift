@@ -111,6 +111,25 @@ import Testing
         #expect(store.policy(named: "default")?.limits.pids == 99)
     }
 
+    @Test func droppingAWatchingStoreEndsItsThreadAndClosesItsDescriptors() throws {
+        let directory = try PolicyDirectory()
+        try directory.write("default", Self.base)
+        // Counts inotify instances rather than all fds, which tests running beside this one open too.
+        func inotifyDescriptors() throws -> Int {
+            try FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").filter {
+                (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/fd/" + $0))
+                    == "anon_inode:inotify"
+            }.count
+        }
+        let before = try inotifyDescriptors()
+        do {
+            let store = PolicyStore(directory: directory.path)
+            try store.startWatching()
+            #expect(try inotifyDescriptors() == before + 1)
+        }
+        #expect(try inotifyDescriptors() == before)
+    }
+
     @Test func stoppingTheWatcherStopsReloads() async throws {
         let directory = try PolicyDirectory()
         try directory.write("default", Self.base)

@@ -15,11 +15,14 @@ final class DirectoryWatcher: Sendable {
     private let onChange: @Sendable () -> Void
     private let stopped = Mutex(false)
     private let finished = DispatchSemaphore(value: 0)
+    private let threadID = Mutex<pthread_t?>(nil)
 
     /// Editors save in several steps (write a temp file, rename, chmod); waiting until the
     /// directory has been quiet this long turns one save into one reload.
     static let quietMilliseconds: Int32 = 50
-    static let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_CREATE | IN_DELETE | IN_ATTRIB)
+    /// A file is complete when it is closed after writing or renamed into place; creation
+    /// alone (IN_CREATE) or a write in progress (IN_MODIFY) would reload a half-written file.
+    static let mask = UInt32(IN_CLOSE_WRITE | IN_MOVED_TO | IN_MOVED_FROM | IN_DELETE | IN_ATTRIB)
     static let lost = UInt32(IN_IGNORED | IN_DELETE_SELF | IN_MOVE_SELF)
 
     init(path: String, onChange: @escaping @Sendable () -> Void) throws {
@@ -37,18 +40,21 @@ final class DirectoryWatcher: Sendable {
         }
         self.inotify = inotify
         wake = (fds[0], fds[1])
-    }
-
-    func start() {
-        let thread = Thread { [self] in
+        // Started here, so every watcher that exists has a thread that will close its fds.
+        let worker = Thread { [self] in
+            threadID.withLock { $0 = pthread_self() }
             run()
+            close(wake.read)
+            close(wake.write)
+            close(self.inotify)
             finished.signal()
         }
-        thread.name = "corral.policy-watch"
-        thread.start()
+        worker.name = "corral.policy-watch"
+        worker.start()
     }
 
-    /// Stops the thread and waits for it; later calls do nothing.
+    /// Stops the thread and, unless called from it, waits for it to close its descriptors
+    /// and end; later calls do nothing.
     func stop() {
         let first = stopped.withLock { stopped in
             defer { stopped = true }
@@ -57,10 +63,10 @@ final class DirectoryWatcher: Sendable {
         guard first else { return }
         var byte: UInt8 = 1
         _ = write(wake.write, &byte, 1)
-        finished.wait()
-        close(wake.read)
-        close(wake.write)
-        close(inotify)
+        // The last reference to the store can be dropped inside a reload on this thread;
+        // waiting for ourselves would never end, and the loop sees the wake byte anyway.
+        let onWatcher = threadID.withLock { $0.map { pthread_equal($0, pthread_self()) != 0 } ?? false }
+        if !onWatcher { finished.wait() }
     }
 
     private func run() {

@@ -166,9 +166,7 @@ public final class PolicyStore: Sendable {
     public func startWatching() throws {
         try watcher.withLock { watcher in
             guard watcher == nil else { return }
-            let started = try DirectoryWatcher(path: directory) { [weak self] in self?.reload() }
-            started.start()
-            watcher = started
+            watcher = try DirectoryWatcher(path: directory) { [weak self] in self?.reload() }
         }
         logger.info("watching policies", metadata: ["directory": "\(directory)"])
     }
