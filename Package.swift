@@ -67,7 +67,7 @@ let package = Package(
             swiftSettings: strict),
 
         // MARK: - Tests
-        .target(name: "TestSupport", path: "Tests/TestSupport", swiftSettings: strict),
+        .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
             name: "BindingTests",
             dependencies: ["TestSupport", "CShim", "CCurl", "CArchive", "CCap", "CSeccomp", "CHiredis"],

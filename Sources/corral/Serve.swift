@@ -2,6 +2,7 @@ import API
 import ArgumentParser
 import Foundation
 import Host
+import Sandbox
 
 /// `corral serve`: the all-in-one host (API, workers, embedded queue) on one machine.
 struct Serve: AsyncParsableCommand {
@@ -31,6 +32,13 @@ struct Serve: AsyncParsableCommand {
         ]
         print("corral serve")
         for (key, value) in settings { print("  \(key) = \(value)") }
+        // Sandboxes of a previous run of this host outlive it (their inits do not die with
+        // the host); their cgroups find and kill them.
+        if let cgroups = CgroupDriver.host {
+            print("  cgroups = \(cgroups.mode.rawValue)")
+            let swept = (try? cgroups.sweepOrphans(keeping: [])) ?? []
+            if !swept.isEmpty { print("  swept \(swept.count) sandboxes left by a previous run") }
+        }
         print("ready; press Ctrl-C to stop")
         await waitForTerminationSignal()
         print("corral serve: stopping")

@@ -6,7 +6,7 @@ import Testing
 
 /// Sandboxes per project over temporary workspaces, created on first use.
 actor TestSandboxes {
-    var sandboxes: [String: ProjectSandbox] = [:]
+    var sandboxes: [String: Task<ProjectSandbox, any Error>] = [:]
     var workspaces: [TemporaryDirectory] = []
 
     static var rootfs: String {
@@ -17,18 +17,22 @@ actor TestSandboxes {
         return dir + "/minimal"
     }
 
+    /// Single flight: concurrent first calls for a project share one creation.
     func sandbox(_ project: String) async throws -> ProjectSandbox {
-        if let s = sandboxes[project] { return s }
+        if let s = sandboxes[project] { return try await s.value }
         let ws = try TemporaryDirectory(prefix: "corral-jobs")
         workspaces.append(ws)
-        let s = try await ProjectSandbox.create(
-            SandboxConfiguration(projectID: project, workspace: ws.path, rootfs: Self.rootfs))
-        sandboxes[project] = s
-        return s
+        let task = Task {
+            try await ProjectSandbox.create(
+                SandboxConfiguration(
+                    projectID: project, workspace: ws.path, rootfs: Self.rootfs, cgroups: TestCgroups.driver))
+        }
+        sandboxes[project] = task
+        return try await task.value
     }
 
     func destroyAll() async {
-        for s in sandboxes.values { await s.destroy() }
+        for s in sandboxes.values { try? await s.value.destroy() }
         sandboxes = [:]
         workspaces.forEach { $0.remove() }
     }
@@ -102,7 +106,7 @@ actor TestSandboxes {
                 }
             }
             return try await group.reduce(into: [Double]()) { all, item in
-                #expect(item.1.record.state == .completed)
+                #expect(item.1.record.state == .completed, "\(item.1.record.error ?? "")")
                 all.append(item.0)
             }
         }

@@ -36,6 +36,40 @@ import Testing
         await f.destroy()
     }
 
+    @Test func withoutACgroupTheSameDaemonEscapes() async throws {
+        // The control for the test above: only the cgroup makes the difference.
+        let ws = try TemporaryDirectory()
+        let sandbox = try await ProjectSandbox.create(
+            SandboxConfiguration(
+                projectID: "nocg", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs, cgroups: nil))
+        _ = try await sandbox.exec(
+            JobSpec([
+                "/bin/sh", "-c",
+                "setsid sh -c 'echo $$ > /workspace/daemon.pid; while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 & sleep 0.3",
+            ]))
+        let r = try await sandbox.exec(
+            JobSpec(["/bin/sh", "-c", "kill -0 $(cat /workspace/daemon.pid); echo alive=$?"]))
+        #expect(r.stdout == "alive=0\n")
+        await sandbox.destroy()
+    }
+
+    @Test func aStartUpSweepKillsSandboxesOfADeadHost() async throws {
+        let driver = try CgroupDriver.detect(prefix: "corral-tests-sweep")
+        let ws = try TemporaryDirectory()
+        let orphan = try await ProjectSandbox.create(
+            SandboxConfiguration(
+                projectID: "orphan", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs, cgroups: driver))
+        let job = try await orphan.start(JobSpec(["sleep", "60"]))
+        // The host "dies" without destroying it; the next host's sweep finds it by its cgroup.
+        let swept = try driver.sweepOrphans(keeping: [])
+        #expect(swept.count == 1)
+        #expect(await job.wait().signal == SIGKILL)
+        for _ in 0..<100 where orphan.isAlive { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(!orphan.isAlive)
+        #expect(try driver.projectNames() == [])
+        await orphan.destroy()
+    }
+
     @Test func fiftyConcurrentJobsInOneSandboxAndAcrossTen() async throws {
         let one = try await SandboxFixture()
         let results = try await withThrowingTaskGroup(of: (Int, JobResult).self) { group in

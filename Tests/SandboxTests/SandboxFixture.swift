@@ -27,7 +27,8 @@ final class SandboxFixture: @unchecked Sendable {
             try text.write(to: url, atomically: false, encoding: .utf8)
         }
         sandbox = try await ProjectSandbox.create(
-            SandboxConfiguration(projectID: id, workspace: workspace.path, rootfs: Self.minimalRootfs))
+            SandboxConfiguration(
+                projectID: id, workspace: workspace.path, rootfs: Self.minimalRootfs, cgroups: TestCgroups.driver))
     }
 
     /// Runs `script` with /bin/sh -c.

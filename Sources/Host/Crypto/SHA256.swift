@@ -136,3 +136,8 @@ extension Sequence where Element == UInt8 {
         return String(decoding: out, as: UTF8.self)
     }
 }
+
+extension SHA256 {
+    /// The lowercase hex digest of a string's UTF-8 bytes.
+    public static func hex(_ text: String) -> String { hash(Array(text.utf8)).hexString }
+}

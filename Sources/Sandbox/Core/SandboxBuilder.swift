@@ -67,9 +67,7 @@ struct SandboxBuilder {
         }
         let argv = CStringArray(["corral-init"])
         let envp = CStringArray([])
-        let slot = (base - IdentityRanges.base) / IdentityRanges.size
-        let cgroup = try configuration.cgroups?.createProject(
-            "\(configuration.projectID).\(slot)", limits: configuration.limits)
+        let cgroup = try makeCgroup(base: base)
         var pidfd: Int32 = -1
         let pid = cor_spawn_init(initFD, plan[0], status[1], argv.pointer, envp.pointer, &pidfd)
         let spawnErrno = errno
@@ -105,6 +103,20 @@ struct SandboxBuilder {
             configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base, cgroup: cgroup)
         try watchInit(pidfd: pidfd, sandbox: sandbox)
         return sandbox
+    }
+
+    /// The project's cgroup, named after the project and this sandbox's uid slot. The slot
+    /// is ours alone in this process, so a cgroup already there is a leftover of a host that
+    /// died: it is killed and replaced (one Corral host per machine; see docs/SANDBOX.md).
+    private func makeCgroup(base: UInt32) throws -> ProjectCgroup? {
+        guard let driver = configuration.cgroups else { return nil }
+        let name = "\(configuration.projectID).\((base - IdentityRanges.base) / IdentityRanges.size)"
+        do {
+            return try driver.createProject(name, limits: configuration.limits)
+        } catch CgroupError.alreadyExists {
+            try driver.openProject(name).destroy()
+            return try driver.createProject(name, limits: configuration.limits)
+        }
     }
 
     /// What only the parent can do: the uid/gid maps, and shielding the init from the OOM

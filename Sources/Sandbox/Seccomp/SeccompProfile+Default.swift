@@ -9,7 +9,7 @@ extension SeccompProfile {
     public static let corralDefault = SeccompProfile(
         defaultErrno: 1,  // EPERM
         architectures: ["native"],
-        rules: allowedUnconditionally.map { Rule($0) } + conditionalRules
+        rules: (allowedUnconditionally.map { Rule($0) } + conditionalRules).groupedBySyscall()
     )
 
     /// The calls `corralDefault` denies on purpose: each is kernel surface a job never

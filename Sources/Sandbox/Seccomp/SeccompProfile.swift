@@ -89,6 +89,14 @@ public struct SeccompProfile: Sendable, Hashable {
     public func rules(for syscall: String) -> [Rule] { rules.filter { $0.syscall == syscall } }
 }
 
+extension [SeccompProfile.Rule] {
+    /// Sorted by system call name, keeping the written order within each call: the one
+    /// canonical order, so equal profiles compare (and cache) equal however they were built.
+    public func groupedBySyscall() -> [SeccompProfile.Rule] {
+        enumerated().sorted { ($0.element.syscall, $0.offset) < ($1.element.syscall, $1.offset) }.map(\.element)
+    }
+}
+
 // MARK: - Validation
 
 extension SeccompProfile {

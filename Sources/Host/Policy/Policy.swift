@@ -1,0 +1,114 @@
+import Sandbox
+
+/// A resolved policy: every setting a project's sandbox and jobs run under, after
+/// `extends` and defaults, validated.
+///
+/// Immutable on purpose: a job captures its policy when it starts, so an admin's edit
+/// changes the next job and never a running one.
+public struct Policy: Sendable, Hashable {
+    /// The policy's name: its file name without `.toml`.
+    public let name: String
+    /// The files it was resolved from, the named one first, then what it extends.
+    public let files: [String]
+    /// Free text for admins; not part of the digest.
+    public let description: String
+    /// The rootfs image name, looked up in the host's rootfs directory.
+    public let rootfs: String
+    /// The ids jobs run as inside the sandbox's user namespace.
+    public let user: User
+    public let limits: Limits
+    public let timeouts: Timeouts
+    public let output: OutputCaps
+    public let network: Network
+    /// The seccomp allowlist; ``seccompProgram()`` compiles it (once per distinct profile).
+    public let seccomp: SeccompProfile
+    /// Capabilities jobs keep; none unless the policy names some.
+    public let capabilities: CapabilitySet
+    /// Extra host directories bind-mounted read-only into the sandbox.
+    public let mounts: [BindMount]
+    public let environment: Environment
+    /// `sha256:<hex>` of the canonical rendering of every setting that changes behavior.
+    public let digest: String
+
+    /// The ids a job runs as inside the sandbox (the sandbox maps them to an unprivileged
+    /// range on the host).
+    public struct User: Sendable, Hashable {
+        public let uid: UInt32
+        public let gid: UInt32
+    }
+
+    /// Per-sandbox resource limits.
+    public struct Limits: Sendable, Hashable {
+        /// CPUs' worth of time per period (cpu.max), e.g. 1.5.
+        public let cpus: Double
+        /// memory.max in bytes; swap is always off.
+        public let memoryBytes: UInt64
+        /// pids.max.
+        public let pids: Int
+        /// Size of each of `/tmp` and `/dev/shm`.
+        public let tmpfsBytes: UInt64
+        /// The most the project's workspace may hold.
+        public let workspaceBytes: UInt64
+    }
+
+    /// How long a job may run.
+    public struct Timeouts: Sendable, Hashable {
+        /// Used when a request names no timeout.
+        public let defaultSeconds: Int
+        /// The most a request may ask for.
+        public let maxSeconds: Int
+    }
+
+    /// How much of a job's output the host keeps; the rest is dropped and reported.
+    public struct OutputCaps: Sendable, Hashable {
+        public let stdoutBytes: UInt64
+        public let stderrBytes: UInt64
+    }
+
+    /// Network access from inside the sandbox.
+    public struct Network: Sendable, Hashable {
+        public let mode: Mode
+
+        /// Only `none` exists today; an egress allowlist mode will be added beside it.
+        public enum Mode: String, Sendable, Hashable, CaseIterable {
+            /// A network namespace with loopback only.
+            case none
+        }
+    }
+
+    /// A host directory visible read-only inside the sandbox.
+    public struct BindMount: Sendable, Hashable {
+        /// Absolute host path.
+        public let source: String
+        /// Absolute path inside the sandbox.
+        public let target: String
+        /// Always true: a policy cannot grant write access to the host.
+        public var readOnly: Bool { true }
+    }
+
+    /// The environment a job starts with.
+    public struct Environment: Sendable, Hashable {
+        /// Variables set to fixed values, sorted by name.
+        public let set: [Variable]
+        /// Names copied from the host's environment when present there.
+        public let pass: [String]
+
+        public struct Variable: Sendable, Hashable {
+            public let name: String
+            public let value: String
+        }
+
+        /// `NAME=value` strings for execve: passed-through host values first, then `set`.
+        /// The job's own request environment is the caller's to add.
+        public func resolve(host: [String: String]) -> [String] {
+            let passed = pass.compactMap { name in host[name].map { "\(name)=\($0)" } }
+            return passed + set.map { "\($0.name)=\($0.value)" }
+        }
+    }
+}
+
+extension Policy {
+    /// The compiled seccomp filter, from the process-wide cache when this profile has been
+    /// compiled before.
+    public func seccompProgram() throws -> SeccompProgram { try seccomp.compile() }
+}

@@ -1,0 +1,130 @@
+import Sandbox
+
+/// Folds a chain of layers (the base first, the named policy last) into a ``Policy``, then
+/// checks what only the merged result can show.
+enum PolicyResolver {
+    static func resolve(_ chain: [PolicyLayer]) throws(PolicyErrors) -> Policy {
+        let child = chain.last!
+        var merged = PolicyLayer(name: child.name, file: child.file)
+        for layer in chain { merged.overlay(layer) }
+        var errors: [PolicyError] = []
+        let seccomp = SeccompFold.fold(chain.map(\.seccomp), errors: &errors, file: child.file)
+        errors += crossChecks(merged, child: child)
+        guard errors.isEmpty else { throw PolicyErrors(errors) }
+        let draft = Policy(
+            name: child.name,
+            files: chain.reversed().map(\.file),
+            description: merged.description?.value ?? "",
+            rootfs: merged.rootfs?.value ?? PolicyDefaults.rootfs,
+            user: Policy.User(
+                uid: merged.uid.map { UInt32($0.value) } ?? PolicyDefaults.uid,
+                gid: merged.gid.map { UInt32($0.value) } ?? PolicyDefaults.gid),
+            limits: Policy.Limits(
+                cpus: merged.cpus?.value ?? PolicyDefaults.cpus,
+                memoryBytes: merged.memory?.value ?? PolicyDefaults.memory,
+                pids: merged.pids.map { Int($0.value) } ?? PolicyDefaults.pids,
+                tmpfsBytes: merged.tmpfs?.value ?? PolicyDefaults.tmpfs,
+                workspaceBytes: merged.workspace?.value ?? PolicyDefaults.workspace),
+            timeouts: Policy.Timeouts(
+                defaultSeconds: merged.defaultTimeout.map { Int($0.value) } ?? PolicyDefaults.defaultTimeout,
+                maxSeconds: merged.maxTimeout.map { Int($0.value) } ?? PolicyDefaults.maxTimeout),
+            output: Policy.OutputCaps(
+                stdoutBytes: merged.stdout?.value ?? PolicyDefaults.stdout,
+                stderrBytes: merged.stderr?.value ?? PolicyDefaults.stderr),
+            network: Policy.Network(mode: merged.networkMode?.value ?? .none),
+            seccomp: seccomp,
+            capabilities: merged.capabilities?.value ?? .none,
+            mounts: merged.mounts?.value ?? [],
+            environment: Policy.Environment(
+                set: merged.envSet.keys.sorted().map { .init(name: $0, value: merged.envSet[$0]!.value) },
+                pass: merged.envPass?.value.map(\.value) ?? []),
+            digest: "")
+        return draft.withDigest()
+    }
+
+    /// Problems between settings that may come from different files.
+    static func crossChecks(_ merged: PolicyLayer, child: PolicyLayer) -> [PolicyError] {
+        var errors: [PolicyError] = []
+        let defaultTimeout = merged.defaultTimeout?.value ?? Int64(PolicyDefaults.defaultTimeout)
+        let maxTimeout = merged.maxTimeout?.value ?? Int64(PolicyDefaults.maxTimeout)
+        if defaultTimeout > maxTimeout {
+            // Point at whichever of the two this file wrote; the other was inherited.
+            let origin =
+                [merged.defaultTimeout?.origin, merged.maxTimeout?.origin].compactMap { $0 }
+                .first { $0.file == child.file } ?? merged.defaultTimeout?.origin ?? merged.maxTimeout!.origin
+            errors.append(
+                origin.error(
+                    "default_s (\(defaultTimeout)) is above max_s (\(maxTimeout))",
+                    hint: "raise max_s or lower default_s"))
+        }
+        for name in merged.envPass?.value ?? [] where merged.envSet[name.value] != nil {
+            errors.append(
+                name.origin.error(
+                    "\"\(name.value)\" is both passed through and set",
+                    hint: "remove it from env.pass or from [env.set]"))
+        }
+        return errors
+    }
+}
+
+extension PolicyLayer {
+    /// Applies a later (more specific) layer: its settings win; env.set merges by name.
+    mutating func overlay(_ layer: PolicyLayer) {
+        description = layer.description ?? description
+        rootfs = layer.rootfs ?? rootfs
+        uid = layer.uid ?? uid
+        gid = layer.gid ?? gid
+        cpus = layer.cpus ?? cpus
+        memory = layer.memory ?? memory
+        pids = layer.pids ?? pids
+        tmpfs = layer.tmpfs ?? tmpfs
+        workspace = layer.workspace ?? workspace
+        defaultTimeout = layer.defaultTimeout ?? defaultTimeout
+        maxTimeout = layer.maxTimeout ?? maxTimeout
+        stdout = layer.stdout ?? stdout
+        stderr = layer.stderr ?? stderr
+        networkMode = layer.networkMode ?? networkMode
+        capabilities = layer.capabilities ?? capabilities
+        mounts = layer.mounts ?? mounts
+        envSet.merge(layer.envSet) { _, new in new }
+        envPass = layer.envPass ?? envPass
+    }
+}
+
+/// Applies each file's seccomp edits in order, per system call.
+enum SeccompFold {
+    typealias Entry = (rule: SeccompProfile.Rule, origin: Origin?)
+
+    static func fold(_ layers: [SeccompLayer], errors: inout [PolicyError], file: String) -> SeccompProfile {
+        var bySyscall = group(SeccompProfile.corralDefault.rules)
+        var defaultErrno = SeccompProfile.corralDefault.defaultErrno
+        var architectures = SeccompProfile.corralDefault.architectures
+        for layer in layers {
+            if let base = layer.base, let profile = SeccompDecoder.bases[base.value] {
+                bySyscall = group(profile.rules)
+            }
+            defaultErrno = layer.defaultErrno?.value ?? defaultErrno
+            architectures = layer.architectures?.value ?? architectures
+            var replaced = Set<String>()
+            for rule in layer.rules {
+                if replaced.insert(rule.value.syscall).inserted { bySyscall[rule.value.syscall] = [] }
+                bySyscall[rule.value.syscall, default: []].append((rule.value, rule.origin))
+            }
+            for name in layer.allow { bySyscall[name.value] = [(SeccompProfile.Rule(name.value), name.origin)] }
+            for name in layer.deny { bySyscall[name.value] = nil }
+        }
+        // Sorted by call, in written order within one: the order `groupedBySyscall()` gives.
+        let entries = bySyscall.keys.sorted().flatMap { bySyscall[$0]! }
+        let profile = SeccompProfile(
+            defaultErrno: defaultErrno, architectures: architectures, rules: entries.map(\.rule))
+        for issue in profile.issues() {
+            let origin = issue.rule.flatMap { entries[$0].origin } ?? Origin(file: file, line: 0, key: "seccomp")
+            errors.append(origin.error(issue.message, hint: issue.hint))
+        }
+        return profile
+    }
+
+    static func group(_ rules: [SeccompProfile.Rule]) -> [String: [Entry]] {
+        Dictionary(grouping: rules.map { ($0, nil) as Entry }, by: \.rule.syscall)
+    }
+}
