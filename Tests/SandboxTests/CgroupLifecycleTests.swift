@@ -110,6 +110,10 @@ import Testing
             try project.attach(pid: sandboxInit.pid)
             #expect(try project.pids() == [sandboxInit.pid])
             let initLeaf = try project.createLeaf("init")
+            // pid 0 would mean "the writer": the host itself would move into the sandbox's cgroup.
+            #expect(throws: CgroupError.system(SystemError("attach(0)", errno: EINVAL))) {
+                try initLeaf.attach(pid: 0)
+            }
             try initLeaf.attach(pid: sandboxInit.pid)
             try project.enableSubtreeControllers()
             let job = try project.createLeaf("job-1")
