@@ -101,6 +101,47 @@ import Testing
         }
     }
 
+    /// The order the sandbox core follows, and cgroup2's "no internal processes" rule behind it.
+    @Test func initMovesFromProjectToLeafThenControllersReachTheLeaves() throws {
+        try CgroupTestHost.with { host in
+            let project = try host.driver.createProject("p", limits: CgroupLimits(memoryBytes: 256 << 20, pids: 64))
+            defer { try? project.destroy() }
+            let sandboxInit = try ChildProcess(["/bin/sleep", "1000"])
+            try project.attach(pid: sandboxInit.pid)
+            #expect(try project.pids() == [sandboxInit.pid])
+            let initLeaf = try project.createLeaf("init")
+            // pid 0 would mean "the writer": the host itself would move into the sandbox's cgroup.
+            #expect(throws: CgroupError.system(SystemError("attach(0)", errno: EINVAL))) {
+                try initLeaf.attach(pid: 0)
+            }
+            try initLeaf.attach(pid: sandboxInit.pid)
+            try project.enableSubtreeControllers()
+            let job = try project.createLeaf("job-1")
+            #expect(try initLeaf.pids() == [sandboxInit.pid])
+            #expect(try job.usage().pidsCurrent == 0)
+
+            let late = try ChildProcess(["/bin/sleep", "1000"])
+            defer { late.kill() }
+            if host.driver.mode == .unified {
+                let d = project.directories[0]
+                // Every controller the driver enforces reaches the leaves, whatever the project's
+                // limits, so each job gets its own accounting.
+                let delegated = try readCgroupFile(d + "/cgroup.subtree_control")
+                #expect(delegated.split(separator: " ").sorted() == ["cpu", "memory", "pids"])
+                for leaf in [initLeaf, job] {
+                    #expect(try readCgroupFile(leaf.directories[0] + "/memory.oom.group") == "1")
+                }
+                // From now on the project itself may not hold a process.
+                #expect(throws: CgroupError.system(SystemError("write(\(d)/cgroup.procs)", errno: EBUSY))) {
+                    try project.attach(pid: late.pid)
+                }
+            } else {
+                try project.attach(pid: late.pid)
+                #expect(try project.pids() == [sandboxInit.pid, late.pid].sorted())
+            }
+        }
+    }
+
     @Test func destroyLeavesNoDirectoryInAnyHierarchyAndIsIdempotent() throws {
         try CgroupTestHost.with { host in
             let hierarchies = host.driver.directories.count

@@ -105,8 +105,11 @@ import Testing
             #expect(hog.terminationSignal == SIGKILL)
             let usage = try leaves[1].usage()
             #expect(usage.oomKills >= 1)
-            #expect(usage.peakMemoryBytes <= limit)
-            #expect(usage.peakMemoryBytes > limit / 2)
+            // It wanted 512 MiB and got about the limit. Not exactly at most the limit: the
+            // kernel lets an OOM victim overcharge while it exits, so it can free memory
+            // (seen: 64 MiB + 1.9 MiB on cgroup2); an eighth of the limit bounds that.
+            #expect(usage.peakMemoryBytes <= limit + limit / 8, "peak \(usage.peakMemoryBytes)")
+            #expect(usage.peakMemoryBytes > limit / 2, "peak \(usage.peakMemoryBytes)")
             #expect(try leaves[0].usage().oomKills == 0)
             #expect(isRunning(sibling.pid))
             #expect(try leaves[0].pids() == [sibling.pid])

@@ -65,8 +65,11 @@ public final class CgroupDriver: Sendable {
         _ controllers: [String], from root: String, down components: [String]
     ) -> [String: String] {
         var failures: [String: String] = [:]
-        var level = root
-        for next in components {
+        // The root and every prefix level, the prefix itself included: project cgroups are its
+        // children, so its own subtree_control is what gives them cpu.max and the rest.
+        var levels = [root]
+        for component in components { levels.append(levels[levels.count - 1] + "/" + component) }
+        for level in levels {
             for controller in controllers where failures[controller] == nil {
                 do {
                     try enableController(controller, in: level)
@@ -74,7 +77,6 @@ public final class CgroupDriver: Sendable {
                     failures[controller] = "\(error)"
                 }
             }
-            level += "/" + next
         }
         return failures
     }

@@ -41,13 +41,17 @@ extension CgroupNode {
     /// are killed anyway and waitUntilEmpty keeps sweeping stragglers.
     private func freezeAndKill(_ freezer: CgroupHierarchy, deadline: ContinuousClock.Instant) throws {
         let directory = directory(in: freezer)
+        // A freeze gets at most a quarter of the time left, so one that never settles still
+        // leaves the per-pid sweep time to finish before the deadline.
+        let now = ContinuousClock.now
+        let freezeDeadline = now + (deadline - now) / 4
         let thaw: () -> Void
         if freezer.version == .v1 {
-            try? freezeV1(directory + "/freezer.state", deadline: deadline)
+            try? freezeV1(directory + "/freezer.state", deadline: freezeDeadline)
             thaw = { try? CgroupFiles.write(directory + "/freezer.state", "THAWED") }
         } else {
             try CgroupFiles.write(directory + "/cgroup.freeze", "1")
-            _ = try? CgroupEvents.wait(directory + "/cgroup.events", key: "frozen", value: 1, until: deadline)
+            _ = try? CgroupEvents.wait(directory + "/cgroup.events", key: "frozen", value: 1, until: freezeDeadline)
             thaw = { try? CgroupFiles.write(directory + "/cgroup.freeze", "0") }
         }
         defer { thaw() }
