@@ -116,24 +116,8 @@ public final class CgroupDriver: Sendable {
     /// cgroup exists (sweep leftovers first). On any failure nothing is left behind.
     public func createProject(_ name: String, limits: CgroupLimits) throws -> ProjectCgroup {
         try validateCgroupName(name)
-        try limits.validate()
-        let requested: [(CgroupResource, Bool)] = [
-            (.cpu, limits.cpus != nil), (.memory, limits.memoryBytes != nil), (.pids, limits.pids != nil),
-        ]
-        for (resource, wanted) in requested where wanted {
-            if case .unavailable(let reason) = layout.enforcement.status(of: resource) {
-                throw CgroupError.limitNotEnforceable(resource, reason: reason)
-            }
-        }
-        let node = CgroupNode(layout: layout, relative: layout.prefix + "/" + name)
-        try node.create()
-        do {
-            try CgroupLimitWriter(layout: layout).apply(limits, to: node)
-        } catch {
-            try? node.removeTree()
-            throw error
-        }
-        return ProjectCgroup(name: name, limits: limits, node: node)
+        return try ProjectCgroup.make(
+            name: name, limits: limits, node: CgroupNode(layout: layout, relative: layout.prefix + "/" + name))
     }
 
     /// Opens an existing project cgroup (after a restart, to keep a live sandbox's cgroup).

@@ -31,6 +31,39 @@ public final class ProjectCgroup: Sendable {
     /// a leaf then.
     public func attach(pid: pid_t) throws { try node.attach(pid: pid) }
 
+    /// Creates `node` with `limits`, refusing before anything exists a limit this host cannot
+    /// enforce; on any failure nothing is left behind.
+    static func make(name: String, limits: CgroupLimits, node: CgroupNode) throws -> ProjectCgroup {
+        try limits.validate()
+        let requested: [(CgroupResource, Bool)] = [
+            (.cpu, limits.cpus != nil), (.memory, limits.memoryBytes != nil), (.pids, limits.pids != nil),
+        ]
+        for (resource, wanted) in requested where wanted {
+            if case .unavailable(let reason) = node.layout.enforcement.status(of: resource) {
+                throw CgroupError.limitNotEnforceable(resource, reason: reason)
+            }
+        }
+        try node.create()
+        do {
+            try CgroupLimitWriter(layout: node.layout).apply(limits, to: node)
+        } catch {
+            try? node.removeTree()
+            throw error
+        }
+        return ProjectCgroup(name: name, limits: limits, node: node)
+    }
+
+    /// Creates a group below this one that carries `limits` and has leaves of its own.
+    ///
+    /// A sandbox puts its jobs in such a group and its init beside it, so an OOM in the
+    /// jobs' group can only choose among job processes: the init, which holds the sandbox's
+    /// namespaces, is never a candidate. On cgroup2, enable this cgroup's subtree controllers
+    /// first (after its processes moved to leaves), or the limits cannot be written.
+    public func createGroup(_ name: String, limits: CgroupLimits) throws -> ProjectCgroup {
+        try validateCgroupName(name)
+        return try Self.make(name: self.name + "/" + name, limits: limits, node: node.child(name))
+    }
+
     /// Creates a leaf (e.g. `init`, `job-42`) in every hierarchy.
     ///
     /// Where memory accounting reaches the leaf (cgroup2 after enableSubtreeControllers()),

@@ -13,8 +13,11 @@ public final class ProjectSandbox: Sendable {
     public let initPID: pid_t
     /// The first host uid/gid of this sandbox's range (uid 0 inside).
     public let hostIDBase: UInt32
-    /// The project's cgroup: its limits, and a leaf per job; nil on a host without cgroups.
+    /// The project's cgroup, holding the init's leaf and the jobs' group; nil on a host
+    /// without cgroups.
     public let cgroup: ProjectCgroup?
+    /// The group that carries the project's limits, with a leaf per job.
+    public let jobsCgroup: ProjectCgroup?
     private let initPidfd: Int32
     private let state = Mutex(Lifecycle())
     private let reaped = Reaped()
@@ -27,13 +30,14 @@ public final class ProjectSandbox: Sendable {
 
     init(
         configuration: SandboxConfiguration, initPID: pid_t, initPidfd: Int32, hostIDBase: UInt32,
-        cgroup: ProjectCgroup?
+        cgroup: ProjectCgroup?, jobsCgroup: ProjectCgroup?
     ) {
         self.configuration = configuration
         self.initPID = initPID
         self.initPidfd = initPidfd
         self.hostIDBase = hostIDBase
         self.cgroup = cgroup
+        self.jobsCgroup = jobsCgroup
     }
 
     deinit {
@@ -77,7 +81,7 @@ public final class ProjectSandbox: Sendable {
         let pidfd = initPidfd
         // The job's own cgroup: the child joins it before its first instruction, so the
         // whole tree is accounted, limited and killable from its start.
-        let leaf = try cgroup?.createLeaf("job-\(id)")
+        let leaf = try jobsCgroup?.createLeaf("job-\(id)")
         let process: SpawnedProcess
         do {
             let cgroupFDs = try leaf?.openProcsForChild() ?? []

@@ -69,6 +69,7 @@ struct SandboxBuilder {
         let envp = CStringArray([])
         let cgroup = try makeCgroup(base: base)
         var pidfd: Int32 = -1
+        var jobs: ProjectCgroup?
         let pid = cor_spawn_init(initFD, plan[0], status[1], argv.pointer, envp.pointer, &pidfd)
         let spawnErrno = errno
         close(plan[0])
@@ -88,9 +89,13 @@ struct SandboxBuilder {
             plan[1] = -1
             try awaitReady(status[0])
             // Then into a leaf of its own: on cgroup v2 a cgroup with processes cannot hand
-            // controllers to its children.
+            // controllers to its children. The limits go on a "jobs" group beside it, so the
+            // OOM killer, which chooses within the cgroup over its limit, never picks the
+            // init (lowering its oom_score_adj needs a capability some hosts withhold).
             try cgroup?.createLeaf("init").attach(pid: pid)
             try cgroup?.enableSubtreeControllers()
+            jobs = try cgroup?.createGroup("jobs", limits: configuration.limits)
+            try jobs?.enableSubtreeControllers()
         } catch {
             _ = cor_pidfd_send_signal(pidfd, SIGKILL)
             var s: Int32 = 0
@@ -100,7 +105,8 @@ struct SandboxBuilder {
             throw error
         }
         let sandbox = ProjectSandbox(
-            configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base, cgroup: cgroup)
+            configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base, cgroup: cgroup,
+            jobsCgroup: jobs)
         try watchInit(pidfd: pidfd, sandbox: sandbox)
         return sandbox
     }
@@ -111,11 +117,12 @@ struct SandboxBuilder {
     private func makeCgroup(base: UInt32) throws -> ProjectCgroup? {
         guard let driver = configuration.cgroups else { return nil }
         let name = "\(configuration.projectID).\((base - IdentityRanges.base) / IdentityRanges.size)"
+        // The limits go on the jobs' group (see start), not on the project as a whole.
         do {
-            return try driver.createProject(name, limits: configuration.limits)
+            return try driver.createProject(name, limits: CgroupLimits())
         } catch CgroupError.alreadyExists {
             try driver.openProject(name).destroy()
-            return try driver.createProject(name, limits: configuration.limits)
+            return try driver.createProject(name, limits: CgroupLimits())
         }
     }
 

@@ -1,0 +1,119 @@
+import Foundation
+import Sandbox
+import TestSupport
+import Testing
+
+/// The "Starving the host or other projects" attacks of THREATS.md, through the exec path
+/// of sandboxes whose project cgroup carries limits. The suite's name contains "Cgroup", so
+/// the cgroup v2 VM lane runs it too.
+@Suite struct CgroupSandboxLimitsTests {
+    func sandbox(_ limits: CgroupLimits, id: String = "limits", tmpfs: UInt64 = 32 << 20) async throws -> (
+        ProjectSandbox, TemporaryDirectory
+    ) {
+        let ws = try TemporaryDirectory()
+        let sandbox = try await ProjectSandbox.create(
+            SandboxConfiguration(
+                projectID: id, workspace: ws.path, rootfs: SandboxFixture.minimalRootfs, tmpBytes: tmpfs,
+                shmBytes: tmpfs, limits: limits, cgroups: TestCgroups.driver))
+        return (sandbox, ws)
+    }
+
+    func sh(_ s: ProjectSandbox, _ script: String, timeout: Duration = .seconds(30)) async throws -> JobResult {
+        try await s.exec(JobSpec(["/bin/sh", "-c", script], timeout: timeout, killGrace: .milliseconds(200)))
+    }
+
+    @Test func forkBombIsHeldAtThePidsLimitAndTheSandboxStaysUsable() async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(pids: 64))
+        let r = try await sh(s, "bomb() { bomb | bomb & }; bomb; sleep 2; echo done", timeout: .seconds(4))
+        #expect(r.stderr.contains("can't fork") || r.stderr.contains("Resource temporarily unavailable") || r.timedOut)
+        // The bomb's processes went with the job (the jobs' cgroup empties), and the next
+        // job runs normally.
+        for _ in 0..<200 where !((try? s.jobsCgroup?.pids()) ?? []).isEmpty {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(try s.jobsCgroup?.pids() == [])
+        #expect(try await sh(s, "echo fine").stdout == "fine\n")
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test func heapBombIsOOMKilledAndReportedAndTheInitSurvives() async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(memoryBytes: 64 << 20))
+        let r = try await sh(s, "awk 'BEGIN { x = \"xxxxxxxxxxxxxxxx\"; while (1) x = x x }'")
+        #expect(r.oomKilled)
+        #expect(r.signal == SIGKILL)
+        #expect(r.peakMemoryBytes >= 32 << 20)
+        #expect(s.isAlive)
+        #expect(try await sh(s, "echo next").stdout == "next\n")
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test(arguments: ["/dev/shm", "/tmp"])
+    func tmpfsFillIsCappedBySizeAndTheSandboxStaysUsable(_ dir: String) async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(memoryBytes: 128 << 20), tmpfs: 32 << 20)
+        let r = try await sh(s, "head -c 200000000 /dev/zero > \(dir)/fill; echo rc=$?; wc -c < \(dir)/fill")
+        #expect(r.stdout == "rc=1\n\(32 << 20)\n", "\(r.stdout) \(r.stderr)")
+        #expect(!r.oomKilled)
+        #expect(try await sh(s, "rm \(dir)/fill; echo next").stdout == "next\n")
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test func tmpfsLargerThanMemoryIsOOMKilledAndTheInitSurvives() async throws {
+        // A policy whose tmpfs exceeds its memory: the pages count against the jobs' group,
+        // the OOM killer takes the job, and the init, outside that group, lives on.
+        let (s, ws) = try await sandbox(CgroupLimits(memoryBytes: 64 << 20), tmpfs: 512 << 20)
+        let r = try await sh(s, "head -c 200000000 /dev/zero > /dev/shm/fill; echo rc=$?")
+        #expect(r.oomKilled, "\(r)")
+        #expect(s.isAlive)
+        #expect(kill(s.initPID, 0) == 0)
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test func cpuHogGetsItsShareOfHalfACPU() async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(cpus: 0.5))
+        let r = try await sh(s, "(while :; do :; done) & (while :; do :; done) & sleep 3; kill %1 %2")
+        let share = Double(r.cpuMs) / Double(r.durationMs)
+        #expect(share > 0.4 && share < 0.6, "cpu \(r.cpuMs) ms over \(r.durationMs) ms = \(share)")
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test func timeoutKillsEveryDescendantThatIgnoresTERMInItsOwnSession() async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(pids: 128))
+        let r = try await sh(
+            s,
+            """
+            setsid sh -c 'trap "" TERM; (trap "" TERM; sleep 60) & echo $! > /workspace/grandchild; sleep 60' &
+            trap '' TERM; echo $! > /workspace/child; sleep 60
+            """, timeout: .milliseconds(500))
+        #expect(r.timedOut)
+        #expect(r.exitCode == 124)
+        let pids = ["child", "grandchild"].compactMap {
+            try? String(contentsOfFile: ws.path + "/" + $0, encoding: .utf8).trimmingCharacters(
+                in: .whitespacesAndNewlines)
+        }
+        #expect(pids.count == 2)
+        let check = try await sh(
+            s, "for p in \(pids.joined(separator: " ")); do kill -0 $p 2>/dev/null && echo alive $p; done; echo checked"
+        )
+        #expect(check.stdout == "checked\n")
+        await s.destroy()
+        ws.remove()
+    }
+
+    @Test func twentySandboxesWithLimitsLeaveNoCgroupBehind() async throws {
+        let driver = try #require(TestCgroups.driver)
+        let before = try driver.projectNames()
+        for i in 0..<20 {
+            let (s, ws) = try await sandbox(CgroupLimits(cpus: 1, memoryBytes: 128 << 20, pids: 100), id: "twenty-\(i)")
+            #expect(try await sh(s, "echo \(i)").stdout == "\(i)\n")
+            await s.destroy()
+            ws.remove()
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        #expect(try driver.projectNames() == before)
+    }
+}
