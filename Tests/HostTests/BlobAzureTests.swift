@@ -18,7 +18,8 @@ struct BlobAzureTests {
 
     func store(_ server: AzureFakeServer, connectionString: String? = nil) throws -> AzureBlobStore {
         AzureBlobStore(
-            try AzureConfiguration(connectionString: connectionString ?? server.connectionString), container: "projects",
+            try AzureConfiguration(connectionString: connectionString ?? server.connectionString),
+            container: "projects",
             policy: TransferPolicy(attempts: 2, backoff: .milliseconds(10)))
     }
 
@@ -62,7 +63,9 @@ struct BlobAzureTests {
     }
 
     @Test func connectionStringWithoutAKeyIsRefused() {
-        #expect(throws: CacheError.unsupportedSource("Azure connection string needs AccountName and a base64 AccountKey")) {
+        #expect(
+            throws: CacheError.unsupportedSource("Azure connection string needs AccountName and a base64 AccountKey")
+        ) {
             try AzureConfiguration(connectionString: "AccountName=a;EndpointSuffix=core.windows.net")
         }
         #expect(

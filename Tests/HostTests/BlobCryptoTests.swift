@@ -90,12 +90,18 @@ import Testing
                     ("Content-Type", "application/zstd"), ("x-ms-meta-project", "demo"),
                 ]
             ),
-            ("HEAD", "http://127.0.0.1:10000/devstoreaccount1/c/a/b.tgz", [("x-ms-date", date), ("Content-Length", "0")]),
+            (
+                "HEAD", "http://127.0.0.1:10000/devstoreaccount1/c/a/b.tgz",
+                [("x-ms-date", date), ("Content-Length", "0")]
+            ),
             (
                 "GET", "https://acct.blob.core.windows.net/c?restype=container&comp=list&prefix=snap",
                 [("x-ms-date", date), ("x-ms-range", "bytes=100-")]
             ),
-            ("DELETE", "https://acct.blob.core.windows.net/c/old.tgz", [("x-ms-date", date), ("If-Match", "\"0x8D\"")]),
+            (
+                "DELETE", "https://acct.blob.core.windows.net/c/old.tgz",
+                [("x-ms-date", date), ("If-Match", "\"0x8D\"")]
+            ),
         ]
         let signer = AzureSharedKey(account: "acct", key: Array(Data(base64Encoded: key)!))
         var specs: [[String: Any]] = []

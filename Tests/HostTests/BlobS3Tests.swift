@@ -55,7 +55,8 @@ struct BlobS3Tests {
         defer { moto.stop() }
         _ = try await store(moto).put("a.bin", from: tmp.path + "/src.bin")
         await #expect(throws: CacheError.httpStatus(403, "s3://projects/a.bin")) {
-            try await store(moto, secret: "not-the-secret").get("a.bin", to: tmp.path + "/out.bin", limit: nil, progress: nil)
+            try await store(moto, secret: "not-the-secret").get(
+                "a.bin", to: tmp.path + "/out.bin", limit: nil, progress: nil)
         }
         #expect(!FileManager.default.fileExists(atPath: tmp.path + "/out.bin"))
     }

@@ -20,7 +20,8 @@ import Testing
     /// What an agent does to a workspace: edit, add, delete, chmod, plant a symlink to the
     /// host's /etc and a FIFO.
     func edit(_ ws: Workspace) throws {
-        try "print('v2, edited by the agent')\n".write(toFile: ws.path + "/src/app.py", atomically: false, encoding: .utf8)
+        try "print('v2, edited by the agent')\n".write(
+            toFile: ws.path + "/src/app.py", atomically: false, encoding: .utf8)
         try FileManager.default.createDirectory(atPath: ws.path + "/new/dir", withIntermediateDirectories: true)
         try "fresh".write(toFile: ws.path + "/new/dir/file.txt", atomically: false, encoding: .utf8)
         try FileManager.default.removeItem(atPath: ws.path + "/README.md")
@@ -31,7 +32,8 @@ import Testing
 
     static let editedTree: [String: String] = [
         "src": "dir", "src/app.py": "file:print('v2, edited by the agent')\n", "build.sh": "file:#!/bin/sh\nmake\n",
-        "app": "link:src/app.py", "new": "dir", "new/dir": "dir", "new/dir/file.txt": "file:fresh", "etc-link": "link:/etc",
+        "app": "link:src/app.py", "new": "dir", "new/dir": "dir", "new/dir/file.txt": "file:fresh",
+        "etc-link": "link:/etc",
     ]
 
     // MARK: - TTL and pins
@@ -69,7 +71,9 @@ import Testing
     }
 
     @Test func leastRecentlyUsedGoesFirstUnderTheBudget() async throws {
-        let noise = { (seed: Int) in String((0..<100_000).map { Character(UnicodeScalar(97 + ($0 * seed + $0 / 7) % 26)!) }) }
+        let noise = { (seed: Int) in
+            String((0..<100_000).map { Character(UnicodeScalar(97 + ($0 * seed + $0 / 7) % 26)!) })
+        }
         let cache = try await f.open(ttl: .seconds(100 * 3600), diskBudget: 250_000)
         for (i, id) in ["a", "b", "c"].enumerated() {
             _ = try await ready(cache, id, [.file("data.txt", noise(i + 3))])
@@ -80,7 +84,7 @@ import Testing
         #expect(sizes.allSatisfy { $0 >= 100_000 && $0 < 125_000 })
         let report = await cache.sweep()
         #expect(report.overBudget == ["b"])
-        #expect(try await cache.list().map(\.state) == [.ready, .cold, .ready])
+        #expect(await cache.list().map(\.state) == [.ready, .cold, .ready])
     }
 
     // MARK: - Write-back
@@ -162,10 +166,12 @@ import Testing
         try edit(ws)
         first = nil
         // Plant what a crash mid-materialization leaves: a staging tree and a partial download.
-        try FileManager.default.createDirectory(atPath: f.data + "/staging/p.half/src", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: f.data + "/staging/p.half/src", withIntermediateDirectories: true)
         try "partial".write(toFile: f.data + "/staging/p.half/src/x", atomically: false, encoding: .utf8)
         try "partial".write(toFile: f.data + "/downloads/p.partial", atomically: false, encoding: .utf8)
-        try FileManager.default.createDirectory(atPath: f.data + "/workspaces/stranger", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(
+            atPath: f.data + "/workspaces/stranger", withIntermediateDirectories: true)
 
         let second = try await f.open()
         #expect(

@@ -30,7 +30,8 @@ final class CacheFixture: Sendable {
     ) -> CacheConfiguration {
         let stores = BlobStores(
             primary: primary ?? LocalBlobStore(directory: blobs), fileRoots: [sources],
-            policy: TransferPolicy(connectTimeout: .seconds(2), stallTimeout: .seconds(2), attempts: 3, backoff: .milliseconds(20)))
+            policy: TransferPolicy(
+                connectTimeout: .seconds(2), stallTimeout: .seconds(2), attempts: 3, backoff: .milliseconds(20)))
         return CacheConfiguration(
             dataDirectory: data, stores: stores, ttl: ttl, diskBudget: diskBudget, snapshotInterval: snapshotInterval,
             extraction: extraction, clock: clock.function)

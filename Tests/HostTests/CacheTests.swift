@@ -25,15 +25,17 @@ import Testing
         #expect(status.dirty == false)
         #expect(status.source == url)
         #expect(try await cache.isDirty("demo") == false)
-        #expect(f.dataContents().filter { !$0.hasPrefix("workspaces") }.sorted() == [
-            "downloads", "snapshots", "staging", "trash",
-        ])
+        #expect(
+            f.dataContents().filter { !$0.hasPrefix("workspaces") }.sorted() == [
+                "downloads", "snapshots", "staging", "trash",
+            ])
     }
 
     @Test(arguments: ArchiveFixture.Format.allCases)
     func materializesEveryFormat(_ format: ArchiveFixture.Format) async throws {
         let cache = try await f.open()
-        try await cache.register("p", source: try f.source("p.\(format.rawValue)", CacheFixture.project, format: format))
+        try await cache.register(
+            "p", source: try f.source("p.\(format.rawValue)", CacheFixture.project, format: format))
         #expect(describeTree(try await cache.materialize("p").path) == CacheFixture.projectTree)
     }
 
@@ -81,9 +83,10 @@ import Testing
 
     @Test func hostileArchiveLeavesNothingHalfExtracted() async throws {
         let cache = try await f.open()
-        let entries: [ArchiveFixture.Entry] = (0..<20).map { .file("ok/\($0).txt", "fine") } + [
-            .file("../../../escape.txt", "pwned")
-        ]
+        let entries: [ArchiveFixture.Entry] =
+            (0..<20).map { .file("ok/\($0).txt", "fine") } + [
+                .file("../../../escape.txt", "pwned")
+            ]
         try await cache.register("evil", source: try f.source("evil.tar.gz", entries))
         let before = f.dataContents()
         await #expect(throws: CacheError.unsafeEntry(path: "../../../escape.txt", reason: "path contains '..'")) {

@@ -46,14 +46,16 @@ import Testing
     func extractsEveryFormatExactly(_ format: ArchiveFixture.Format) throws {
         let input = try archive(
             [
-                .dir("src"), .file("src/main.py", "print('hi')\n"), .file("run.sh", "#!/bin/sh\necho ok\n", mode: 0o755),
+                .dir("src"), .file("src/main.py", "print('hi')\n"),
+                .file("run.sh", "#!/bin/sh\necho ok\n", mode: 0o755),
                 .file("empty.txt", ""), .file("deep/a/b/c.txt", "nested"), .symlink("latest", to: "src/main.py"),
             ], format)
         let report = try Extractor.extract(archive: input, into: stage)
         #expect(
             describeTree(stage) == [
                 "src": "dir", "src/main.py": "file:print('hi')\n", "run.sh": "file:#!/bin/sh\necho ok\n",
-                "empty.txt": "file:", "deep": "dir", "deep/a": "dir", "deep/a/b": "dir", "deep/a/b/c.txt": "file:nested",
+                "empty.txt": "file:", "deep": "dir", "deep/a": "dir", "deep/a/b": "dir",
+                "deep/a/b/c.txt": "file:nested",
                 "latest": "link:src/main.py",
             ])
         #expect(mode(stage + "/run.sh") & 0o7777 == 0o755)

@@ -13,7 +13,8 @@ import Testing
 
     @Test func bindsAndReadsEveryType() throws {
         let db = try database()
-        #expect(try db.run("INSERT INTO t (name, score, data) VALUES (?, ?, ?)", "ünï'code", 2.5, .blob([0, 1, 255])) == 1)
+        #expect(
+            try db.run("INSERT INTO t (name, score, data) VALUES (?, ?, ?)", "ünï'code", 2.5, .blob([0, 1, 255])) == 1)
         #expect(try db.run("INSERT INTO t (name, score, data) VALUES (?, ?, ?)", "b", nil, .blob([])) == 1)
         #expect(db.lastInsertRowID == 2)
         let rows = try db.query("SELECT id, name, score, data FROM t ORDER BY id")

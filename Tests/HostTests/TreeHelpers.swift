@@ -19,7 +19,8 @@ func describeTree(_ root: String) -> [String: String] {
             case S_IFLNK:
                 out[rel] = "link:" + ((try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?")
             case S_IFREG:
-                out[rel] = "file:" + String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
+                out[rel] =
+                    "file:" + String(decoding: FileManager.default.contents(atPath: path) ?? Data(), as: UTF8.self)
             default:
                 out[rel] = "other"
             }

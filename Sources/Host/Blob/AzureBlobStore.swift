@@ -83,7 +83,8 @@ public struct AzureSharedKey: Sendable {
 
     /// The `Authorization` header value: `SharedKey account:base64(HMAC-SHA256(key, stringToSign))`.
     public func authorization(method: String, url: String, headers: [(String, String)]) -> String {
-        let mac = HMACSHA256.mac(key: key, message: Array(stringToSign(method: method, url: url, headers: headers).utf8))
+        let mac = HMACSHA256.mac(
+            key: key, message: Array(stringToSign(method: method, url: url, headers: headers).utf8))
         return "SharedKey \(account):\(Data(mac).base64EncodedString())"
     }
 }

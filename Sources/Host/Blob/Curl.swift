@@ -281,7 +281,9 @@ enum Curl {
     private static func slist(_ headers: [(String, String)]) -> UnsafeMutablePointer<curl_slist>? {
         var list: UnsafeMutablePointer<curl_slist>?
         // An empty value becomes "Name:", which removes a header curl would add itself.
-        for (name, value) in headers { list = curl_slist_append(list, value.isEmpty ? "\(name):" : "\(name): \(value)") }
+        for (name, value) in headers {
+            list = curl_slist_append(list, value.isEmpty ? "\(name):" : "\(name): \(value)")
+        }
         return list
     }
 

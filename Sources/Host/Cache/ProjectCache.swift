@@ -105,11 +105,15 @@ public actor ProjectCache {
         try Self.validate(id)
         let path = layout.download(id)
         try await BlockingThread.run("corral-upload-spool") { () throws(CacheError) in
-            let fd = try sys("open(\(path))") { Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
+            let fd = try sys("open(\(path))") {
+                Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            }
             defer { close(fd) }
             var done = 0
             while done < bytes.count {
-                done += try sys("write(\(path))") { bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) } }
+                done += try sys("write(\(path))") {
+                    bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+                }
             }
         }
         defer { unlink(path) }

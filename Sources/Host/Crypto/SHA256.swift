@@ -52,7 +52,9 @@ public struct SHA256: Sendable {
         var tail: [UInt8] = [0x80]
         let used = (pending.count + 1) % Self.blockSize
         tail += [UInt8](repeating: 0, count: (Self.blockSize + 56 - used) % Self.blockSize)
-        for shift in stride(from: 56, through: 0, by: -8) { tail.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift))) }
+        for shift in stride(from: 56, through: 0, by: -8) {
+            tail.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift)))
+        }
         let savedLength = length
         update(tail)
         length = savedLength

@@ -192,7 +192,10 @@ public final class SQLiteStatement {
             case .real(let v): rc = sqlite3_bind_double(stmt, index, v)
             case .text(let v): rc = cor_sqlite3_bind_text(stmt, index, v, -1)
             case .blob(let v):
-                rc = v.withUnsafeBytes { cor_sqlite3_bind_blob(stmt, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count)) }
+                rc = v.withUnsafeBytes {
+                    cor_sqlite3_bind_blob(
+                        stmt, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), Int32($0.count))
+                }
             }
             if rc != SQLITE_OK { throw database.error(rc, sql) }
         }
