@@ -104,6 +104,33 @@ import Testing
         #expect(try await cache.isDirty("p") == false)
     }
 
+    /// File names are bytes: a name that is not UTF-8 must survive write-back unchanged.
+    @Test func writeBackKeepsNamesThatAreNotUTF8() async throws {
+        let cache = try await f.open()
+        let ws = try await ready(cache, "p")
+        let odd: [[UInt8]] = [Array("ü-unicode.txt".utf8), [0x62, 0x61, 0x64, 0xff, 0xfe, 0x2e, 0x62, 0x69, 0x6e]]
+        for name in odd {
+            let path = Array(ws.path.utf8) + [0x2f] + name
+            let fd = open(path.map { CChar(bitPattern: $0) } + [0], O_WRONLY | O_CREAT | O_EXCL, 0o644)
+            #expect(fd >= 0)
+            #expect(write(fd, name, name.count) == name.count)
+            close(fd)
+        }
+        try await cache.evict("p")
+        let again = try await cache.materialize("p")
+        let names = rawNames(again.path)
+        for name in odd {
+            #expect(names.contains(name))
+            let path = Array(again.path.utf8) + [0x2f] + name
+            let fd = open(path.map { CChar(bitPattern: $0) } + [0], O_RDONLY)
+            var buffer = [UInt8](repeating: 0, count: 64)
+            #expect(read(fd, &buffer, 64) == name.count)
+            #expect(Array(buffer.prefix(name.count)) == name)
+            close(fd)
+        }
+        #expect(names.count == CacheFixture.projectTree.filter { !$0.key.contains("/") }.count + 2)
+    }
+
     @Test func snapshotOnDemandWritesOnlyWhenDirty() async throws {
         let primary = FlakyStore(directory: f.blobs)
         let cache = try await f.open(primary: primary)

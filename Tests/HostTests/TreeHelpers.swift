@@ -46,3 +46,15 @@ func inode(_ path: String) -> UInt {
     var st = stat()
     return lstat(path, &st) == 0 ? UInt(st.st_ino) : 0
 }
+
+/// The raw names in a directory (bytes, not necessarily UTF-8).
+func rawNames(_ dir: String) -> Set<[UInt8]> {
+    guard let d = opendir(dir) else { return [] }
+    defer { closedir(d) }
+    var out: Set<[UInt8]> = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+        if name != [0x2e] && name != [0x2e, 0x2e] { out.insert(name) }
+    }
+    return out
+}
