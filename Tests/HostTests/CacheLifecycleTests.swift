@@ -99,7 +99,7 @@ import Testing
         #expect(FileManager.default.fileExists(atPath: f.blobs + "/snapshots/p.tar.zst"))
         let again = try await cache.materialize("p")
         #expect(describeTree(again.path) == Self.editedTree)
-        #expect(mode(again.path + "/new/dir/file.txt") & 0o777 == 0o600)
+        #expect(lstatMode(again.path + "/new/dir/file.txt") & 0o777 == 0o600)
         #expect(again.sourceVersion.hasPrefix("snapshot:sha256:"))
         #expect(try await cache.isDirty("p") == false)
     }

@@ -18,7 +18,7 @@ import Testing
         let ws = try await cache.materialize("demo")
         #expect(ws.path == f.data + "/workspaces/demo")
         #expect(describeTree(ws.path) == CacheFixture.projectTree)
-        #expect(mode(ws.path + "/build.sh") & 0o777 == 0o755)
+        #expect(lstatMode(ws.path + "/build.sh") & 0o777 == 0o755)
         #expect(ws.sourceVersion == "sha256:" + f.sha256(ofFile: f.sources + "/demo.tar.gz"))
         let status = try await cache.status("demo")
         #expect(status.state == .ready)
