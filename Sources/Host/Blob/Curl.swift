@@ -187,8 +187,10 @@ enum Curl {
         defer { unmanaged.release() }
         let me = unmanaged.toOpaque()
 
-        var headers: [(String, String)] = r.headers(range.map { "bytes=\($0)" }, upload)
-        if upload != nil { headers.append(("Expect", "")) }  // no 100-continue round trip
+        var headers = r.headers(range.map { "bytes=\($0)" }, upload)
+        // Skip the 100-continue round trip, except under SigV4: curl signs every header in
+        // the list, even one that only removes a header, and S3 then rejects the signature.
+        if upload != nil && r.awsSigV4 == nil { headers.append(("Expect", "")) }
         let list = slist(headers)
         defer { curl_slist_free_all(list) }
 

@@ -113,6 +113,13 @@ public struct RecoveryReport: Sendable, Equatable {
     public var lost: [String] = []
     /// Workspace directories of unregistered projects, moved to `orphans/` (never deleted).
     public var orphaned: [String] = []
+
+    public init(adopted: [String] = [], swept: Int = 0, lost: [String] = [], orphaned: [String] = []) {
+        self.adopted = adopted
+        self.swept = swept
+        self.lost = lost
+        self.orphaned = orphaned
+    }
 }
 
 /// Delivers progress to every waiter of one materialization.

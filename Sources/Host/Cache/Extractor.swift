@@ -91,17 +91,23 @@ public enum Extractor {
         archive_error_string(a).map { String(cString: $0) } ?? "unreadable archive"
     }
 
-    /// The components of an entry path, or the reason it is unsafe.
-    static func components(_ raw: String, limits: ExtractionLimits, role: String = "path") throws(CacheError)
-        -> [String]
+    /// The components of an entry path (raw bytes, see ``FileName``), or why it is unsafe.
+    static func components(_ raw: [UInt8], limits: ExtractionLimits, role: String = "path") throws(CacheError)
+        -> [FileName]
     {
-        if raw.hasPrefix("/") { throw .unsafeEntry(path: raw, reason: "absolute \(role)") }
-        let parts = raw.split(separator: "/").filter { $0 != "." }.map(String.init)
-        if parts.contains("..") { throw .unsafeEntry(path: raw, reason: "\(role) contains '..'") }
-        if parts.contains(where: { $0.utf8.count > 255 }) { throw .unsafeEntry(path: raw, reason: "name too long") }
-        if parts.count > limits.maxDepth { throw .unsafeEntry(path: raw, reason: "nested too deeply") }
+        let shown = String(decoding: raw, as: UTF8.self)
+        if raw.first == 0x2f { throw .unsafeEntry(path: shown, reason: "absolute \(role)") }
+        let parts = raw.split(separator: 0x2f).filter { $0.elementsEqual([0x2e]) == false }.map { FileName(Array($0)) }
+        if parts.contains(FileName([0x2e, 0x2e])) { throw .unsafeEntry(path: shown, reason: "\(role) contains '..'") }
+        if parts.contains(where: { $0.bytes.count > 255 }) { throw .unsafeEntry(path: shown, reason: "name too long") }
+        if parts.count > limits.maxDepth { throw .unsafeEntry(path: shown, reason: "nested too deeply") }
         return parts
     }
+}
+
+/// The bytes of a C string from libarchive.
+private func bytes(_ c: UnsafePointer<CChar>) -> [UInt8] {
+    Array(UnsafeRawBufferPointer(start: c, count: strlen(c)))
 }
 
 private let typeMask: UInt32 = 0o170_000
@@ -123,8 +129,8 @@ private final class ExtractionRun {
     var entryCount = 0
     /// Open descriptors of directories already walked, by relative path. Valid for the whole
     /// run because no entry may replace a directory.
-    var directories: [String: Int32] = [:]
-    var deferred: [(path: [String], perm: mode_t, mtime: timespec?)] = []
+    var directories: [[UInt8]: Int32] = [:]
+    var deferred: [(path: [FileName], perm: mode_t, mtime: timespec?)] = []
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
 
     init(archive: OpaquePointer, root: Int32, limits: ExtractionLimits, archiveSize: Int64) {
@@ -161,10 +167,11 @@ private final class ExtractionRun {
         guard let cPath = archive_entry_pathname(entry) ?? archive_entry_pathname_utf8(entry) else {
             throw .corruptArchive("entry \(entryCount) has no readable name")
         }
-        let raw = String(cString: cPath)
+        let rawBytes = bytes(cPath)
+        let raw = String(decoding: rawBytes, as: UTF8.self)
         // Bounded descriptor cache; flushed only between entries, so no walk loses its fds.
         if directories.count >= 4096 { closeAll() }
-        let parts = try Extractor.components(raw, limits: limits)
+        let parts = try Extractor.components(rawBytes, limits: limits)
         guard let name = parts.last else { return }  // "./" itself: the root exists already
         let type = UInt32(archive_entry_filetype(entry)) & typeMask
         let perm = mode_t(archive_entry_perm(entry))
@@ -174,7 +181,7 @@ private final class ExtractionRun {
             ? timespec(tv_sec: Int(archive_entry_mtime(entry)), tv_nsec: Int(archive_entry_mtime_nsec(entry))) : nil
 
         if let link = archive_entry_hardlink(entry) {
-            try hardlink(parts, to: String(cString: link), raw: raw)
+            try hardlink(parts, to: bytes(link), raw: raw)
             return
         }
         switch type {
@@ -187,11 +194,12 @@ private final class ExtractionRun {
             try file(parent, name, raw: raw, entry: entry, perm: perm & 0o777, mtime: mtime)
             report.files += 1
         case typeSymlink:
-            guard let target = archive_entry_symlink(entry).map({ String(cString: $0) }), !target.isEmpty else {
+            guard let target = archive_entry_symlink(entry), target.pointee != 0 else {
                 throw .corruptArchive("symlink \(raw) has no target")
             }
             let parent = try directory(parts.dropLast(), create: true, raw: raw)
-            try create(parent, name, raw: raw) { symlinkat(target, parent, name) }
+            let c = name.cString
+            try create(parent, name, raw: raw) { symlinkat(target, parent, c) }
             if let mtime { setTimes(parent, name, mtime, flags: AT_SYMLINK_NOFOLLOW) }
             report.symlinks += 1
         case typeCharDevice, typeBlockDevice: throw .unsafeEntry(path: raw, reason: "device node")
@@ -203,15 +211,16 @@ private final class ExtractionRun {
 
     // MARK: - Entry kinds
 
-    func file(_ parent: Int32, _ name: String, raw: String, entry: OpaquePointer, perm: mode_t, mtime: timespec?)
+    func file(_ parent: Int32, _ name: FileName, raw: String, entry: OpaquePointer, perm: mode_t, mtime: timespec?)
         throws(CacheError)
     {
         if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > limits.maxBytes - report.bytes {
             throw .tooLarge("\(raw) declares \(archive_entry_size(entry)) bytes, over the \(limits.maxBytes)-byte cap")
         }
         var fd: Int32 = -1
+        let c = name.cString
         try create(parent, name, raw: raw) {
-            fd = openat(parent, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
+            fd = openat(parent, c, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
             return fd
         }
         defer { close(fd) }
@@ -241,8 +250,9 @@ private final class ExtractionRun {
         }
     }
 
-    func hardlink(_ parts: [String], to link: String, raw: String) throws(CacheError) {
-        let target = try Extractor.components(link, limits: limits, role: "hardlink target")
+    func hardlink(_ parts: [FileName], to linkBytes: [UInt8], raw: String) throws(CacheError) {
+        let link = String(decoding: linkBytes, as: UTF8.self)
+        let target = try Extractor.components(linkBytes, limits: limits, role: "hardlink target")
         guard let targetName = target.last else {
             throw .unsafeEntry(path: raw, reason: "hardlink to the project root")
         }
@@ -253,50 +263,54 @@ private final class ExtractionRun {
             throw .unsafeEntry(path: raw, reason: "hardlink target \(link) is not in the archive")
         }
         var st = stat()
-        guard fstatat(targetParent, targetName, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else {
+        let targetC = targetName.cString
+        guard fstatat(targetParent, targetC, &st, AT_SYMLINK_NOFOLLOW) == 0, st.st_mode & S_IFMT == S_IFREG else {
             throw .unsafeEntry(path: raw, reason: "hardlink target \(link) is not a file extracted earlier")
         }
         let parent = try directory(parts.dropLast(), create: true, raw: raw)
-        try create(parent, parts.last!, raw: raw) { linkat(targetParent, targetName, parent, parts.last!, 0) }
+        let c = parts.last!.cString
+        try create(parent, parts.last!, raw: raw) { linkat(targetParent, targetC, parent, c, 0) }
         report.hardlinks += 1
     }
 
     /// Runs a creating call; if the name exists, removes it (a later entry wins, as in tar)
     /// unless it is a directory, then retries once. Never follows what it replaces.
-    func create(_ parent: Int32, _ name: String, raw: String, _ call: () -> Int32) throws(CacheError) {
+    func create(_ parent: Int32, _ name: FileName, raw: String, _ call: () -> Int32) throws(CacheError) {
         if call() >= 0 { return }
         guard errno == EEXIST else { throw .system(SystemError("create(\(raw))", errno: errno)) }
         var st = stat()
-        if fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR {
+        let c = name.cString
+        if fstatat(parent, c, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR {
             throw .unsafeEntry(path: raw, reason: "would replace a directory")
         }
-        try sys("unlinkat(\(raw))") { unlinkat(parent, name, 0) }
+        try sys("unlinkat(\(raw))") { unlinkat(parent, c, 0) }
         try sys("create(\(raw))") { call() }
     }
 
     /// The descriptor of the directory `parts`, walking (and creating) one component at a
     /// time without following symlinks.
-    func directory(_ parts: ArraySlice<String>, create: Bool, raw: String) throws(CacheError) -> Int32 {
+    func directory(_ parts: ArraySlice<FileName>, create: Bool, raw: String) throws(CacheError) -> Int32 {
         var fd = root
-        var key = ""
+        var key: [UInt8] = []
         for part in parts {
-            key = key.isEmpty ? part : key + "/" + part
+            key = key.isEmpty ? part.bytes : key + [0x2f] + part.bytes
             if let cached = directories[key] {
                 fd = cached
                 continue
             }
+            let shown = String(decoding: key, as: UTF8.self)
             var next = SafeTree.openDirectory(fd, part)
             if next < 0 && errno == ENOENT && create {
-                if mkdirat(fd, part, 0o755) != 0 && errno != EEXIST {
-                    throw .system(SystemError("mkdirat(\(key))", errno: errno))
+                if mkdirat(fd, part.cString, 0o755) != 0 && errno != EEXIST {
+                    throw .system(SystemError("mkdirat(\(shown))", errno: errno))
                 }
                 next = SafeTree.openDirectory(fd, part)
             }
             if next < 0 {
                 if errno == ELOOP || errno == ENOTDIR {
-                    throw .unsafeEntry(path: raw, reason: "\(key) is a symlink or a file, not a directory")
+                    throw .unsafeEntry(path: raw, reason: "\(shown) is a symlink or a file, not a directory")
                 }
-                throw .system(SystemError("openat(\(key))", errno: errno))
+                throw .system(SystemError("openat(\(shown))", errno: errno))
             }
             directories[key] = next
             fd = next
@@ -308,15 +322,16 @@ private final class ExtractionRun {
     /// its mtime, and a read-only mode would block the entries that follow.
     func finishDirectories() throws(CacheError) {
         for (parts, perm, mtime) in deferred.reversed() {
-            let fd = try directory(parts[...], create: false, raw: parts.joined(separator: "/"))
+            let fd = try directory(parts[...], create: false, raw: parts.map(\.description).joined(separator: "/"))
             // The owner keeps rwx so the project stays usable and removable.
             fchmod(fd, (perm & 0o777) | 0o700)
             if let mtime { withTimes(mtime) { _ = futimens(fd, $0) } }
         }
     }
 
-    func setTimes(_ parent: Int32, _ name: String, _ mtime: timespec, flags: Int32) {
-        withTimes(mtime) { _ = utimensat(parent, name, $0, flags) }
+    func setTimes(_ parent: Int32, _ name: FileName, _ mtime: timespec, flags: Int32) {
+        let c = name.cString
+        withTimes(mtime) { _ = utimensat(parent, c, $0, flags) }
     }
 
     func withTimes(_ mtime: timespec, _ body: (UnsafePointer<timespec>) -> Void) {

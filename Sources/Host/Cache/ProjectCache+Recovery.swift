@@ -88,19 +88,21 @@ extension ProjectCache {
         let fd = try sys("open(\(layout.workspaces))") { Glibc.open(layout.workspaces, SafeTree.dirFlags) }
         defer { close(fd) }
         var present: Set<String> = []
-        for name in try SafeTree.list(fd) {
+        for raw in try SafeTree.list(fd) {
+            let name = raw.description
             var st = stat()
-            let isDirectory = fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR
-            if let record = byID[name], record.ready, isDirectory {
+            let isDirectory = fstatat(fd, raw.cString, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR
+            if let record = byID[name], record.ready, isDirectory, FileName(name) == raw {
                 present.insert(name)
                 report.adopted.append(name)
-            } else if byID[name] != nil {
-                try SafeTree.remove(fd, name)
+            } else if byID[name] != nil, FileName(name) == raw {
+                try SafeTree.remove(fd, raw)
                 report.swept += 1
             } else {
                 try SafeTree.makeDirectories(layout.orphans, mode: 0o700)
-                let target = "\(layout.orphans)/\(name).\(Int(Date().timeIntervalSince1970))"
-                try sys("rename(\(name))") { rename("\(layout.workspaces)/\(name)", target) }
+                let label = FileName(name) == raw ? name : "unreadable-name"
+                let target = "\(layout.orphans)/\(label).\(UUID().uuidString.prefix(8))"
+                try sys("renameat(\(name))") { renameat(fd, raw.cString, AT_FDCWD, target) }
                 report.orphaned.append(name)
             }
         }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Sandbox
 
 // MARK: - Write-back, eviction and the sweep
 
@@ -94,12 +95,13 @@ extension ProjectCache {
         defer { entries[id]?.evicting = nil }
         let workspace = layout.workspace(id)
         let trash = layout.trash(id)
-        do throws(CacheError) {
-            try sys("rename(\(workspace))") { rename(workspace, trash) }
-        } catch {
-            return .failure(error)
+        var moved = true
+        if rename(workspace, trash) != 0 {
+            // Already gone (removed behind the cache's back): nothing left to write back.
+            guard errno == ENOENT else { return .failure(.system(SystemError("rename(\(workspace))", errno: errno))) }
+            moved = false
         }
-        if !discard {
+        if !discard && moved {
             do throws(CacheError) {
                 let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in
                     try Manifest.scan(trash)
@@ -108,7 +110,7 @@ extension ProjectCache {
                     _ = try await writeBack(id, from: trash)
                 }
             } catch {
-                rename(trash, workspace)
+                _ = rename(trash, workspace)
                 logger.error("eviction kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
                 return .failure(error)
             }
@@ -163,8 +165,10 @@ extension ProjectCache {
             while true {
                 let ready = entries.values.filter { $0.record.ready }
                 guard ready.reduce(0, { $0 + $1.record.diskBytes }) > budget,
-                    let victim = ready.filter({ $0.pins == 0 && report.failed[$0.record.id] == nil })
-                        .min(by: { ($0.record.lastUsed, $0.record.id) < ($1.record.lastUsed, $1.record.id) })
+                    let victim = ready.filter({
+                        $0.pins == 0 && report.failed[$0.record.id] == nil && !report.overBudget.contains($0.record.id)
+                    })
+                    .min(by: { ($0.record.lastUsed, $0.record.id) < ($1.record.lastUsed, $1.record.id) })
                 else { break }
                 let id = victim.record.id
                 do throws(CacheError) {

@@ -28,7 +28,7 @@ public actor ProjectCache {
     let layout: DataLayout
     var entries: [String: Entry] = [:]
     /// What the start found on disk.
-    public let recovery: RecoveryReport
+    public nonisolated let recovery: RecoveryReport
     var logger: Logger { config.logger }
 
     init(config: CacheConfiguration, index: sending CacheIndex, records: [ProjectRecord], recovery: RecoveryReport) {

@@ -1,6 +1,24 @@
 import Glibc
 import Sandbox
 
+/// A file name as the kernel has it: raw bytes, not necessarily UTF-8.
+///
+/// Swift `String`s repair invalid UTF-8, which would turn a name a job created into a
+/// different name, so every walk, removal and extraction carries names as bytes.
+struct FileName: Hashable, Comparable, CustomStringConvertible {
+    /// The bytes without the terminating NUL.
+    let bytes: [UInt8]
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    init(_ string: String) { self.bytes = Array(string.utf8) }
+
+    /// NUL-terminated, for system calls.
+    var cString: [CChar] { bytes.map { CChar(bitPattern: $0) } + [0] }
+    var description: String { String(decoding: bytes, as: UTF8.self) }
+
+    static func < (a: FileName, b: FileName) -> Bool { a.bytes.lexicographicallyPrecedes(b.bytes) }
+}
+
 /// File-system operations relative to a directory descriptor that never follow a symlink.
 ///
 /// Every path is walked one component at a time with `openat(O_NOFOLLOW | O_DIRECTORY)`, so
@@ -10,9 +28,10 @@ enum SafeTree {
     static let dirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC
 
     /// Opens the directory `name` inside `parent`, refusing symlinks.
-    static func openDirectory(_ parent: Int32, _ name: String) -> Int32 {
+    static func openDirectory(_ parent: Int32, _ name: FileName) -> Int32 {
+        let c = name.cString
         while true {
-            let fd = openat(parent, name, dirFlags)
+            let fd = openat(parent, c, dirFlags)
             if fd >= 0 || errno != EINTR { return fd }
         }
     }
@@ -21,9 +40,10 @@ enum SafeTree {
     ///
     /// Directories are made writable first (a job may have `chmod 0` them). Depth is capped
     /// so a hostile, absurdly deep tree fails cleanly instead of exhausting descriptors.
-    static func remove(_ parent: Int32, _ name: String, depth: Int = 0) throws(CacheError) {
+    static func remove(_ parent: Int32, _ name: FileName, depth: Int = 0) throws(CacheError) {
         var st = stat()
-        if fstatat(parent, name, &st, AT_SYMLINK_NOFOLLOW) != 0 {
+        let c = name.cString
+        if fstatat(parent, c, &st, AT_SYMLINK_NOFOLLOW) != 0 {
             if errno == ENOENT { return }
             throw .system(SystemError("fstatat(\(name))", errno: errno))
         }
@@ -34,9 +54,9 @@ enum SafeTree {
             defer { close(fd) }
             if st.st_mode & 0o700 != 0o700 { fchmod(fd, 0o700) }
             for child in try list(fd) { try remove(fd, child, depth: depth + 1) }
-            try sys("unlinkat(\(name))") { unlinkat(parent, name, AT_REMOVEDIR) }
+            try sys("unlinkat(\(name))") { unlinkat(parent, c, AT_REMOVEDIR) }
         } else {
-            try sys("unlinkat(\(name))") { unlinkat(parent, name, 0) }
+            try sys("unlinkat(\(name))") { unlinkat(parent, c, 0) }
         }
     }
 
@@ -49,23 +69,21 @@ enum SafeTree {
             throw .system(SystemError("open(\(dir))", errno: errno))
         }
         defer { close(fd) }
-        try remove(fd, base)
+        try remove(fd, FileName(base))
     }
 
-    /// The names in a directory (without `.` and `..`), sorted for deterministic order.
-    static func list(_ fd: Int32) throws(CacheError) -> [String] {
+    /// The names in a directory (without `.` and `..`), sorted bytewise for a deterministic order.
+    static func list(_ fd: Int32) throws(CacheError) -> [FileName] {
         let copy = dup(fd)
         guard copy >= 0, let dir = fdopendir(copy) else {
             throw .system(SystemError("fdopendir", errno: errno))
         }
         defer { closedir(dir) }
         rewinddir(dir)
-        var names: [String] = []
+        var names: [FileName] = []
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(cString: raw.baseAddress!.assumingMemoryBound(to: CChar.self))
-            }
-            if name != "." && name != ".." { names.append(name) }
+            let bytes = withUnsafeBytes(of: entry.pointee.d_name) { raw in Array(raw.prefix { $0 != 0 }) }
+            if bytes != [0x2e] && bytes != [0x2e, 0x2e] { names.append(FileName(bytes)) }
         }
         return names.sorted()
     }

@@ -18,10 +18,13 @@ public struct ManifestSummary: Sendable, Equatable {
 
 /// One entry met while walking a workspace.
 struct WalkEntry {
-    let path: String
+    /// Relative path bytes (`/`-separated, no NUL), exactly as on disk.
+    let path: [UInt8]
     let parent: Int32
-    let name: String
+    let name: FileName
     var st: stat
+
+    var displayPath: String { String(decoding: path, as: UTF8.self) }
 }
 
 /// Walks a tree in sorted order without following symlinks.
@@ -31,24 +34,26 @@ enum Walker {
     static func walk(_ root: String, _ visit: (inout WalkEntry) throws(CacheError) -> Void) throws(CacheError) {
         let fd = try sys("open(\(root))") { open(root, SafeTree.dirFlags) }
         defer { close(fd) }
-        try walk(fd, prefix: "", depth: 0, visit)
+        try walk(fd, prefix: [], depth: 0, visit)
     }
 
     private static func walk(
-        _ dir: Int32, prefix: String, depth: Int, _ visit: (inout WalkEntry) throws(CacheError) -> Void
+        _ dir: Int32, prefix: [UInt8], depth: Int, _ visit: (inout WalkEntry) throws(CacheError) -> Void
     ) throws(CacheError) {
-        guard depth < maxDepth else { throw .system(SystemError("walk(\(prefix)): tree too deep", errno: ELOOP)) }
+        guard depth < maxDepth else {
+            throw .system(SystemError("walk(\(String(decoding: prefix, as: UTF8.self))): tree too deep", errno: ELOOP))
+        }
         for name in try SafeTree.list(dir) {
             var st = stat()
             // Entries a running job deletes mid-walk are simply not there any more.
-            if fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
-            var entry = WalkEntry(path: prefix + name, parent: dir, name: name, st: st)
+            if fstatat(dir, name.cString, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
+            var entry = WalkEntry(path: prefix + name.bytes, parent: dir, name: name, st: st)
             try visit(&entry)
             if entry.st.st_mode & S_IFMT == S_IFDIR {
                 let child = SafeTree.openDirectory(dir, name)
                 if child < 0 { continue }
                 defer { close(child) }
-                try walk(child, prefix: entry.path + "/", depth: depth + 1, visit)
+                try walk(child, prefix: entry.path + [0x2f], depth: depth + 1, visit)
             }
         }
     }
@@ -61,10 +66,11 @@ struct ManifestBuilder {
     private var disk: Int64 = 0
     private var seen: Set<UInt64> = []
 
-    mutating func add(_ path: String, _ st: stat) {
+    mutating func add(_ path: [UInt8], _ st: stat) {
         let line =
-            "\(path)\u{0}\(st.st_mode)\u{0}\(st.st_size)\u{0}\(st.st_ino)\u{0}"
+            "\u{0}\(st.st_mode)\u{0}\(st.st_size)\u{0}\(st.st_ino)\u{0}"
             + "\(st.st_mtim.tv_sec).\(st.st_mtim.tv_nsec)\u{0}\(st.st_ctim.tv_sec).\(st.st_ctim.tv_nsec)\n"
+        hasher.update(path)
         hasher.update(Array(line.utf8))
         entries += 1
         if st.st_nlink <= 1 || seen.insert(UInt64(st.st_ino)).inserted { disk += Int64(st.st_blocks) * 512 }
@@ -122,7 +128,7 @@ enum Packer {
 
         try Walker.walk(root) { (entry: inout WalkEntry) throws(CacheError) in
             archive_entry_clear(e)
-            archive_entry_set_pathname(e, entry.path)
+            archive_entry_set_pathname(e, entry.path.map { CChar(bitPattern: $0) } + [0])
             var fd: Int32 = -1
             defer { if fd >= 0 { close(fd) } }
             switch entry.st.st_mode & S_IFMT {
@@ -135,7 +141,7 @@ enum Packer {
                 target.withUnsafeBufferPointer { archive_entry_set_symlink(e, $0.baseAddress) }
                 report.symlinks += 1
             case S_IFREG:
-                fd = openat(entry.parent, entry.name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
+                fd = openat(entry.parent, entry.name.cString, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
                 guard fd >= 0, fstat(fd, &entry.st) == 0, entry.st.st_mode & S_IFMT == S_IFREG else { return }
                 archive_entry_set_filetype(e, cor_ae_ifreg)
                 archive_entry_set_size(e, la_int64_t(entry.st.st_size))
@@ -147,10 +153,12 @@ enum Packer {
             archive_entry_set_perm(e, entry.st.st_mode & 0o777)
             archive_entry_set_mtime(e, time_t(entry.st.st_mtim.tv_sec), Int(entry.st.st_mtim.tv_nsec))
             guard archive_write_header(a, e) >= ARCHIVE_WARN else {
-                throw .corruptArchive("snapshot of \(entry.path): \(Extractor.errorString(a))")
+                throw .corruptArchive("snapshot of \(entry.displayPath): \(Extractor.errorString(a))")
             }
             manifest.add(entry.path, entry.st)
-            if fd >= 0 { report.bytes += try copy(fd, size: Int64(entry.st.st_size), into: a, buffer, entry.path) }
+            if fd >= 0 {
+                report.bytes += try copy(fd, size: Int64(entry.st.st_size), into: a, buffer, entry.displayPath)
+            }
         }
         guard archive_write_close(a) == ARCHIVE_OK else {
             throw .corruptArchive("cannot finish snapshot: \(Extractor.errorString(a))")
@@ -178,9 +186,9 @@ enum Packer {
     }
 
     /// The raw, NUL-terminated target bytes (not necessarily UTF-8).
-    private static func readLink(_ parent: Int32, _ name: String) -> [CChar]? {
+    private static func readLink(_ parent: Int32, _ name: FileName) -> [CChar]? {
         var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlinkat(parent, name, &buffer, buffer.count - 1)
+        let n = readlinkat(parent, name.cString, &buffer, buffer.count - 1)
         guard n >= 0 else { return nil }
         return Array(buffer[0...n])
     }

@@ -3,7 +3,7 @@ import Glibc
 
 /// Describes a tree without following symlinks: relative path → "file:<content>",
 /// "dir", "link:<target>" or "other". Used to assert exact extraction results.
-func describeTree(_ root: String) -> [String: String] {
+public func describeTree(_ root: String) -> [String: String] {
     var out: [String: String] = [:]
     func walk(_ dir: String, _ prefix: String) {
         guard let names = try? FileManager.default.contentsOfDirectory(atPath: dir) else { return }
@@ -31,18 +31,30 @@ func describeTree(_ root: String) -> [String: String] {
 }
 
 /// Every path under `root` (recursive, symlinks not followed), sorted.
-func allPaths(_ root: String) -> [String] {
+public func allPaths(_ root: String) -> [String] {
     describeTree(root).keys.sorted()
 }
 
 /// `st_mode` of `path` without following a final symlink.
-func mode(_ path: String) -> mode_t {
+public func lstatMode(_ path: String) -> mode_t {
     var st = stat()
     return lstat(path, &st) == 0 ? st.st_mode : 0
 }
 
 /// `st_ino` of `path`.
-func inode(_ path: String) -> UInt {
+public func lstatInode(_ path: String) -> UInt {
     var st = stat()
     return lstat(path, &st) == 0 ? UInt(st.st_ino) : 0
+}
+
+/// The raw names in a directory (bytes, not necessarily UTF-8).
+public func rawNames(_ dir: String) -> Set<[UInt8]> {
+    guard let d = opendir(dir) else { return [] }
+    defer { closedir(d) }
+    var out: Set<[UInt8]> = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { Array($0.prefix { $0 != 0 }) }
+        if name != [0x2e] && name != [0x2e, 0x2e] { out.insert(name) }
+    }
+    return out
 }
