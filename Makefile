@@ -8,6 +8,8 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev \
 	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
 	redis-server hyperfine util-linux iproute2 python3
+# Python test peers: moto's S3 server, and Microsoft's SDK as the reference Shared Key signer.
+PIP_PACKAGES := moto[server] boto3 azure-storage-blob
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
@@ -36,6 +38,8 @@ deps:
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+	@python3 -c "import moto.server, boto3, azure.storage.blob" 2>/dev/null || \
+		python3 -m pip install --quiet --disable-pip-version-check $(PIP_PACKAGES)
 
 build: deps
 	swift build

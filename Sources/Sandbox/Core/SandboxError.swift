@@ -1,4 +1,5 @@
 import CShim
+import Glibc
 
 /// Why a sandbox could not be created or a job could not be started.
 ///
@@ -14,6 +15,9 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
     case cwdOutsideWorkspace(String)
     /// A system call in the host failed.
     case system(SystemError)
+    /// The process that enters the sandbox was killed before the job could start, most
+    /// often by the OOM killer when the project's memory is already full.
+    case killedWhileStarting(signal: Int32)
 
     public var description: String {
         switch self {
@@ -22,6 +26,9 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidConfiguration(let why): "invalid sandbox configuration: \(why)"
         case .cwdOutsideWorkspace(let cwd): "cwd is outside /workspace: \(cwd)"
         case .system(let error): error.description
+        case .killedWhileStarting(let signal):
+            "the job was killed by signal \(signal) while starting"
+                + (signal == SIGKILL ? " (is the project's memory full? free /tmp or /dev/shm)" : "")
         }
     }
 

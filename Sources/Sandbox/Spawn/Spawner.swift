@@ -113,6 +113,10 @@ enum Spawner {
             throw SandboxError.child(failure, cwd: job.cwd)
         }
         guard jobPID > 0 else {
+            // No pid and no failure record: the entering process died without a word.
+            if (status & 0x7f) != 0 && (status & 0x7f) != 0x7f {
+                throw SandboxError.killedWhileStarting(signal: status & 0x7f)
+            }
             throw SandboxError.childFailed(stage: "clone", errno: EPROTO)
         }
         // The job is our child and unreaped, so its pid cannot have been reused.
