@@ -182,7 +182,10 @@ static void build_root(void) {
         fail(COR_STAGE_ROOTFS);
     if (chdir(rootfs) != 0) fail(COR_STAGE_ROOTFS);
 
-    bind_path(workspace, "workspace", COR_STAGE_WORKSPACE);
+    // Descriptor 6 is the workspace, opened by the host-side child before it dropped to
+    // our uid (see cor_spawn_init); the path is kept in the plan for error messages only.
+    (void)workspace;
+    bind_path("/proc/self/fd/6", "workspace", COR_STAGE_WORKSPACE);
     if (mount_setattr_("workspace", 0, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) != 0) fail(COR_STAGE_WORKSPACE);
 
     char opts[64] = "mode=1777,size=";

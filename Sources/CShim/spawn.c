@@ -56,8 +56,8 @@ static void block_all(sigset_t *old) {
 
 // MARK: - init
 
-pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, char *const argv[], char *const envp[],
-                     int *out_pidfd) {
+pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const char *workspace, char *const argv[],
+                     char *const envp[], int *out_pidfd) {
     int pidfd = -1;
     struct cor_clone_args args;
     memset(&args, 0, sizeof args);
@@ -76,7 +76,14 @@ pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, char *const argv[]
         int i = fcntl(init_fd, F_DUPFD_CLOEXEC, 10);
         if (p < 0 || s < 0 || i < 0 || dup2(p, 3) != 3 || dup2(s, 4) != 4 || dup3(i, 5, O_CLOEXEC) != 5)
             _exit(126);
-        syscall(SYS_close_range, 6, ~0U, 0);
+        // The workspace is opened here, while we are still the host's uid 0 (its owner),
+        // and after clone, so the descriptor names this mount namespace's copy of it: the
+        // init binds it through /proc/self/fd/6 without needing to traverse the host's
+        // (private) data directory as its unprivileged uid.
+        int w = open(workspace, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (w < 0) die(4, COR_STAGE_WORKSPACE);
+        if (dup2(w, 6) != 6) die(4, COR_STAGE_WORKSPACE);
+        syscall(SYS_close_range, 7, ~0U, 0);
         // Wait for the host to write our uid/gid maps (it sends one byte), then become
         // uid 0 of the new namespace before exec: exec recomputes capabilities, and only
         // a process that is root in its namespace keeps them.

@@ -23,11 +23,11 @@ int cor_probe_filter(const struct sock_fprog *prog, long nr, long arg0, int *out
 
 /// Starts a sandbox's init: clone3 into new user, mount, pid, net, uts and ipc namespaces
 /// with a pidfd from birth, then, in the child, moves `plan_fd` to 3 and `status_fd` to 4,
-/// closes every other descriptor above 2 and execs `init_fd` (an O_PATH descriptor of the
-/// corral-init binary) with `argv`/`envp`. Returns the child's pid and stores its pidfd in
-/// `*out_pidfd`, or -1 with errno set.
-pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, char *const argv[], char *const envp[],
-                     int *out_pidfd);
+/// opens `workspace` as descriptor 6, closes every other descriptor above 2 and execs
+/// `init_fd` (an O_PATH descriptor of the corral-init binary) with `argv`/`envp`. Returns
+/// the child's pid and stores its pidfd in `*out_pidfd`, or -1 with errno set.
+pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const char *workspace, char *const argv[],
+                     char *const envp[], int *out_pidfd);
 
 /// One resource limit for the job process.
 struct cor_rlimit {

@@ -70,7 +70,8 @@ struct SandboxBuilder {
         let cgroup = try makeCgroup(base: base)
         var pidfd: Int32 = -1
         var jobs: ProjectCgroup?
-        let pid = cor_spawn_init(initFD, plan[0], status[1], argv.pointer, envp.pointer, &pidfd)
+        let pid = cor_spawn_init(
+            initFD, plan[0], status[1], configuration.workspace, argv.pointer, envp.pointer, &pidfd)
         let spawnErrno = errno
         close(plan[0])
         close(status[1])

@@ -1,0 +1,199 @@
+import Foundation
+import Logging
+import Sandbox
+
+/// One Corral host: policies, the project cache, a sandbox per project, the job system and
+/// the file tools, joined up. The HTTP API and `corral serve` talk to this.
+public actor CorralHost {
+    public let configuration: HostConfiguration
+    public let policies: PolicyStore
+    public let cache: ProjectCache
+    public let jobs: JobSystem
+    let pool: SandboxPool
+    let settings: ProjectSettingsStore
+    let logger = Logger(label: "corral.host")
+
+    init(
+        configuration: HostConfiguration, policies: PolicyStore, cache: ProjectCache, jobs: JobSystem,
+        pool: SandboxPool,
+        settings: ProjectSettingsStore
+    ) {
+        self.configuration = configuration
+        self.policies = policies
+        self.cache = cache
+        self.jobs = jobs
+        self.pool = pool
+        self.settings = settings
+    }
+
+    /// Opens the host's state under the data directory: policies (watched for edits), the
+    /// cache index, the job journal (unfinished jobs of a previous run become interrupted).
+    public static func open(_ configuration: HostConfiguration) async throws -> CorralHost {
+        let data = configuration.dataDirectory
+        try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+        let policies = PolicyStore(directory: configuration.policiesDirectory)
+        try policies.startWatching()
+        let cache = try await ProjectCache.open(
+            CacheConfiguration(dataDirectory: data + "/cache", ttl: configuration.ttl))
+        let pool = SandboxPool()
+        let settings = ProjectSettingsStore(path: data + "/projects.json")
+        let resolve: @Sendable (String) throws -> ResolvedProject = { id in
+            try Self.resolve(id, settings: settings, policies: policies)
+        }
+        let runner = HostJobRunner(cache: cache, pool: pool, resolve: resolve) { project, workspace in
+            Self.sandboxConfiguration(project, workspace: workspace, configuration: configuration)
+        }
+        let jobs = try JobSystem(runner: runner, limits: configuration.jobLimits, journalPath: data + "/jobs.sqlite")
+        return CorralHost(
+            configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings)
+    }
+
+    // MARK: - Projects
+
+    /// Registers (or re-registers) a project: its source, its policy, and limits that may
+    /// only be lower than the policy's.
+    public func register(
+        _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init()
+    ) async throws -> ProjectInfo {
+        let chosen = try validatedSettings(policy: policy, limits: limits)
+        try await cache.register(id, source: source, sha256: sha256)
+        try settings.set(id, chosen)
+        return try await project(id)
+    }
+
+    /// Creates a project from an uploaded archive, stored in the blob store.
+    public func upload(_ id: String, archive: [UInt8], policy: String? = nil, limits: RequestedLimits = .init())
+        async throws -> ProjectInfo
+    {
+        let chosen = try validatedSettings(policy: policy, limits: limits)
+        _ = try await cache.upload(id, bytes: archive)
+        try settings.set(id, chosen)
+        await pool.destroy(id)
+        return try await project(id)
+    }
+
+    public func project(_ id: String) async throws -> ProjectInfo {
+        guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
+        let status = try await cache.status(id)
+        let records = try await jobs.list(project: id, limit: 1000)
+        let enforcement = configuration.cgroups?.enforcement().dictionary ?? [:]
+        var limits = enforcement.mapValues { "enforced by \($0)" }
+        if let resolved = try? Self.resolve(id, settings: settings, policies: policies) {
+            limits["cpus"] = String(resolved.limits.cpus)
+            limits["memory_bytes"] = String(resolved.limits.memoryBytes)
+            limits["pids"] = String(resolved.limits.pids)
+            limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
+        }
+        return ProjectInfo(
+            id: id, source: status.source, state: status.state.rawValue, sourceVersion: status.sourceVersion,
+            dirty: status.dirty, diskBytes: status.diskBytes,
+            runningJobs: records.filter { $0.state == .running }.count,
+            queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
+            policy: chosen.policy, sandbox: await pool.existing(id) != nil, limits: limits)
+    }
+
+    public func projects() async -> [ProjectInfo] {
+        var out: [ProjectInfo] = []
+        for status in await cache.list() {
+            if let info = try? await project(status.id) { out.append(info) }
+        }
+        return out
+    }
+
+    /// Materializes the project and starts its sandbox now, reporting progress.
+    public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil) async throws -> ProjectInfo {
+        let resolved = try Self.resolve(id, settings: settings, policies: policies)
+        let workspace = try await cache.acquire(id, progress: progress)
+        defer { Task { try? await cache.release(id) } }
+        _ = try await pool.sandbox(id, workspace: workspace, policyDigest: resolved.policy.digest) { [configuration] in
+            Self.sandboxConfiguration(resolved, workspace: $0, configuration: configuration)
+        }
+        return try await project(id)
+    }
+
+    /// Writes the workspace back to the blob store now.
+    public func snapshot(_ id: String) async throws -> SnapshotResult? {
+        try await cache.snapshot(id, force: true)
+    }
+
+    /// Evicts the workspace (writing it back first unless `discard`), after stopping its
+    /// sandbox.
+    public func evict(_ id: String, discard: Bool = false) async throws {
+        await pool.destroy(id)
+        try await cache.evict(id, discard: discard)
+    }
+
+    // MARK: - Jobs
+
+    /// Runs a command and waits up to `budget` for it (the synchronous facade).
+    public func exec(_ request: JobRequest, budget: Duration) async throws -> JobSnapshot {
+        try checkRequest(request)
+        return try await jobs.run(request, budget: budget)
+    }
+
+    /// Queues a command and returns at once.
+    public func submit(_ request: JobRequest) async throws -> JobRecord {
+        try checkRequest(request)
+        return try await jobs.submit(request)
+    }
+
+    /// Refuses up front what the project's policy would never run.
+    private func checkRequest(_ request: JobRequest) throws {
+        let resolved = try Self.resolve(request.project, settings: settings, policies: policies)
+        if request.timeoutSeconds > Double(resolved.limits.timeoutSeconds) {
+            throw HostError.policyLimits(
+                "timeout \(request.timeoutSeconds) s is above the policy's maximum of \(resolved.limits.timeoutSeconds) s"
+            )
+        }
+    }
+
+    // MARK: - Lifecycle
+
+    /// Stops accepting jobs, lets running ones finish for up to `grace`, stops every
+    /// sandbox and writes dirty workspaces back.
+    public func shutdown(grace: Duration) async {
+        await jobs.shutdown(grace: grace)
+        await pool.destroyAll()
+        for status in await cache.list() where status.state == .ready {
+            _ = try? await cache.snapshot(status.id)
+        }
+        policies.stopWatching()
+    }
+
+    // MARK: - Resolution
+
+    private func validatedSettings(policy: String?, limits: RequestedLimits) throws -> ProjectSettings {
+        let name = policy ?? configuration.defaultPolicy
+        guard let found = policies.policy(named: name) else { throw HostError.unknownPolicy(name) }
+        do {
+            _ = try found.effectiveLimits(for: limits)
+        } catch {
+            throw HostError.policyLimits(error.description)
+        }
+        return ProjectSettings(
+            policy: name, cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids,
+            timeoutSeconds: limits.timeoutSeconds)
+    }
+
+    static func resolve(_ id: String, settings: ProjectSettingsStore, policies: PolicyStore) throws -> ResolvedProject {
+        guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
+        guard let policy = policies.policy(named: chosen.policy) else { throw HostError.unknownPolicy(chosen.policy) }
+        do {
+            return ResolvedProject(id: id, policy: policy, limits: try policy.effectiveLimits(for: chosen.requested))
+        } catch {
+            throw HostError.policyLimits(error.description)
+        }
+    }
+
+    static func sandboxConfiguration(
+        _ project: ResolvedProject, workspace: Workspace, configuration: HostConfiguration
+    ) -> SandboxConfiguration {
+        let limits = project.limits
+        return SandboxConfiguration(
+            projectID: project.id, workspace: workspace.path,
+            rootfs: configuration.rootfsDirectory + "/" + project.policy.rootfs, tmpBytes: limits.tmpfsBytes,
+            shmBytes: limits.tmpfsBytes, readOnlyBinds: project.policy.mounts.map { ($0.source, $0.target) },
+            limits: CgroupLimits(cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids),
+            cgroups: configuration.cgroups)
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Sandbox
+
+/// Where a Corral host keeps things and how it behaves. `corral serve` fills it from flags.
+public struct HostConfiguration: Sendable {
+    /// Cache, journal, blobs and logs live here.
+    public var dataDirectory: String
+    /// Built rootfs images: `<dir>/<name>` per policy's `rootfs`.
+    public var rootfsDirectory: String
+    /// Admin-edited policy files.
+    public var policiesDirectory: String
+    /// The policy of projects registered without one.
+    public var defaultPolicy: String
+    public var jobLimits: JobLimits
+    /// The cgroup driver; nil runs without limits (flagged in the status).
+    public var cgroups: CgroupDriver?
+    /// Sandboxes and workspaces unused this long are written back and evicted.
+    public var ttl: Duration
+
+    public init(
+        dataDirectory: String, rootfsDirectory: String, policiesDirectory: String, defaultPolicy: String = "default",
+        jobLimits: JobLimits = JobLimits(), cgroups: CgroupDriver? = CgroupDriver.host, ttl: Duration = .seconds(86_400)
+    ) {
+        self.dataDirectory = dataDirectory
+        self.rootfsDirectory = rootfsDirectory
+        self.policiesDirectory = policiesDirectory
+        self.defaultPolicy = defaultPolicy
+        self.jobLimits = jobLimits
+        self.cgroups = cgroups
+        self.ttl = ttl
+    }
+}
+
+/// A project as the HTTP API reports it.
+public struct ProjectInfo: Sendable, Codable, Equatable {
+    public var id: String
+    public var source: String
+    /// cold, fetching or ready.
+    public var state: String
+    public var sourceVersion: String?
+    public var dirty: Bool?
+    public var diskBytes: Int64
+    public var runningJobs: Int
+    public var queuedJobs: Int
+    public var expiresAt: Date
+    public var policy: String
+    public var sandbox: Bool
+    /// The limits in force for the project's jobs, and which of them the kernel enforces.
+    public var limits: [String: String]
+
+    enum CodingKeys: String, CodingKey {
+        case id, source, state, dirty, policy, sandbox, limits
+        case sourceVersion = "source_version"
+        case diskBytes = "disk_bytes"
+        case runningJobs = "running_jobs"
+        case queuedJobs = "queued_jobs"
+        case expiresAt = "expires_at"
+    }
+}
+
+/// Why the host refused a project call.
+public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
+    case unknownPolicy(String)
+    case policyLimits(String)
+    case projectNotFound(String)
+    case rootfsMissing(String)
+
+    public var description: String {
+        switch self {
+        case .unknownPolicy(let name): "no such policy: \(name)"
+        case .policyLimits(let why): why
+        case .projectNotFound(let id): "no such project: \(id)"
+        case .rootfsMissing(let path): "rootfs image is not built: \(path) (run make rootfs)"
+        }
+    }
+}

@@ -1,0 +1,76 @@
+import Foundation
+import Sandbox
+
+/// Runs a job the way its project's policy says: in the project's sandbox, with the
+/// policy's seccomp program, identity, capabilities, environment and output cap, and with
+/// the workspace pinned in the cache while the job runs.
+struct HostJobRunner: JobRunner {
+    let cache: ProjectCache
+    let pool: SandboxPool
+    let resolve: @Sendable (String) throws -> ResolvedProject
+    let configure: @Sendable (ResolvedProject, Workspace) -> SandboxConfiguration
+
+    func start(
+        _ request: JobRequest, jobID: String, onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void
+    ) async throws -> any JobExecution {
+        let project = try resolve(request.project)
+        let sandbox = try await sandboxAndPin(project)
+        do {
+            let policy = project.policy
+            var environment: [String: String] = [:]
+            for pair in policy.environment.resolve(host: ProcessInfo.processInfo.environment) {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { environment[parts[0]] = parts[1] }
+            }
+            environment.merge(request.environment) { _, requested in requested }
+            let timeout = min(request.timeoutSeconds, Double(project.limits.timeoutSeconds))
+            let spec = JobSpec(
+                ["/bin/sh", "-c", request.command], environment: environment, cwd: request.cwd,
+                stdin: request.stdin.map { Array($0.utf8) }, timeout: .milliseconds(Int(timeout * 1000)),
+                outputCap: Int(min(project.limits.stdoutBytes, UInt64(Int.max))), logPath: ".corral/logs/\(jobID).log",
+                uid: policy.user.uid, gid: policy.user.gid, keepCapabilities: policy.capabilities.mask,
+                seccomp: try policy.seccompProgram().instructions, onOutput: onOutput)
+            let running = try await sandbox.start(spec)
+            return PinnedExecution(inner: running) { [cache] in try? await cache.release(request.project) }
+        } catch {
+            try? await cache.release(request.project)
+            throw error
+        }
+    }
+
+    /// Materializes (and pins) the workspace, then finds or builds the sandbox over it.
+    func sandboxAndPin(_ project: ResolvedProject) async throws -> ProjectSandbox {
+        let workspace = try await cache.acquire(project.id)
+        do {
+            return try await pool.sandbox(project.id, workspace: workspace, policyDigest: project.policy.digest) {
+                configure(project, $0)
+            }
+        } catch {
+            try? await cache.release(project.id)
+            throw error
+        }
+    }
+}
+
+/// A project with its policy and effective limits looked up.
+struct ResolvedProject: Sendable {
+    let id: String
+    let policy: Policy
+    let limits: EffectiveLimits
+}
+
+/// A job whose workspace is released (unpinned) once it ends.
+struct PinnedExecution: JobExecution {
+    let inner: any JobExecution
+    let onEnd: @Sendable () async -> Void
+
+    func wait() async -> JobResult {
+        let result = await inner.wait()
+        await onEnd()
+        return result
+    }
+
+    func cancel() async -> JobResult {
+        await inner.cancel()
+    }
+}

@@ -1,0 +1,39 @@
+import Foundation
+import Synchronization
+
+/// What a project was registered with beyond its source: its policy and the limits it
+/// asked for (never above the policy's). Kept in `<data>/projects.json`.
+struct ProjectSettings: Sendable, Codable, Equatable {
+    var policy: String
+    var cpus: Double?
+    var memoryBytes: UInt64?
+    var pids: Int?
+    var timeoutSeconds: Int?
+
+    var requested: RequestedLimits {
+        RequestedLimits(cpus: cpus, memoryBytes: memoryBytes, pids: pids, timeoutSeconds: timeoutSeconds)
+    }
+}
+
+/// The settings of every registered project, saved atomically on each change.
+final class ProjectSettingsStore: Sendable {
+    private let path: String
+    private let state: Mutex<[String: ProjectSettings]>
+
+    init(path: String) {
+        self.path = path
+        let data = FileManager.default.contents(atPath: path) ?? Data("{}".utf8)
+        state = Mutex((try? JSONDecoder().decode([String: ProjectSettings].self, from: data)) ?? [:])
+    }
+
+    subscript(_ project: String) -> ProjectSettings? { state.withLock { $0[project] } }
+
+    func set(_ project: String, _ settings: ProjectSettings?) throws {
+        let snapshot = state.withLock { all in
+            all[project] = settings
+            return all
+        }
+        let data = try JSONEncoder().encode(snapshot)
+        try data.write(to: URL(fileURLWithPath: path), options: .atomic)
+    }
+}

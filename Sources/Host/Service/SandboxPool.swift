@@ -1,0 +1,69 @@
+import Foundation
+import Logging
+import Sandbox
+
+/// The running sandboxes, one per project, created on first use (single flight) and
+/// replaced when their init died or their workspace was materialized anew.
+actor SandboxPool {
+    struct Live {
+        let sandbox: ProjectSandbox
+        /// The materialization the sandbox mounts: a new one needs a new sandbox.
+        let workspace: Workspace
+        let policyDigest: String
+    }
+
+    private var live: [String: Task<Live, any Error>] = [:]
+    private let logger = Logger(label: "corral.sandboxes")
+
+    /// The project's sandbox over `workspace` with `config`, creating or replacing it as
+    /// needed.
+    func sandbox(
+        _ project: String, workspace: Workspace, policyDigest: String,
+        configure: @escaping @Sendable (Workspace) -> SandboxConfiguration
+    ) async throws -> ProjectSandbox {
+        if let task = live[project] {
+            if let current = try? await task.value, current.sandbox.isAlive, current.workspace == workspace {
+                return current.sandbox
+            }
+            // Dead, or over a workspace that was evicted and materialized again: replace.
+            if live[project] == task {
+                live[project] = nil
+                if let stale = try? await task.value {
+                    logger.info("replacing the sandbox of \(project)")
+                    await stale.sandbox.destroy()
+                }
+            }
+            if let task = live[project] { return try await task.value.sandbox }
+        }
+        let task = Task {
+            Live(
+                sandbox: try await ProjectSandbox.create(configure(workspace)), workspace: workspace,
+                policyDigest: policyDigest)
+        }
+        live[project] = task
+        do {
+            return try await task.value.sandbox
+        } catch {
+            if live[project] == task { live[project] = nil }
+            throw error
+        }
+    }
+
+    /// The project's sandbox if one runs.
+    func existing(_ project: String) async -> ProjectSandbox? {
+        guard let task = live[project], let current = try? await task.value, current.sandbox.isAlive else { return nil }
+        return current.sandbox
+    }
+
+    /// Destroys the project's sandbox (before its workspace is evicted).
+    func destroy(_ project: String) async {
+        guard let task = live.removeValue(forKey: project) else { return }
+        if let current = try? await task.value { await current.sandbox.destroy() }
+    }
+
+    func destroyAll() async {
+        for project in live.keys { await destroy(project) }
+    }
+
+    var projects: [String] { Array(live.keys) }
+}
