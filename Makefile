@@ -15,7 +15,7 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 
 .PHONY: run test test-cgroup-v2 deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
 
-run: deps rootfs-minimal
+run: deps rootfs-minimal rootfs-devtools
 	swift build -c release --product corral-init
 	swift build -c release --product corral
 	.build/release/corral serve --rootfs-dir $(ROOTFS_OUT)
