@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Host
 import Sandbox
 
 /// `corral exec`: create a sandbox for a directory, run one command in it, print the
@@ -13,13 +14,19 @@ struct Exec: AsyncParsableCommand {
     @Option(help: "The project directory, mounted read-write at /workspace.")
     var projectDir: String
 
-    @Option(help: "Rootfs image name (a directory under --rootfs-dir) or an absolute path.")
-    var rootfs: String = "minimal"
+    @Option(
+        help:
+            "Rootfs image name (a directory under --rootfs-dir) or an absolute path; default: the policy's, else minimal."
+    )
+    var rootfs: String?
 
     @Option(help: "Directory holding built rootfs images.")
     var rootfsDir: String = ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"] ?? "rootfs/out"
 
-    @Option(help: "Wall-clock timeout in seconds.")
+    @Option(help: "A policy file (TOML); without one, policies/default.toml when it exists.")
+    var policy: String?
+
+    @Option(help: "Wall-clock timeout in seconds (at most the policy's maximum).")
     var timeout: Double?
 
     @Option(help: "Working directory inside the sandbox.")
@@ -32,13 +39,41 @@ struct Exec: AsyncParsableCommand {
         let argv = command.first == "--" ? Array(command.dropFirst()) : command
         guard !argv.isEmpty else { throw ValidationError("no command given after --") }
         let dir = URL(fileURLWithPath: projectDir).standardizedFileURL.path
-        let image = rootfs.hasPrefix("/") ? rootfs : URL(fileURLWithPath: rootfsDir).appendingPathComponent(rootfs).path
+        let policyFile =
+            policy ?? (FileManager.default.fileExists(atPath: "policies/default.toml") ? "policies/default.toml" : nil)
+        let loaded: Policy? = try policyFile.map { path in
+            do { return try PolicyLoader.load(file: path) } catch { throw ValidationError("\(error)") }
+        }
+        let imageName = rootfs ?? loaded?.rootfs ?? "minimal"
+        let image =
+            imageName.hasPrefix("/")
+            ? imageName : URL(fileURLWithPath: rootfsDir).appendingPathComponent(imageName).path
         let id = URL(fileURLWithPath: dir).lastPathComponent.filter { $0.isLetter || $0.isNumber || $0 == "-" }
-        let sandbox = try await ProjectSandbox.create(
-            SandboxConfiguration(
-                projectID: id.isEmpty ? "project" : String(id.prefix(63)), workspace: dir, rootfs: image)
-        )
-        let job = JobSpec(argv, cwd: cwd, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        var config = SandboxConfiguration(
+            projectID: id.isEmpty ? "project" : String(id.prefix(63)), workspace: dir, rootfs: image)
+        var job = JobSpec(argv, cwd: cwd, timeout: timeout.map { .milliseconds(Int($0 * 1000)) })
+        if let loaded {
+            // The policy as a job on the host would get it: limits, identity, capabilities,
+            // environment, output cap, seccomp.
+            let limits = loaded.limits
+            config.tmpBytes = limits.tmpfsBytes
+            config.shmBytes = limits.tmpfsBytes
+            config.readOnlyBinds = loaded.mounts.map { ($0.source, $0.target) }
+            config.limits = CgroupLimits(cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids)
+            let maxSeconds = Double(loaded.timeouts.maxSeconds)
+            let seconds = min(timeout ?? Double(loaded.timeouts.defaultSeconds), maxSeconds)
+            job.timeout = .milliseconds(Int(seconds * 1000))
+            job.uid = loaded.user.uid
+            job.gid = loaded.user.gid
+            job.keepCapabilities = loaded.capabilities.mask
+            job.outputCap = Int(min(loaded.output.stdoutBytes, UInt64(Int.max)))
+            job.seccomp = try loaded.seccompProgram().instructions
+            for pair in loaded.environment.resolve(host: ProcessInfo.processInfo.environment) {
+                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+                if parts.count == 2 { job.environment[parts[0]] = parts[1] }
+            }
+        }
+        let sandbox = try await ProjectSandbox.create(config)
         let outcome: Result<JobResult, any Error>
         do {
             outcome = .success(try await sandbox.exec(job))
