@@ -66,6 +66,10 @@ let package = Package(
             name: "corral-bench-sandbox", dependencies: ["Sandbox"], path: "benchmarks/SandboxBench",
             swiftSettings: strict),
 
+        .executableTarget(
+            name: "corral-bench-jobs", dependencies: ["Host", "Sandbox"], path: "benchmarks/JobsBench",
+            swiftSettings: strict),
+
         // MARK: - Tests
         .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(

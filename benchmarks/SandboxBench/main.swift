@@ -63,13 +63,17 @@ defer { try? FileManager.default.removeItem(atPath: workspace) }
 
 let sandbox = try await ProjectSandbox.create(
     SandboxConfiguration(projectID: "bench", workspace: workspace, rootfs: rootfs))
+// The same sandbox without cgroups: the cost of landing each job in its own cgroup.
+let bare = try await ProjectSandbox.create(
+    SandboxConfiguration(projectID: "bench-nocg", workspace: workspace, rootfs: rootfs, cgroups: nil))
+for _ in 0..<50 { _ = try await bare.exec(JobSpec(["/bin/true"])) }
 let trueJob = JobSpec(["/bin/true"])
 for _ in 0..<50 { _ = try await sandbox.exec(trueJob) }  // warm up
 
 print("| operation | runs | p50 ms | p99 ms | p50 vs fork+exec |")
 print("|---|---|---|---|---|")
 // Interleaved in rounds so drift in the machine's load hits every series alike.
-var plain: [Double] = [], nsenter: [Double] = [], corral: [Double] = []
+var plain: [Double] = [], nsenter: [Double] = [], corral: [Double] = [], uncgrouped: [Double] = []
 let rounds = 10
 for _ in 0..<rounds {
     plain += await measure(runs / rounds) { spawnAndWait([rootfs + "/bin/true"]) }
@@ -80,13 +84,21 @@ for _ in 0..<rounds {
         ])
     }
     corral += try await measure(runs / rounds) { _ = try await sandbox.exec(trueJob) }
+    uncgrouped += try await measure(runs / rounds) { _ = try await bare.exec(trueJob) }
 }
 row("fork+exec `true` (host, baseline)", plain, baseline: plain)
 row("`nsenter` 7 namespaces + `true` (baseline)", nsenter, baseline: plain)
 row("corral exec `true` in a warm sandbox", corral, baseline: plain)
+row("corral exec `true`, no job cgroup (baseline)", uncgrouped, baseline: plain)
 print("")
 print(String(format: "corral exec p50 / nsenter p50 = %.2f×", percentile(corral, 0.5) / percentile(nsenter, 0.5)))
+print(
+    String(
+        format: "job cgroup cost: p50 %+.3f ms, p99 %+.3f ms (%.2f× at p50)",
+        percentile(corral, 0.5) - percentile(uncgrouped, 0.5), percentile(corral, 0.99) - percentile(uncgrouped, 0.99),
+        percentile(corral, 0.5) / percentile(uncgrouped, 0.5)))
 await sandbox.destroy()
+await bare.destroy()
 
 let createRuns = max(20, runs / 10)
 let lifecycle = try await measure(createRuns) {
