@@ -68,10 +68,7 @@ struct Exec: AsyncParsableCommand {
             job.keepCapabilities = loaded.capabilities.mask
             job.outputCap = Int(min(loaded.output.stdoutBytes, UInt64(Int.max)))
             job.seccomp = try loaded.seccompProgram().instructions
-            for pair in loaded.environment.resolve(host: ProcessInfo.processInfo.environment) {
-                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
-                if parts.count == 2 { job.environment[parts[0]] = parts[1] }
-            }
+            job.environment = loaded.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
         }
         let sandbox = try await ProjectSandbox.create(config)
         let outcome: Result<JobResult, any Error>

@@ -9,11 +9,7 @@ import Testing
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("corral").path
     }
 
-    static var rootfsDir: String {
-        ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
-            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("rootfs/out").path
-    }
+    static var rootfsDir: String { TestPaths.rootfsDirectory }
 
     /// Runs `corral exec` and decodes its JSON; the process itself must exit 0.
     func exec(_ dir: String, _ extra: [String], _ script: String) throws -> [String: Any] {

@@ -21,9 +21,7 @@ import Testing
             contentsOf: repository.appendingPathComponent("policies/default.toml"), encoding: .utf8)
         try shipped.replacingOccurrences(of: "rootfs = \"devtools\"", with: "rootfs = \"minimal\"")
             .write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
-        let rootfs =
-            ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
-            ?? repository.appendingPathComponent("rootfs/out").path
+        let rootfs = TestPaths.rootfsDirectory
         return try await CorralHost.open(
             HostConfiguration(
                 dataDirectory: data.path + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,

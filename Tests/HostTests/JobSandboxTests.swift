@@ -9,13 +9,7 @@ actor TestSandboxes {
     var sandboxes: [String: Task<ProjectSandbox, any Error>] = [:]
     var workspaces: [TemporaryDirectory] = []
 
-    static var rootfs: String {
-        let dir =
-            ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
-            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("rootfs/out").path
-        return dir + "/minimal"
-    }
+    static var rootfs: String { TestPaths.minimalRootfs }
 
     /// Single flight: concurrent first calls for a project share one creation.
     func sandbox(_ project: String) async throws -> ProjectSandbox {

@@ -8,15 +8,8 @@ final class SandboxFixture: @unchecked Sendable {
     let workspace: TemporaryDirectory
     let sandbox: ProjectSandbox
 
-    /// The minimal image `make test` builds (`CORRAL_ROOTFS_DIR`, or rootfs/out of this
-    /// checkout).
-    static var minimalRootfs: String {
-        let dir =
-            ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
-            ?? URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-            .deletingLastPathComponent().appendingPathComponent("rootfs/out").path
-        return dir + "/minimal"
-    }
+    /// The minimal image `make test` builds.
+    static var minimalRootfs: String { TestPaths.minimalRootfs }
 
     init(id: String = "proj-\(UInt32.random(in: 0...UInt32.max))", files: [String: String] = [:]) async throws {
         workspace = try TemporaryDirectory(prefix: "corral-ws")

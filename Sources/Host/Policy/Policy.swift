@@ -112,3 +112,15 @@ extension Policy {
     /// compiled before.
     public func seccompProgram() throws -> SeccompProgram { try seccomp.compile() }
 }
+
+extension Policy.Environment {
+    /// ``resolve(host:)`` as a dictionary: what a job's environment starts from.
+    public func resolvedDictionary(host: [String: String]) -> [String: String] {
+        var out: [String: String] = [:]
+        for pair in resolve(host: host) {
+            let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { out[parts[0]] = parts[1] }
+        }
+        return out
+    }
+}

@@ -17,11 +17,7 @@ struct HostJobRunner: JobRunner {
         let sandbox = try await sandboxAndPin(project)
         do {
             let policy = project.policy
-            var environment: [String: String] = [:]
-            for pair in policy.environment.resolve(host: ProcessInfo.processInfo.environment) {
-                let parts = pair.split(separator: "=", maxSplits: 1).map(String.init)
-                if parts.count == 2 { environment[parts[0]] = parts[1] }
-            }
+            var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
             environment.merge(request.environment) { _, requested in requested }
             let timeout = min(request.timeoutSeconds, Double(project.limits.timeoutSeconds))
             let spec = JobSpec(
