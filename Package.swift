@@ -41,7 +41,7 @@ let package = Package(
         .target(
             name: "Host",
             dependencies: [
-                "Sandbox", "CCurl", "CArchive", "CHiredis", .product(name: "Logging", package: "swift-log"),
+                "Sandbox", "CShim", "CCurl", "CArchive", "CHiredis", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

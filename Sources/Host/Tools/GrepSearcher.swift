@@ -1,0 +1,118 @@
+import Foundation
+
+/// Finds the matching lines of one file's text with a compiled regular expression, in a
+/// single pass over the whole text, the way ripgrep reports them: one result per line, and
+/// no match that runs across a line break.
+struct GrepSearcher {
+    let regex: NSRegularExpression
+    /// Bytes that must occur for a line to match (`fixed_strings`), checked before any
+    /// decoding so most files cost one scan.
+    let literal: [UInt8]?
+    let foldsCase: Bool
+    let deadline: ContinuousClock.Instant
+
+    /// Compiles `pattern`; throws `invalid_arguments` naming the pattern if it is not a
+    /// valid expression.
+    init(pattern: String, fixedStrings: Bool, caseInsensitive: Bool, deadline: ContinuousClock.Instant) throws(ToolError) {
+        var options: NSRegularExpression.Options = [.anchorsMatchLines]
+        if caseInsensitive { options.insert(.caseInsensitive) }
+        let source = fixedStrings ? NSRegularExpression.escapedPattern(for: pattern) : pattern
+        do {
+            regex = try NSRegularExpression(pattern: source, options: options)
+        } catch {
+            throw .invalidArguments(
+                argument: "pattern",
+                detail: "`\(pattern)` is not a valid regular expression. Escape special characters such as ( [ { . * + ? "
+                    + "with a backslash, or set fixed_strings to true to search for the text literally.")
+        }
+        // Case folding is only safe to pre-check for ASCII; other scripts go to the regex.
+        let usable = fixedStrings && !pattern.isEmpty && (!caseInsensitive || pattern.utf8.allSatisfy { $0 < 0x80 })
+        literal = usable ? Array((caseInsensitive ? pattern.lowercased() : pattern).utf8) : nil
+        foldsCase = caseInsensitive
+        self.deadline = deadline
+    }
+
+    /// One matching line: its 0-based index and where (in UTF-16 units) the match starts.
+    struct Hit {
+        let line: Int
+        let column: Int
+    }
+
+    /// Up to `limit` matching lines of `bytes`; `timedOut` is set if the deadline passed.
+    func search(_ bytes: [UInt8], limit: Int, timedOut: inout Bool) -> [Hit] {
+        if bytes.isEmpty { return [] }
+        if let literal, !Self.contains(bytes, literal, foldingCase: foldsCase) { return [] }
+        let text = String(decoding: bytes, as: UTF8.self)
+        var starts = [0]
+        var offset = 0
+        for unit in text.utf16 {
+            offset += 1
+            if unit == 10 { starts.append(offset) }
+        }
+        let length = offset
+        var hits: [Hit] = []
+        var expired = false
+        regex.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(location: 0, length: length)) {
+            match, _, stop in
+            // `.reportProgress` calls back during long matches too, so a pathological
+            // pattern cannot hold the request past its deadline.
+            if ContinuousClock.now > deadline {
+                expired = true
+                stop.pointee = true
+                return
+            }
+            guard let range = match?.range, range.location < length || (range.location == length && bytes.last != 10)
+            else { return }
+            let line = Self.line(of: range.location, starts)
+            if hits.last?.line == line { return }
+            let lineEnd = line + 1 < starts.count ? starts[line + 1] - 1 : length
+            if range.location + range.length > lineEnd, !matchesAlone(text, starts, line, lineEnd) { return }
+            hits.append(Hit(line: line, column: range.location - starts[line]))
+            if hits.count >= limit { stop.pointee = true }
+        }
+        timedOut = timedOut || expired
+        return hits
+    }
+
+    /// Re-checks a line on its own, for a match that ran over the line break.
+    private func matchesAlone(_ text: String, _ starts: [Int], _ line: Int, _ lineEnd: Int) -> Bool {
+        let utf16 = text.utf16
+        let lower = utf16.index(utf16.startIndex, offsetBy: starts[line])
+        let upper = utf16.index(utf16.startIndex, offsetBy: lineEnd)
+        let single = String(text[lower..<upper])
+        return regex.firstMatch(in: single, range: NSRange(location: 0, length: single.utf16.count)) != nil
+    }
+
+    private static func line(of offset: Int, _ starts: [Int]) -> Int {
+        var low = 0
+        var high = starts.count - 1
+        while low < high {
+            let middle = (low + high + 1) / 2
+            if starts[middle] <= offset { low = middle } else { high = middle - 1 }
+        }
+        return low
+    }
+
+    /// Whether `needle` occurs in `haystack`, optionally ignoring ASCII case.
+    static func contains(_ haystack: [UInt8], _ needle: [UInt8], foldingCase: Bool) -> Bool {
+        guard !needle.isEmpty else { return true }
+        guard needle.count <= haystack.count else { return false }
+        let fold: (UInt8) -> UInt8 = { foldingCase && $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
+        return haystack.withUnsafeBufferPointer { hay in
+            let first = needle[0]
+            let alternate = foldingCase && first >= 97 && first <= 122 ? first - 32 : first
+            var index = 0
+            let last = hay.count - needle.count
+            while index <= last {
+                let byte = hay[index]
+                if byte == first || byte == alternate {
+                    var j = 1
+                    while j < needle.count, fold(hay[index + j]) == needle[j] { j += 1 }
+                    if j == needle.count { return true }
+                }
+                index += 1
+            }
+            return false
+        }
+    }
+}
