@@ -25,3 +25,7 @@ int cor_openat2(int dirfd, const char *path, int flags, unsigned int mode, uint6
 }
 
 int cor_o_path(void) { return O_PATH; }
+
+const void *cor_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len) {
+    return memmem(haystack, haystack_len, needle, needle_len);
+}

@@ -5,6 +5,7 @@
 // (no glibc wrapper at all) and O_PATH (declared only under _GNU_SOURCE). Nothing here runs
 // after fork; these are ordinary calls made by the host process.
 
+#include <stddef.h>
 #include <stdint.h>
 
 /// RESOLVE_* bits of openat2(2), from <linux/openat2.h>.
@@ -23,5 +24,9 @@ int cor_openat2(int dirfd, const char *path, int flags, unsigned int mode, uint6
 /// The value of O_PATH, which Swift cannot see: a descriptor that names a file without
 /// opening it, so stat-ing a FIFO or a device node never runs its driver's open.
 int cor_o_path(void);
+
+/// memmem(3) (a GNU extension glibc hides from Swift): the first occurrence of `needle` in
+/// `haystack`, found in linear time, or NULL.
+const void *cor_memmem(const void *haystack, size_t haystack_len, const void *needle, size_t needle_len);
 
 #endif

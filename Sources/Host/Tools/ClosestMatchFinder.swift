@@ -80,7 +80,8 @@ private struct Bigrams {
     init(_ line: String) {
         text = line
         trimmed = line.trimmingWhitespace()
-        let scalars = Array(trimmed.unicodeScalars)
+        // A minified line can be megabytes long; its first 500 characters say enough.
+        let scalars = Array(trimmed.unicodeScalars.prefix(500))
         grams = scalars.indices.dropLast().map { (scalars[$0].value &* 31) ^ scalars[$0 + 1].value }.sorted()
     }
 

@@ -1,3 +1,5 @@
+import CShim
+
 /// One exact-match replacement of `edit_file`.
 public struct Edit: Sendable, Equatable {
     /// Text to find; must occur exactly once unless `replaceAll`.
@@ -44,7 +46,7 @@ struct EditEngine {
                 hint: ClosestMatchFinder.hint(for: edit.oldString))
         }
         guard found.count == 1 || edit.replaceAll else {
-            throw .oldStrNotUnique(path: path, edit: index, lines: found.map { Self.lineNumber(at: $0, in: content) })
+            throw .oldStrNotUnique(path: path, edit: index, lines: Self.lineNumbers(at: found, in: content))
         }
         replace(found, length: old.count, with: new)
     }
@@ -56,7 +58,9 @@ struct EditEngine {
         let lineCount = content.last == Self.newline || content.isEmpty ? starts.count - 1 : starts.count
         guard line >= 0, line <= lineCount else {
             throw .invalidRange(
-                path: path, detail: "insert_line \(line) is outside the file, which has \(lineCount) lines (use 0 to \(lineCount)).")
+                path: path,
+                detail: "insert_line \(line) is outside the file, which has \(lineCount) lines (use 0 to \(lineCount))."
+            )
         }
         var bytes = Array(text.utf8)
         let at = line < lineCount ? starts[line] : content.count
@@ -85,18 +89,16 @@ struct EditEngine {
             previous = position + length
         }
         result.append(contentsOf: content[previous...])
-        // Move earlier regions to where their bytes are now.
+        // Move earlier regions to where their bytes are now: past `before` replaced ranges,
+        // or to the start of the new text if the offset was inside a replaced range.
         func moved(_ offset: Int) -> Int {
-            var shift = 0
-            for position in positions {
-                if position + length <= offset {
-                    shift += delta
-                } else {
-                    // Inside a replaced range: the region now starts at the new text.
-                    return position <= offset ? position + shift : offset + shift
-                }
+            var (low, high) = (0, positions.count)
+            while low < high {
+                let middle = (low + high) / 2
+                if positions[middle] + length <= offset { low = middle + 1 } else { high = middle }
             }
-            return offset + shift
+            if low < positions.count, positions[low] <= offset { return positions[low] + low * delta }
+            return offset + low * delta
         }
         regions = regions.map { moved($0.lowerBound)..<max(moved($0.lowerBound), moved($0.upperBound)) } + added
         content = result
@@ -107,22 +109,24 @@ struct EditEngine {
 
     static let newline = UInt8(ascii: "\n")
 
-    /// Start offsets of non-overlapping occurrences of `needle`, left to right.
+    /// Start offsets of non-overlapping occurrences of `needle`, left to right. glibc's
+    /// memmem is linear, so a crafted file or `old_str` cannot make this quadratic.
     static func occurrences(of needle: [UInt8], in haystack: [UInt8]) -> [Int] {
         guard !needle.isEmpty, needle.count <= haystack.count else { return [] }
-        var result: [Int] = []
-        let first = needle[0]
-        var index = 0
-        let last = haystack.count - needle.count
-        while index <= last {
-            if haystack[index] == first, haystack[index..<(index + needle.count)].elementsEqual(needle) {
-                result.append(index)
-                index += needle.count
-            } else {
-                index += 1
+        return haystack.withUnsafeBytes { hay in
+            needle.withUnsafeBytes { pin in
+                var result: [Int] = []
+                var index = 0
+                while index + pin.count <= hay.count,
+                    let found = cor_memmem(hay.baseAddress! + index, hay.count - index, pin.baseAddress!, pin.count)
+                {
+                    let offset = hay.baseAddress!.distance(to: found)
+                    result.append(offset)
+                    index = offset + pin.count
+                }
+                return result
             }
         }
-        return result
     }
 
     /// `\n` → `\r\n`, leaving existing `\r\n` alone.
@@ -142,8 +146,18 @@ struct EditEngine {
         return starts
     }
 
-    /// The 1-based line holding byte `offset`.
-    static func lineNumber(at offset: Int, in bytes: [UInt8]) -> Int {
-        bytes[..<min(offset, bytes.count)].reduce(1) { $1 == newline ? $0 + 1 : $0 }
+    /// The 1-based lines holding each of `offsets` (ascending), in one pass.
+    static func lineNumbers(at offsets: [Int], in bytes: [UInt8]) -> [Int] {
+        var result: [Int] = []
+        var line = 1
+        var position = 0
+        for offset in offsets {
+            while position < min(offset, bytes.count) {
+                if bytes[position] == newline { line += 1 }
+                position += 1
+            }
+            result.append(line)
+        }
+        return result
     }
 }

@@ -19,7 +19,8 @@ extension FileTools {
             let status = try workspace.replace(destination, with: bytes, owner: owner)
             if let caller { ledger.record(caller, target, FileStamp(status)) }
             let created = destination.existing == nil
-            let lines = bytes.isEmpty ? 0 : EditEngine.lineStarts(bytes).count - (bytes.last == EditEngine.newline ? 1 : 0)
+            let lines =
+                bytes.isEmpty ? 0 : EditEngine.lineStarts(bytes).count - (bytes.last == EditEngine.newline ? 1 : 0)
             let text =
                 "\(created ? "Created" : "Overwrote") `\(Format.display(target.relative))`: "
                 + "\(Format.count(bytes.count)) bytes, \(Format.count(lines)) lines."
@@ -33,7 +34,8 @@ extension FileTools {
     public func editFile(
         _ path: String, oldString: String, newString: String, replaceAll: Bool = false, caller: String? = nil
     ) throws(ToolError) -> EditFileResult {
-        try editFile(path, edits: [Edit(oldString: oldString, newString: newString, replaceAll: replaceAll)], caller: caller)
+        try editFile(
+            path, edits: [Edit(oldString: oldString, newString: newString, replaceAll: replaceAll)], caller: caller)
     }
 
     /// `edit_file`: exact-match replacements applied in order, all or nothing. Each

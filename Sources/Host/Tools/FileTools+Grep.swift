@@ -43,20 +43,21 @@ extension FileTools {
             var run = GrepRun(searcher: searcher, options: options, limits: limits)
             let probe = try workspace.open(target, openPathFlag)
             if FileKind(mode: try Workspace.status(probe.raw, target).st_mode) == .directory {
-                var walker = TreeWalker(workspace, from: target, maxDepth: Self.maxWalkDepth, maxEntries: limits.maxWalkEntries)
+                var walker = TreeWalker(
+                    workspace, from: target, maxDepth: Self.maxWalkDepth, maxEntries: limits.maxWalkEntries)
                 walker.gitignore = loadGitignore()
                 try walker.walk { entry in
                     guard entry.kind == .file, filter?.includes(entry.relative) ?? true else { return .proceed }
                     let fd = try? Workspace.openat2(
                         entry.directory, entry.name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_NOFOLLOW,
                         resolve: Workspace.beneathNoLinks)
-                    if let fd { try run.search(fd.raw, path: entry.path) }
+                    if let fd { run.search(fd.raw, path: entry.path) }
                     return run.stopped ? .stop : .proceed
                 }
                 run.walkLimitHit = walker.hitEntryLimit
             } else {
                 let (fd, _) = try workspace.openRegular(target)
-                try run.search(fd.raw, path: target)
+                run.search(fd.raw, path: target)
             }
             return run.result()
         }
@@ -118,14 +119,15 @@ struct GrepRun {
     var stopped: Bool { matches.count >= options.maxResults || timedOut || outputFull }
 
     /// Searches the open file `fd` if it is a regular, text file within the size cap.
-    mutating func search(_ fd: Int32, path: WorkspacePath) throws {
+    mutating func search(_ fd: Int32, path: WorkspacePath) {
         var status = stat()
         guard fstat(fd, &status) == 0, FileKind(mode: status.st_mode) == .file else { return }
         guard Int64(status.st_size) <= limits.maxGrepFileBytes else {
             skippedLarge += 1
             return
         }
-        let bytes = try Workspace.read(fd, limit: Int(limits.maxGrepFileBytes))
+        // One unreadable file does not end the search.
+        guard let bytes = try? Workspace.read(fd, limit: Int(limits.maxGrepFileBytes)) else { return }
         if bytes.prefix(LineReader.binaryProbeBytes).contains(0) {
             skippedBinary += 1
             return
@@ -177,7 +179,9 @@ struct GrepRun {
     static func cut(_ text: String, around column: Int, limit: Int) -> String {
         guard text.utf8.count > limit, text.count > limit else { return text }
         let utf16 = text.utf16
-        let match = text.index(utf16.startIndex, offsetBy: min(column, utf16.count), limitedBy: text.endIndex) ?? text.startIndex
+        let match =
+            text.index(utf16.startIndex, offsetBy: min(column, utf16.count), limitedBy: text.endIndex)
+            ?? text.startIndex
         let before = text.distance(from: text.startIndex, to: match)
         let start = text.index(text.startIndex, offsetBy: max(0, min(before - limit / 4, text.count - limit)))
         let end = text.index(start, offsetBy: limit)
@@ -186,17 +190,25 @@ struct GrepRun {
 
     func result() -> GrepResult {
         var text = lines.joined(separator: "\n")
-        if matches.isEmpty { text = "No matches for `\(Format.display(options.pattern))` in `\(Format.display(options.path))`." }
+        if matches.isEmpty {
+            text = "No matches for `\(Format.display(options.pattern))` in `\(Format.display(options.path))`."
+        }
         var notes: [String] = []
         if matches.count >= options.maxResults {
-            notes.append("stopped at max_results=\(options.maxResults) matching lines; narrow the pattern, path or glob, or raise max_results")
+            notes.append(
+                "stopped at max_results=\(options.maxResults) matching lines; narrow the pattern, path or glob, or raise max_results"
+            )
         }
         if outputFull { notes.append("output cut at \(Format.bytes(Int64(limits.maxOutputBytes))); narrow the search") }
         if timedOut { notes.append("the search ran out of time; results are partial, narrow path or glob") }
-        if walkLimitHit { notes.append("stopped after visiting \(Format.count(limits.maxWalkEntries)) entries; narrow path") }
-        if skippedBinary > 0 { notes.append("\(skippedBinary) binary files skipped") }
+        if walkLimitHit {
+            notes.append("stopped after visiting \(Format.count(limits.maxWalkEntries)) entries; narrow path")
+        }
+        if skippedBinary > 0 { notes.append("\(Format.plural(skippedBinary, "binary file")) skipped") }
         if skippedLarge > 0 {
-            notes.append("\(skippedLarge) files over \(Format.bytes(limits.maxGrepFileBytes)) skipped; read them with read_file ranges")
+            notes.append(
+                "\(Format.plural(skippedLarge, "file")) over \(Format.bytes(limits.maxGrepFileBytes)) skipped; "
+                    + "read them with read_file ranges")
         }
         if !notes.isEmpty { text += "\n(" + notes.joined(separator: "; ") + ")" }
         let truncated = matches.count >= options.maxResults || outputFull || timedOut || walkLimitHit

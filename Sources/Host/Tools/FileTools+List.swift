@@ -4,6 +4,8 @@ import Sandbox
 extension FileTools {
     /// Deepest walk `glob` and `grep` make, and the largest `depth` `list_dir` accepts.
     static let maxWalkDepth = 64
+    /// Most entries `list_dir` and `glob` return in one call.
+    static let maxListLimit = 10_000
 
     // MARK: - list_dir
 
@@ -16,7 +18,9 @@ extension FileTools {
         guard (1...Self.maxWalkDepth).contains(depth) else {
             throw .invalidArguments(argument: "depth", detail: "must be between 1 and \(Self.maxWalkDepth).")
         }
-        guard limit >= 1 else { throw .invalidArguments(argument: "limit", detail: "must be 1 or more.") }
+        guard (1...Self.maxListLimit).contains(limit) else {
+            throw .invalidArguments(argument: "limit", detail: "must be between 1 and \(Self.maxListLimit).")
+        }
         return try run(target) {
             try requireDirectory(target)
             var walker = TreeWalker(workspace, from: target, maxDepth: depth, maxEntries: limits.maxWalkEntries)
@@ -49,7 +53,9 @@ extension FileTools {
         guard kind == .directory else {
             throw ToolError.invalidArguments(
                 argument: "path",
-                detail: "`\(Format.display(path.relative))` is a \(kind.noun), not a directory; use read_file or file_info.")
+                detail:
+                    "`\(Format.display(path.relative))` is a \(kind.noun), not a directory; use read_file or file_info."
+            )
         }
     }
 
@@ -74,13 +80,15 @@ extension FileTools {
             let more = walker.skippedCount > walker.skipped.count ? ", …" : ""
             lines.append(
                 "(not listed: \(Format.count(walker.skippedCount)) paths under .git, node_modules or ignored by "
-                    + ".gitignore: \(walker.skipped.joined(separator: ", "))\(more). Call list_dir on one to see inside.)")
+                    + ".gitignore: \(walker.skipped.joined(separator: ", "))\(more). Call list_dir on one to see inside.)"
+            )
         }
         if walker.reachedDepthLimit {
             lines.append("(directories at the depth limit are not expanded; call list_dir on one, or raise depth)")
         }
         if truncated {
-            lines.append("(stopped at \(Format.count(limit)) entries; list a subdirectory or lower depth to see the rest)")
+            lines.append(
+                "(stopped at \(Format.count(limit)) entries; list a subdirectory or lower depth to see the rest)")
         }
         return lines.joined(separator: "\n")
     }
@@ -102,7 +110,9 @@ extension FileTools {
             base = WorkspacePath(components: [])
         }
         guard !text.isEmpty else { throw .invalidArguments(argument: "pattern", detail: "must not be empty.") }
-        guard limit >= 1 else { throw .invalidArguments(argument: "limit", detail: "must be 1 or more.") }
+        guard (1...Self.maxListLimit).contains(limit) else {
+            throw .invalidArguments(argument: "limit", detail: "must be between 1 and \(Self.maxListLimit).")
+        }
         let glob = GlobPattern(text)
         let searchRoot = base
         return try run(searchRoot) {
@@ -112,7 +122,8 @@ extension FileTools {
             let paths = sorted.prefix(limit).map(\.path)
             return GlobResult(
                 text: Self.renderGlob(paths, total: matches.count, pattern: text, base: searchRoot, walker: walker),
-                paths: Array(paths), totalMatches: matches.count, truncated: matches.count > limit || walker.hitEntryLimit)
+                paths: Array(paths), totalMatches: matches.count,
+                truncated: matches.count > limit || walker.hitEntryLimit)
         }
     }
 
@@ -133,7 +144,8 @@ extension FileTools {
             try walker.walk { entry in
                 guard entry.kind != .directory, glob.matches(prefix + entry.relative) else { return .proceed }
                 guard let status = try Workspace.linkStatus(entry.directory, entry.name) else { return .proceed }
-                matches.append((entry.path.relative, Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9))
+                matches.append(
+                    (entry.path.relative, Double(status.st_mtim.tv_sec) + Double(status.st_mtim.tv_nsec) / 1e9))
                 return .proceed
             }
         } catch let error as SystemError where !prefix.isEmpty && (error.errno == ENOENT || error.errno == ENOTDIR) {
@@ -142,20 +154,25 @@ extension FileTools {
         return (matches, walker)
     }
 
-    private static func renderGlob(_ paths: [String], total: Int, pattern: String, base: WorkspacePath, walker: TreeWalker)
+    private static func renderGlob(
+        _ paths: [String], total: Int, pattern: String, base: WorkspacePath, walker: TreeWalker
+    )
         -> String
     {
         guard !paths.isEmpty else {
             var text = "No files match `\(Format.display(pattern))` under `\(Format.display(base.relative))`."
             if !pattern.contains("/") {
-                text += " Patterns match the whole path below `path`: `\(Format.display(pattern))` only finds files "
+                text +=
+                    " Patterns match the whole path below `path`: `\(Format.display(pattern))` only finds files "
                     + "directly in it; use `**/\(Format.display(pattern))` to search every directory."
             }
             return text
         }
         var lines = paths.map(Format.display)
         if total > paths.count {
-            lines.append("(showing \(paths.count) of \(Format.count(total)) matches, newest first; narrow the pattern or raise limit)")
+            lines.append(
+                "(showing \(paths.count) of \(Format.count(total)) matches, newest first; narrow the pattern or raise limit)"
+            )
         }
         if walker.hitEntryLimit {
             lines.append("(search stopped after \(Format.count(walker.visited)) entries; narrow path or pattern)")

@@ -11,6 +11,9 @@ enum Format {
         return value < 0 ? "-" + out : out
     }
 
+    /// `1 file`, `2 files`.
+    static func plural(_ value: Int, _ noun: String) -> String { "\(count(value)) \(noun)\(value == 1 ? "" : "s")" }
+
     /// `10485760` → `10 MiB`; `1536` → `1.5 KiB`.
     static func bytes(_ value: Int64) -> String {
         let units = ["bytes", "KiB", "MiB", "GiB", "TiB"]
@@ -59,6 +62,9 @@ enum Format {
     static func cut(_ line: String, limit: Int, totalBytes: Int) -> (text: String, cut: Bool) {
         // The UTF-8 count bounds the character count, so most lines skip the slow count.
         if totalBytes <= limit || (totalBytes == line.utf8.count && line.count <= limit) { return (line, false) }
-        return (String(line.prefix(limit)) + "… [line cut at \(count(limit)) characters; \(count(totalBytes)) bytes in all]", true)
+        return (
+            String(line.prefix(limit))
+                + "… [line cut at \(count(limit)) characters; \(count(totalBytes)) bytes in all]", true
+        )
     }
 }

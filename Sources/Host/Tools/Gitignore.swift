@@ -28,7 +28,8 @@ struct Gitignore: Sendable {
             while line.hasPrefix("/") { line = line.dropFirst() }
             if line.isEmpty { continue }
             let pattern = anchored ? String(line) : "**/" + line
-            rules.append(Rule(pattern: GlobPattern(pattern, braces: false), negated: negated, directoryOnly: directoryOnly))
+            rules.append(
+                Rule(pattern: GlobPattern(pattern, braces: false), negated: negated, directoryOnly: directoryOnly))
         }
         self.rules = rules
     }

@@ -5,15 +5,17 @@ import Foundation
 /// no match that runs across a line break.
 struct GrepSearcher {
     let regex: NSRegularExpression
-    /// Bytes that must occur for a line to match (`fixed_strings`), checked before any
-    /// decoding so most files cost one scan.
-    let literal: [UInt8]?
+    /// Bytes every match contains (see ``RequiredLiteral``), checked before any decoding so
+    /// most files cost one `memmem`.
+    let prefilter: RequiredLiteral.Prefilter
     let foldsCase: Bool
     let deadline: ContinuousClock.Instant
 
     /// Compiles `pattern`; throws `invalid_arguments` naming the pattern if it is not a
     /// valid expression.
-    init(pattern: String, fixedStrings: Bool, caseInsensitive: Bool, deadline: ContinuousClock.Instant) throws(ToolError) {
+    init(pattern: String, fixedStrings: Bool, caseInsensitive: Bool, deadline: ContinuousClock.Instant)
+        throws(ToolError)
+    {
         var options: NSRegularExpression.Options = [.anchorsMatchLines]
         if caseInsensitive { options.insert(.caseInsensitive) }
         let source = fixedStrings ? NSRegularExpression.escapedPattern(for: pattern) : pattern
@@ -22,12 +24,11 @@ struct GrepSearcher {
         } catch {
             throw .invalidArguments(
                 argument: "pattern",
-                detail: "`\(pattern)` is not a valid regular expression. Escape special characters such as ( [ { . * + ? "
+                detail:
+                    "`\(pattern)` is not a valid regular expression. Escape special characters such as ( [ { . * + ? "
                     + "with a backslash, or set fixed_strings to true to search for the text literally.")
         }
-        // Case folding is only safe to pre-check for ASCII; other scripts go to the regex.
-        let usable = fixedStrings && !pattern.isEmpty && (!caseInsensitive || pattern.utf8.allSatisfy { $0 < 0x80 })
-        literal = usable ? Array((caseInsensitive ? pattern.lowercased() : pattern).utf8) : nil
+        prefilter = RequiredLiteral.prefilter(pattern, fixedStrings: fixedStrings, caseInsensitive: caseInsensitive)
         foldsCase = caseInsensitive
         self.deadline = deadline
     }
@@ -41,28 +42,31 @@ struct GrepSearcher {
     /// Up to `limit` matching lines of `bytes`; `timedOut` is set if the deadline passed.
     func search(_ bytes: [UInt8], limit: Int, timedOut: inout Bool) -> [Hit] {
         if bytes.isEmpty { return [] }
-        if let literal, !Self.contains(bytes, literal, foldingCase: foldsCase) { return [] }
-        let text = String(decoding: bytes, as: UTF8.self)
-        var starts = [0]
-        var offset = 0
-        for unit in text.utf16 {
-            offset += 1
-            if unit == 10 { starts.append(offset) }
+        if !prefilter.asciiFilesOnly || Self.isASCII(bytes),
+            !prefilter.literals.allSatisfy({ Self.contains(bytes, $0, foldingCase: foldsCase) })
+        {
+            return []
         }
-        let length = offset
+        let text = String(decoding: bytes, as: UTF8.self)
+        let length = text.utf16.count
+        var starts: [Int] = []  // found at the first match: most files have none
         var hits: [Hit] = []
         var expired = false
+        var calls = 0
         regex.enumerateMatches(in: text, options: [.reportProgress], range: NSRange(location: 0, length: length)) {
             match, _, stop in
-            // `.reportProgress` calls back during long matches too, so a pathological
-            // pattern cannot hold the request past its deadline.
-            if ContinuousClock.now > deadline {
+            // `.reportProgress` calls back as the search moves on and during long match
+            // attempts, so a pathological pattern cannot hold the request past its deadline.
+            // It calls back about once per character, so the clock is read every 128th time.
+            calls += 1
+            if calls & 127 == 0, ContinuousClock.now > deadline {
                 expired = true
                 stop.pointee = true
                 return
             }
             guard let range = match?.range, range.location < length || (range.location == length && bytes.last != 10)
             else { return }
+            if starts.isEmpty { starts = Self.lineStarts(text) }
             let line = Self.line(of: range.location, starts)
             if hits.last?.line == line { return }
             let lineEnd = line + 1 < starts.count ? starts[line + 1] - 1 : length
@@ -72,6 +76,17 @@ struct GrepSearcher {
         }
         timedOut = timedOut || expired
         return hits
+    }
+
+    /// UTF-16 offsets where each line starts (NSRegularExpression counts in UTF-16).
+    private static func lineStarts(_ text: String) -> [Int] {
+        var starts = [0]
+        var offset = 0
+        for unit in text.utf16 {
+            offset += 1
+            if unit == 10 { starts.append(offset) }
+        }
+        return starts
     }
 
     /// Re-checks a line on its own, for a match that ran over the line break.
@@ -93,10 +108,25 @@ struct GrepSearcher {
         return low
     }
 
+    /// Whether every byte is below 0x80, eight bytes at a time.
+    static func isASCII(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { raw in
+            var index = 0
+            while index + 8 <= raw.count {
+                if raw.loadUnaligned(fromByteOffset: index, as: UInt64.self) & 0x8080_8080_8080_8080 != 0 {
+                    return false
+                }
+                index += 8
+            }
+            return raw[index...].allSatisfy { $0 < 0x80 }
+        }
+    }
+
     /// Whether `needle` occurs in `haystack`, optionally ignoring ASCII case.
     static func contains(_ haystack: [UInt8], _ needle: [UInt8], foldingCase: Bool) -> Bool {
         guard !needle.isEmpty else { return true }
         guard needle.count <= haystack.count else { return false }
+        if !foldingCase { return !EditEngine.occurrences(of: needle, in: haystack).prefix(1).isEmpty }
         let fold: (UInt8) -> UInt8 = { foldingCase && $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
         return haystack.withUnsafeBufferPointer { hay in
             let first = needle[0]

@@ -15,7 +15,8 @@ struct ToolArguments {
         used.formUnion([name] + aliases)
         guard present.count <= 1 else {
             throw .invalidArguments(
-                argument: name, detail: "given more than once, as \(present.map { "`\($0)`" }.joined(separator: " and ")).")
+                argument: name,
+                detail: "given more than once, as \(present.map { "`\($0)`" }.joined(separator: " and ")).")
         }
         return present.first.flatMap { values[$0] }
     }

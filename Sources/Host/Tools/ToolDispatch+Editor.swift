@@ -41,7 +41,8 @@ extension FileTools {
                 start == start.rounded(), end == end.rounded(), start >= 1, end == -1 || end >= start
             else {
                 throw .invalidArguments(
-                    argument: "view_range", detail: "must be [start, end] with 1 ≤ start ≤ end, or end = -1 for the rest.")
+                    argument: "view_range",
+                    detail: "must be [start, end] with 1 ≤ start ≤ end, or end = -1 for the rest.")
             }
             offset = Int(start)
             limit = end == -1 ? Int.max / 2 : Int(end - start) + 1

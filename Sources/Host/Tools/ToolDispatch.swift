@@ -10,7 +10,8 @@ extension FileTools {
         "glob": "glob", "grep": "grep", "file_info": "file_info",
         "read_text_file": "read_file", "list_directory": "list_dir", "directory_tree": "list_dir",
         "search_files": "glob", "get_file_info": "file_info",
-        "str_replace_based_edit_tool": "str_replace_based_edit_tool", "str_replace_editor": "str_replace_based_edit_tool",
+        "str_replace_based_edit_tool": "str_replace_based_edit_tool",
+        "str_replace_editor": "str_replace_based_edit_tool",
     ]
 
     /// Runs the tool `name` with JSON `arguments`, checking each argument's presence and
@@ -27,12 +28,17 @@ extension FileTools {
             case "list_dir", "list_directory", "directory_tree": output = try callList(&args, tool: name)
             case "glob", "search_files": output = try callGlob(&args, tool: name)
             case "grep": output = try callGrep(&args)
-            case "file_info", "get_file_info": output = try fileInfo(args.requiredString("path", aliases: ["file_path"]))
+            case "file_info", "get_file_info":
+                let path = try args.requiredString("path", aliases: ["file_path"])
+                try args.finish(name)
+                output = try fileInfo(path)
             case "str_replace_based_edit_tool", "str_replace_editor": output = try callEditor(&args, caller: caller)
             default:
                 throw ToolError.invalidArguments(
                     argument: "tool",
-                    detail: "there is no file tool `\(name)`; the tools are \(Self.toolNames.sorted().joined(separator: ", ")).")
+                    detail:
+                        "there is no file tool `\(name)`; the tools are \(Self.toolNames.sorted().joined(separator: ", "))."
+                )
             }
             try args.finish(name)
             return ToolResult(output)
@@ -57,7 +63,8 @@ extension FileTools {
             }
             if let head { (offset, limit) = (1, head) }
             if let tail {
-                let total = try fileInfo(path).lineCount ?? 0
+                // Without a line count (binary or too large) the plain read says why.
+                guard let total = try fileInfo(path).lineCount else { return try readFile(path, caller: caller) }
                 (offset, limit) = (max(1, total - tail + 1), tail)
             }
         }
@@ -76,7 +83,8 @@ extension FileTools {
         let single = try Self.readEdit(&args, name: nil)
         let list = try args.array("edits")
         if let dryRun = try args.bool("dryRun"), dryRun {
-            throw .invalidArguments(argument: "dryRun", detail: "dry runs are not supported; omit it or set it to false.")
+            throw .invalidArguments(
+                argument: "dryRun", detail: "dry runs are not supported; omit it or set it to false.")
         }
         try args.finish("edit_file")
         switch (single, list) {

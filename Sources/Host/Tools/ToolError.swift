@@ -75,12 +75,14 @@ public enum ToolError: Error, Equatable, Sendable {
         case .isDirectory(let path):
             return "\(quoted(path)) is a directory, not a file. Use list_dir to see what it contains."
         case .notARegularFile(let path, let kind, let detail):
-            return "\(quoted(path)) is a \(kind), not a regular file. " + (detail ?? "The file tools only read and write regular files.")
+            return "\(quoted(path)) is a \(kind), not a regular file. "
+                + (detail ?? "The file tools only read and write regular files.")
         case .binaryFile(let path, let size):
             return "\(quoted(path)) is a binary file (\(Format.count(size)) bytes), so it is not shown as text. "
                 + "Use file_info for its size and type, or inspect it with a command (e.g. `xxd \(path) | head`)."
         case .fileTooLarge(let path, let size, let limit):
-            return "\(quoted(path)) is \(Format.bytes(size)), above the \(Format.bytes(limit)) limit for handling a whole file. "
+            return
+                "\(quoted(path)) is \(Format.bytes(size)), above the \(Format.bytes(limit)) limit for handling a whole file. "
                 + "Read a range with offset and limit (e.g. offset=1, limit=200), or search it with grep."
         case .invalidRange(let path, let detail):
             return "Invalid range for \(quoted(path)): \(detail)"
@@ -111,7 +113,8 @@ public enum ToolError: Error, Equatable, Sendable {
     }
 
     private static func notFoundMessage(path: String, edit: Int?, closest: ClosestMatch?, hint: String?) -> String {
-        var text = "\(prefix(edit))old_str was not found in \(quoted(path)). It must match the file exactly, "
+        var text =
+            "\(prefix(edit))old_str was not found in \(quoted(path)). It must match the file exactly, "
             + "including whitespace, indentation and line breaks."
         if let hint { text += " \(hint)" }
         if let closest {

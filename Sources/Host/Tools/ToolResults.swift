@@ -49,7 +49,8 @@ public struct ReadFileResult: ToolOutput, Equatable {
     public var structured: JSONValue {
         [
             "path": .string(path), "start_line": .int(startLine), "end_line": .int(endLine),
-            "total_lines": .optional(totalLines.map { .int($0) }), "next_offset": .optional(nextOffset.map { .int($0) }),
+            "total_lines": .optional(totalLines.map { .int($0) }),
+            "next_offset": .optional(nextOffset.map { .int($0) }),
             "truncated_lines": .array(truncatedLines.map { .int($0) }),
         ]
     }
@@ -91,7 +92,10 @@ public struct ListedEntry: Sendable, Equatable {
     public let linkTarget: String?
 
     var structured: JSONValue {
-        ["path": .string(path), "type": .string(kind.rawValue), "link_target": .optional(linkTarget.map { .string($0) })]
+        [
+            "path": .string(path), "type": .string(kind.rawValue),
+            "link_target": .optional(linkTarget.map { .string($0) }),
+        ]
     }
 }
 
@@ -133,7 +137,14 @@ public struct GlobResult: ToolOutput, Equatable {
 public struct GrepMatch: Sendable, Equatable {
     public let path: String
     public let line: Int
+    /// The whole line, without its line break.
     public let text: String
+
+    public init(path: String, line: Int, text: String) {
+        self.path = path
+        self.line = line
+        self.text = text
+    }
 }
 
 /// `grep`.
@@ -148,7 +159,8 @@ public struct GrepResult: ToolOutput, Equatable {
 
     public var structured: JSONValue {
         [
-            "matches": .array(matches.map { ["path": .string($0.path), "line": .int($0.line), "text": .string($0.text)] }),
+            "matches": .array(
+                matches.map { ["path": .string($0.path), "line": .int($0.line), "text": .string($0.text)] }),
             "files_searched": .int(filesSearched), "truncated": .bool(truncated),
         ]
     }
@@ -174,7 +186,8 @@ public struct FileInfoResult: ToolOutput, Equatable {
         [
             "path": .string(path), "type": .string(kind.rawValue), "size": .int(size), "mode": .string(mode),
             "modified": .number(modified), "line_count": .optional(lineCount.map { .int($0) }),
-            "is_binary": .optional(isBinary.map { .bool($0) }), "link_target": .optional(linkTarget.map { .string($0) }),
+            "is_binary": .optional(isBinary.map { .bool($0) }),
+            "link_target": .optional(linkTarget.map { .string($0) }),
         ]
     }
 }

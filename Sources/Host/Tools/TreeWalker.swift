@@ -79,7 +79,8 @@ struct TreeWalker {
                 let directory = relative.isEmpty
                     ? top
                     : try? Workspace.openat2(
-                        top.raw, relative.joined(separator: "/"), O_RDONLY | O_DIRECTORY, resolve: Workspace.beneathNoLinks)
+                        top.raw, relative.joined(separator: "/"), O_RDONLY | O_DIRECTORY,
+                        resolve: Workspace.beneathNoLinks)
             else { continue }
             var children: [[String]] = []
             let finished = try visitEntries(of: directory.raw, at: relative, into: &children, visit)
@@ -109,7 +110,8 @@ struct TreeWalker {
                 noteSkipped(path, kind: kind)
                 continue
             }
-            let action = try visit(WalkEntry(path: path, relative: relative + [entry.name], kind: kind, directory: directory))
+            let action = try visit(
+                WalkEntry(path: path, relative: relative + [entry.name], kind: kind, directory: directory))
             if action == .stop { return true }
             guard kind == .directory, action == .proceed else { continue }
             if relative.count + 1 < maxDepth {

@@ -20,7 +20,8 @@ extension Workspace {
             return .pathOutsideProject(
                 path: path.relative, reason: "it goes through too many symbolic links or a /proc magic link")
         case EISDIR: return .isDirectory(path: path.relative)
-        case ENAMETOOLONG: return .invalidArguments(argument: "path", detail: "the path or one of its names is too long.")
+        case ENAMETOOLONG:
+            return .invalidArguments(argument: "path", detail: "the path or one of its names is too long.")
         default: return .io(path: path.relative, error)
         }
     }

@@ -59,7 +59,12 @@ extension Workspace {
                 path: target.path.relative, kind: FileKind(mode: now.st_mode).noun,
                 detail: "It was replaced while being opened; try again.")
         }
-        return try Self.read(fd.raw, limit: Int(limit) + 1)
+        let bytes = try Self.read(fd.raw, limit: Int(limit) + 1)
+        // It grew past the limit since the stat: editing what was read would cut it short.
+        guard bytes.count <= limit else {
+            throw ToolError.fileTooLarge(path: target.path.relative, size: Int64(bytes.count), limit: limit)
+        }
+        return bytes
     }
 
     /// Replaces (or creates) the target with `bytes`: a temporary file in the same
