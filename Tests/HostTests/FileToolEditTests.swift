@@ -163,4 +163,23 @@ import Testing
         #expect(errorOf { try f.tools.editFile("no/dir/x.txt", oldString: "a", newString: "b") }?.code == "not_found")
         #expect(f.snapshot() == before)
     }
+
+    @Test func pathologicalMatchingStaysLinear() throws {
+        // 4 MiB of one letter and an old_str that almost matches everywhere: a naive search
+        // would compare ~4 billion bytes.
+        let f = try FileToolFixture(files: ["a.txt": String(repeating: "a", count: 4 << 20)])
+        let start = ContinuousClock.now
+        let needle = String(repeating: "a", count: 1000) + "b"
+        #expect(
+            errorOf { try f.tools.editFile("a.txt", oldString: needle, newString: "x") }?.code == "old_str_not_found")
+        let lines = try FileToolFixture(files: ["b.txt": String(repeating: "x\n", count: 100_000)])
+        let error = errorOf { try lines.tools.editFile("b.txt", oldString: "x", newString: "y") }
+        guard case .oldStrNotUnique(_, _, let found) = error else {
+            Issue.record("got \(String(describing: error))")
+            return
+        }
+        #expect(found.count == 100_000)
+        #expect(found.last == 100_000)
+        #expect(ContinuousClock.now - start < .seconds(20))
+    }
 }

@@ -139,4 +139,27 @@ import Testing
         #expect(result??.truncated == true)
         #expect(result??.text.contains("the search ran out of time") == true)
     }
+
+    @Test func aLongNonAsciiLineIsCutAroundTheMatch() throws {
+        let line = String(repeating: "é", count: 700) + "needle" + String(repeating: "ü", count: 700)
+        let f = try FileToolFixture(files: ["a.txt": line + "\n"])
+        let shown = try f.tools.grep("needle").text
+        #expect(shown.hasPrefix("a.txt:1:…éé"))
+        #expect(shown.contains("éneedleü"))
+        #expect(shown.hasSuffix("üü… [line cut]"))
+    }
+
+    @Test func theWalkLimitBoundsAHugeTree() throws {
+        var limits = FileTools.Limits()
+        limits.maxWalkEntries = 50
+        let f = try FileToolFixture(limits: limits)
+        for index in 0..<200 { try f.write(String(format: "d/f%03d.txt", index), "hit\n") }
+        let result = try f.tools.grep("hit", maxResults: 1000)
+        #expect(result.truncated)
+        #expect(result.matches.count == 49)  // the directory itself is the first entry visited
+        #expect(result.text.hasSuffix("(stopped after visiting 50 entries; narrow path)"))
+        let listing = try f.tools.listDir(".", depth: 3, limit: 1000)
+        #expect(listing.truncated)
+        #expect(listing.entries.count == 50)
+    }
 }

@@ -9,6 +9,7 @@ public struct Edit: Sendable, Equatable {
     /// Replace every occurrence instead of requiring exactly one.
     public var replaceAll: Bool
 
+    /// One replacement; `replaceAll` replaces every occurrence instead of requiring one.
     public init(oldString: String, newString: String, replaceAll: Bool = false) {
         self.oldString = oldString
         self.newString = newString

@@ -11,13 +11,16 @@ public struct GrepOptions: Sendable, Equatable {
     /// Only files whose path (relative to `path`) matches; a pattern without `/` matches the
     /// file name at any depth, and a leading `!` excludes instead, as in `rg --glob`.
     public var glob: String?
+    /// Ignore case (Unicode case folding, as ICU does it).
     public var caseInsensitive = false
+    /// Treat `pattern` as plain text, not a regular expression.
     public var fixedStrings = false
     /// Lines of context before and after each match.
     public var context = 0
     /// Matching lines reported at most, over all files.
     public var maxResults = 200
 
+    /// The defaults of API.md for everything but the pattern.
     public init(pattern: String) { self.pattern = pattern }
 }
 
@@ -175,14 +178,13 @@ struct GrepRun {
         lines.append(line)
     }
 
-    /// A long line cut to `limit` characters, around the match when it lies further in.
+    /// A long line cut to `limit` characters, around the match (at UTF-16 offset `column`)
+    /// when it lies further in.
     static func cut(_ text: String, around column: Int, limit: Int) -> String {
         guard text.utf8.count > limit, text.count > limit else { return text }
         let utf16 = text.utf16
-        let match =
-            text.index(utf16.startIndex, offsetBy: min(column, utf16.count), limitedBy: text.endIndex)
-            ?? text.startIndex
-        let before = text.distance(from: text.startIndex, to: match)
+        let match = utf16.index(utf16.startIndex, offsetBy: min(max(column, 0), utf16.count))
+        let before = text[..<match].count
         let start = text.index(text.startIndex, offsetBy: max(0, min(before - limit / 4, text.count - limit)))
         let end = text.index(start, offsetBy: limit)
         return (start > text.startIndex ? "…" : "") + text[start..<end] + (end < text.endIndex ? "… [line cut]" : "")

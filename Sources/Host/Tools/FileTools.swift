@@ -34,6 +34,7 @@ public final class FileTools: Sendable {
         /// Directory entries one walk (`list_dir`, `glob`, `grep`) visits at most.
         public var maxWalkEntries = 200_000
 
+        /// The defaults above.
         public init() {}
     }
 

@@ -17,6 +17,7 @@ public struct ToolResult: Sendable, Equatable {
     /// The error's stable code, nil on success.
     public let errorCode: String?
 
+    /// A successful result.
     public init(_ output: some ToolOutput) {
         text = output.text
         structured = output.structured
@@ -24,6 +25,7 @@ public struct ToolResult: Sendable, Equatable {
         errorCode = nil
     }
 
+    /// A failed call: the message as text, `{code, message}` as structured content.
     public init(_ error: ToolError) {
         text = error.message
         structured = ["code": .string(error.code), "message": .string(error.message)]
@@ -34,6 +36,7 @@ public struct ToolResult: Sendable, Equatable {
 
 /// `read_file`: numbered lines of one window of a text file.
 public struct ReadFileResult: ToolOutput, Equatable {
+    /// The project-relative path the tool acted on.
     public let path: String
     public let text: String
     /// First and last line shown (1-based, inclusive); both 0 for an empty file.
@@ -58,6 +61,7 @@ public struct ReadFileResult: ToolOutput, Equatable {
 
 /// `write_file`.
 public struct WriteFileResult: ToolOutput, Equatable {
+    /// The project-relative path the tool acted on.
     public let path: String
     public let text: String
     public let bytesWritten: Int
@@ -71,6 +75,7 @@ public struct WriteFileResult: ToolOutput, Equatable {
 
 /// `edit_file` (and the `insert` alias).
 public struct EditFileResult: ToolOutput, Equatable {
+    /// The project-relative path the tool acted on.
     public let path: String
     public let text: String
     /// Occurrences replaced over all edits.
@@ -101,6 +106,7 @@ public struct ListedEntry: Sendable, Equatable {
 
 /// `list_dir`.
 public struct ListDirResult: ToolOutput, Equatable {
+    /// The project-relative path the tool acted on.
     public let path: String
     public let text: String
     public let entries: [ListedEntry]
@@ -121,11 +127,13 @@ public struct ListDirResult: ToolOutput, Equatable {
 
 /// `glob`.
 public struct GlobResult: ToolOutput, Equatable {
+    /// One path per line, newest first, and a note when cut short.
     public let text: String
     /// Matching project-relative paths, newest first.
     public let paths: [String]
     /// Matches found before the limit was applied.
     public let totalMatches: Int
+    /// True when `limit` or the walk limit cut the list.
     public let truncated: Bool
 
     public var structured: JSONValue {
@@ -149,9 +157,11 @@ public struct GrepMatch: Sendable, Equatable {
 
 /// `grep`.
 public struct GrepResult: ToolOutput, Equatable {
+    /// `path:line:text` lines, context lines as `path-line-text`, notes at the end.
     public let text: String
     /// Matching lines (context lines are only in `text`).
     public let matches: [GrepMatch]
+    /// Text files actually searched (binary, oversized and skipped ones not counted).
     public let filesSearched: Int
     /// True when `max_results`, the output cap, the walk limit or the time budget stopped
     /// the search early.
@@ -168,6 +178,7 @@ public struct GrepResult: ToolOutput, Equatable {
 
 /// `file_info`.
 public struct FileInfoResult: ToolOutput, Equatable {
+    /// The project-relative path the tool acted on.
     public let path: String
     public let text: String
     public let kind: FileKind

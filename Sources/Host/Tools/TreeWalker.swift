@@ -94,7 +94,10 @@ struct TreeWalker {
         of directory: Int32, at relative: [String], into children: inout [[String]],
         _ visit: (WalkEntry) throws -> WalkAction
     ) throws -> Bool {
-        let entries = try Workspace.entries(directory).sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+        // A directory with millions of names is read only as far as the walk can still go.
+        let entries = try Workspace.entries(directory, limit: maxEntries - visited + 1).sorted {
+            $0.name.utf8.lexicographicallyPrecedes($1.name.utf8)
+        }
         for entry in entries {
             guard visited < maxEntries else {
                 hitEntryLimit = true
