@@ -14,7 +14,8 @@ enum ClosestMatchFinder {
 
     static func find(_ old: String, in content: [UInt8]) -> ClosestMatch? {
         guard content.count <= maxBytes else { return nil }
-        let fileLines = lines(String(decoding: content, as: UTF8.self))
+        let index = LineIndex(content)
+        let fileLines = (0..<index.count).map { index.text(ofLine: $0, in: content) }
         var wanted = lines(old)
         if wanted.count > 1, wanted.last?.isEmpty == true { wanted.removeLast() }
         guard !fileLines.isEmpty, !wanted.isEmpty else { return nil }

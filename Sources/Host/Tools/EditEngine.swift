@@ -47,7 +47,8 @@ struct EditEngine {
                 hint: ClosestMatchFinder.hint(for: edit.oldString))
         }
         guard found.count == 1 || edit.replaceAll else {
-            throw .oldStrNotUnique(path: path, edit: index, lines: Self.lineNumbers(at: found, in: content))
+            let lines = LineIndex(content)
+            throw .oldStrNotUnique(path: path, edit: index, lines: found.map { lines.line(containing: $0) + 1 })
         }
         replace(found, length: old.count, with: new)
     }
@@ -55,8 +56,8 @@ struct EditEngine {
     /// Inserts `text` after line `line` (0 = at the top), adding the line break a model
     /// leaves off.
     mutating func insert(_ text: String, afterLine line: Int, path: String) throws(ToolError) {
-        let starts = Self.lineStarts(content)
-        let lineCount = content.last == Self.newline || content.isEmpty ? starts.count - 1 : starts.count
+        let lines = LineIndex(content)
+        let lineCount = lines.count
         guard line >= 0, line <= lineCount else {
             throw .invalidRange(
                 path: path,
@@ -64,7 +65,7 @@ struct EditEngine {
             )
         }
         var bytes = Array(text.utf8)
-        let at = line < lineCount ? starts[line] : content.count
+        let at = line < lineCount ? lines.starts[line] : content.count
         let unterminated = !content.isEmpty && content.last != Self.newline
         if at == content.count, unterminated {
             // Appending after a last line that has no line break: end that line first, and
@@ -136,28 +137,6 @@ struct EditEngine {
         for (index, byte) in bytes.enumerated() {
             if byte == newline, index == 0 || bytes[index - 1] != 13 { result.append(13) }
             result.append(byte)
-        }
-        return result
-    }
-
-    /// Offsets where each line starts (the first is 0).
-    static func lineStarts(_ bytes: [UInt8]) -> [Int] {
-        var starts = [0]
-        for (index, byte) in bytes.enumerated() where byte == newline { starts.append(index + 1) }
-        return starts
-    }
-
-    /// The 1-based lines holding each of `offsets` (ascending), in one pass.
-    static func lineNumbers(at offsets: [Int], in bytes: [UInt8]) -> [Int] {
-        var result: [Int] = []
-        var line = 1
-        var position = 0
-        for offset in offsets {
-            while position < min(offset, bytes.count) {
-                if bytes[position] == newline { line += 1 }
-                position += 1
-            }
-            result.append(line)
         }
         return result
     }

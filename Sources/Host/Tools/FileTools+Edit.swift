@@ -19,8 +19,7 @@ extension FileTools {
             let status = try workspace.replace(destination, with: bytes, owner: owner)
             if let caller { ledger.record(caller, target, FileStamp(status)) }
             let created = destination.existing == nil
-            let lines =
-                bytes.isEmpty ? 0 : EditEngine.lineStarts(bytes).count - (bytes.last == EditEngine.newline ? 1 : 0)
+            let lines = LineIndex(bytes).count
             let text =
                 "\(created ? "Created" : "Overwrote") `\(Format.display(target.relative))`: "
                 + "\(Format.count(bytes.count)) bytes, \(Format.count(lines)) lines."

@@ -142,19 +142,16 @@ struct GrepRun {
 
     /// Appends one file's matches, with context lines and `--` between groups.
     private mutating func render(_ hits: [GrepSearcher.Hit], in bytes: [UInt8], path: String, relative: String) {
-        let starts = EditEngine.lineStarts(bytes)
-        let lineCount = bytes.last == 10 ? starts.count - 1 : starts.count
+        let index = LineIndex(bytes)
         let hitColumns = Dictionary(hits.map { ($0.line, $0.column) }, uniquingKeysWith: { first, _ in first })
         var previous: Int?
         for hit in hits {
             let first = max(previous.map { $0 + 1 } ?? 0, hit.line - options.context)
-            let last = min(lineCount - 1, hit.line + options.context)
+            let last = min(index.count - 1, hit.line + options.context)
             if options.context > 0, !lines.isEmpty, previous == nil || first > previous! + 1 { emit("--") }
             guard first <= last else { continue }
             for line in first...last where previous.map({ line > $0 }) ?? true {
-                let end = line + 1 < starts.count ? starts[line + 1] : bytes.count
-                var text = String(decoding: bytes[starts[line]..<end], as: UTF8.self)
-                while text.hasSuffix("\n") || text.hasSuffix("\r") || text.hasSuffix("\r\n") { text.removeLast() }
+                let text = index.text(ofLine: line, in: bytes)
                 let column = hitColumns[line]
                 let shown = Self.cut(text, around: column ?? 0, limit: limits.maxGrepLineCharacters)
                 if column != nil {

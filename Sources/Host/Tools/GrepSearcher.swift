@@ -49,7 +49,7 @@ struct GrepSearcher {
         }
         let text = String(decoding: bytes, as: UTF8.self)
         let length = text.utf16.count
-        var starts: [Int] = []  // found at the first match: most files have none
+        var lines: LineIndex?  // built at the first match: most files have none
         var hits: [Hit] = []
         var expired = false
         var calls = 0
@@ -66,46 +66,26 @@ struct GrepSearcher {
             }
             guard let range = match?.range, range.location < length || (range.location == length && bytes.last != 10)
             else { return }
-            if starts.isEmpty { starts = Self.lineStarts(text) }
-            let line = Self.line(of: range.location, starts)
+            let index = lines ?? LineIndex(utf16: text)
+            lines = index
+            let line = index.line(containing: range.location)
             if hits.last?.line == line { return }
-            let lineEnd = line + 1 < starts.count ? starts[line + 1] - 1 : length
-            if range.location + range.length > lineEnd, !matchesAlone(text, starts, line, lineEnd) { return }
-            hits.append(Hit(line: line, column: range.location - starts[line]))
+            let lineEnd = line + 1 < index.starts.count ? index.starts[line + 1] - 1 : length
+            if range.location + range.length > lineEnd, !matchesAlone(text, index.starts[line], lineEnd) { return }
+            hits.append(Hit(line: line, column: range.location - index.starts[line]))
             if hits.count >= limit { stop.pointee = true }
         }
         timedOut = timedOut || expired
         return hits
     }
 
-    /// UTF-16 offsets where each line starts (NSRegularExpression counts in UTF-16).
-    private static func lineStarts(_ text: String) -> [Int] {
-        var starts = [0]
-        var offset = 0
-        for unit in text.utf16 {
-            offset += 1
-            if unit == 10 { starts.append(offset) }
-        }
-        return starts
-    }
-
     /// Re-checks a line on its own, for a match that ran over the line break.
-    private func matchesAlone(_ text: String, _ starts: [Int], _ line: Int, _ lineEnd: Int) -> Bool {
+    private func matchesAlone(_ text: String, _ lineStart: Int, _ lineEnd: Int) -> Bool {
         let utf16 = text.utf16
-        let lower = utf16.index(utf16.startIndex, offsetBy: starts[line])
+        let lower = utf16.index(utf16.startIndex, offsetBy: lineStart)
         let upper = utf16.index(utf16.startIndex, offsetBy: lineEnd)
         let single = String(text[lower..<upper])
         return regex.firstMatch(in: single, range: NSRange(location: 0, length: single.utf16.count)) != nil
-    }
-
-    private static func line(of offset: Int, _ starts: [Int]) -> Int {
-        var low = 0
-        var high = starts.count - 1
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if starts[middle] <= offset { low = middle } else { high = middle - 1 }
-        }
-        return low
     }
 
     /// Whether every byte is below 0x80, eight bytes at a time.

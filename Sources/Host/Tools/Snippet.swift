@@ -7,13 +7,13 @@ enum Snippet {
     static let maxPlaces = 8
 
     static func render(_ content: [UInt8], regions: [Range<Int>], lineLimit: Int) -> String {
-        let starts = EditEngine.lineStarts(content)
-        let lineCount = content.last == EditEngine.newline || content.isEmpty ? starts.count - 1 : starts.count
+        let lines = LineIndex(content)
+        let lineCount = lines.count
         guard lineCount > 0 else { return "(the file is now empty)" }
         var ranges: [ClosedRange<Int>] = []
         for region in regions.sorted(by: { $0.lowerBound < $1.lowerBound }) {
-            let first = line(of: region.lowerBound, starts)
-            let last = line(of: max(region.lowerBound, region.upperBound - 1), starts)
+            let first = lines.line(containing: region.lowerBound) + 1
+            let last = lines.line(containing: max(region.lowerBound, region.upperBound - 1)) + 1
             let range = max(1, first - context)...min(lineCount, max(first, last) + context)
             if let previous = ranges.last, range.lowerBound <= previous.upperBound + 1 {
                 ranges[ranges.count - 1] = previous.lowerBound...max(previous.upperBound, range.upperBound)
@@ -25,24 +25,11 @@ enum Snippet {
         for range in ranges.prefix(maxPlaces) {
             parts.append(
                 range.map { number in
-                    let end = number < starts.count ? starts[number] : content.count
-                    var text = String(decoding: content[starts[number - 1]..<end], as: UTF8.self)
-                    while text.hasSuffix("\n") || text.hasSuffix("\r") || text.hasSuffix("\r\n") { text.removeLast() }
+                    let text = lines.text(ofLine: number - 1, in: content)
                     return Format.numbered(number, Format.cut(text, limit: lineLimit, totalBytes: text.utf8.count).text)
                 }.joined(separator: "\n"))
         }
         if ranges.count > maxPlaces { parts.append("(\(ranges.count - maxPlaces) more changed places not shown)") }
         return parts.joined(separator: "\n...\n")
-    }
-
-    /// The 1-based line holding byte `offset`.
-    private static func line(of offset: Int, _ starts: [Int]) -> Int {
-        var low = 0
-        var high = starts.count - 1
-        while low < high {
-            let middle = (low + high + 1) / 2
-            if starts[middle] <= offset { low = middle } else { high = middle - 1 }
-        }
-        return low + 1
     }
 }
