@@ -93,6 +93,12 @@ import Testing
         try f.symlink("pw", to: "/etc/passwd")
         try f.symlink("secret", to: host.path)
         try f.symlink("rel", to: "../../../../../../../.." + host.path)
+        expectError(
+            .notFound(
+                path: "pw", similar: [],
+                detail: "`pw` is a symbolic link to `/etc/passwd`, which does not exist in the project "
+                    + "(links resolve with the project as `/`)")
+        ) { try f.tools.readFile("pw") }
         for path in ["pw", "secret", "rel"] {
             #expect(errorOf { try f.tools.readFile(path) }?.code == "not_found", "\(path)")
             let grep = try f.tools.grep("host secret|root:", path: ".")

@@ -41,6 +41,12 @@ extension Workspace {
                 }
                 parent = next
             } catch {
+                if let target = danglingLink(name, in: parent) {
+                    let detail =
+                        "`\(Format.display(next.relative))` is a symbolic link to `\(Format.display(target))`, which does "
+                        + "not exist in the project (links resolve with the project as `/`)"
+                    return .notFound(path: path.relative, similar: [], detail: detail)
+                }
                 let similar = similarNames(to: name, in: parent)
                 let detail = next == path ? nil : "there is no `\(next.relative)`"
                 return .notFound(path: path.relative, similar: similar, detail: detail)
@@ -50,6 +56,14 @@ extension Workspace {
         return .notFound(path: path.relative, similar: [], detail: "it changed while being looked up")
     }
 
+    /// The target of `name` in `directory` if it is a symbolic link (one that did not resolve).
+    private func danglingLink(_ name: String, in directory: WorkspacePath) -> String? {
+        guard let fd = try? open(directory, openPathFlag | O_DIRECTORY),
+            let status = try? Self.linkStatus(fd.raw, name), FileKind(mode: status.st_mode) == .symlink
+        else { return nil }
+        return Self.linkTarget(fd.raw, name)
+    }
+
     /// Up to three names in `directory` that look like `name`, as project-relative paths.
     func similarNames(to name: String, in directory: WorkspacePath) -> [String] {
         guard let fd = try? open(directory, O_RDONLY | O_DIRECTORY),
@@ -57,7 +71,8 @@ extension Workspace {
         else { return [] }
         let wanted = Array(name.lowercased().unicodeScalars.prefix(64))
         let scored = entries.compactMap { entry -> (Int, String)? in
-            NameSimilarity.score(wanted, entry.name).map { ($0, entry.name) }
+            guard entry.name != name else { return nil }
+            return NameSimilarity.score(wanted, entry.name).map { ($0, entry.name) }
         }
         return scored.sorted { $0 < $1 }.prefix(3).map { directory.appending($0.1).relative }
     }
