@@ -13,11 +13,11 @@ import Testing
         let f = try Self.project()
         let read = f.tools.call(name: "read_file", arguments: ["path": "a.txt", "offset": 2, "limit": 1])
         #expect(read == ToolResult(try f.tools.readFile("a.txt", offset: 2, limit: 1)))
-        #expect(read.text == "     2\ttwo\n... 1 more lines; call read_file with offset=3")
+        #expect(read.text == "     2\ttwo\n... 1 more line; call read_file with offset=3")
         #expect(!read.isError)
         #expect(read.errorCode == nil)
         let written = f.tools.call(name: "write_file", arguments: ["path": "b/c.txt", "content": "x\n"])
-        #expect(written.text == "Created `b/c.txt`: 2 bytes, 1 lines.")
+        #expect(written.text == "Created `b/c.txt`: 2 bytes, 1 line.")
         #expect(written.structured == ["path": "b/c.txt", "bytes_written": 2, "created": true])
         let edited = f.tools.call(name: "edit_file", arguments: ["path": "a.txt", "old_str": "two", "new_str": "2"])
         #expect(edited.structured.objectValue?["replacements"] == 1)
@@ -42,7 +42,7 @@ import Testing
                 == "     2\ttwo\n     3\tthree")
         #expect(
             f.tools.call(name: tool, arguments: ["command": "view", "path": "a.txt", "view_range": [1, 2]]).text
-                == "     1\tone\n     2\ttwo\n... 1 more lines; call read_file with offset=3")
+                == "     1\tone\n     2\ttwo\n... 1 more line; call read_file with offset=3")
         #expect(
             f.tools.call(name: tool, arguments: ["command": "view", "path": "/workspace"]).text
                 == "./\n  a.txt\n  src/\n    main.py")

@@ -135,7 +135,9 @@ import Testing
 
     @Test func insertAddsLinesAfterTheGivenLine() throws {
         let f = try FileToolFixture(files: ["a.txt": "a\nb\n", "open.txt": "a\nb"])
-        _ = try f.tools.insert("a.txt", line: 0, text: "top")
+        let top = try f.tools.insert("a.txt", line: 0, text: "top")
+        #expect(top.text == "Edited `a.txt`: inserted text at the top. The changed lines with context:\n" + top.snippet)
+        #expect(top.snippet == "     1\ttop\n     2\ta\n     3\tb")
         _ = try f.tools.insert("a.txt", line: 2, text: "middle\n")
         _ = try f.tools.insert("a.txt", line: 4, text: "end")
         #expect(f.contents("a.txt") == "top\na\nmiddle\nb\nend\n")

@@ -22,7 +22,7 @@ extension FileTools {
             let lines = LineIndex(bytes).count
             let text =
                 "\(created ? "Created" : "Overwrote") `\(Format.display(target.relative))`: "
-                + "\(Format.count(bytes.count)) bytes, \(Format.count(lines)) lines."
+                + "\(Format.plural(bytes.count, "byte")), \(Format.plural(lines, "line"))."
             return WriteFileResult(path: target.relative, text: text, bytesWritten: bytes.count, created: created)
         }
     }
@@ -55,7 +55,8 @@ extension FileTools {
             }
             if edit.oldString == edit.newString { throw .noOpEdit(path: target.relative, edit: multi ? index : nil) }
         }
-        return try modify(target, caller: caller) { content throws(ToolError) in
+        return try modify(target, caller: caller, summary: { Format.plural($0, "replacement") }) {
+            content throws(ToolError) in
             var engine = EditEngine(content)
             for (index, edit) in edits.enumerated() {
                 try engine.apply(edit, index: multi ? index : nil, path: target.relative)
@@ -70,7 +71,8 @@ extension FileTools {
         -> EditFileResult
     {
         let target = try WorkspacePath(path)
-        return try modify(target, caller: caller) { content throws(ToolError) in
+        let summary = line == 0 ? "inserted text at the top" : "inserted text after line \(line)"
+        return try modify(target, caller: caller, summary: { _ in summary }) { content throws(ToolError) in
             var engine = EditEngine(content)
             try engine.insert(text, afterLine: line, path: target.relative)
             return engine
@@ -78,9 +80,10 @@ extension FileTools {
     }
 
     /// Reads an existing text file, lets `change` rewrite it in memory, and replaces the file
-    /// only if every step succeeded.
+    /// only if every step succeeded. `summary` says what was done, given the replacements.
     private func modify(
-        _ target: WorkspacePath, caller: String?, _ change: ([UInt8]) throws(ToolError) -> EditEngine
+        _ target: WorkspacePath, caller: String?, summary: (Int) -> String,
+        _ change: ([UInt8]) throws(ToolError) -> EditEngine
     ) throws(ToolError) -> EditFileResult {
         try run(target) {
             let destination = try workspace.writeTarget(target, createParents: false, owner: owner)
@@ -95,7 +98,7 @@ extension FileTools {
             let snippet = Snippet.render(engine.content, regions: engine.regions, lineLimit: limits.maxLineCharacters)
             let count = engine.replacements
             let text =
-                "Edited `\(Format.display(target.relative))`: \(count) \(count == 1 ? "replacement" : "replacements"). "
+                "Edited `\(Format.display(target.relative))`: \(summary(count)). "
                 + "The changed lines with context:\n\(snippet)"
             return EditFileResult(path: target.relative, text: text, replacements: count, snippet: snippet)
         }

@@ -95,18 +95,18 @@ public final class FileTools: Sendable {
                     detail: "offset \(start) is past the end of the file, which has \(Format.count(total)) lines.")
             }
             if let caller { ledger.record(caller, target, FileStamp(status)) }
-            return Self.readResult(target, window, start: start, size: Int64(status.st_size))
+            return Self.readResult(target, window, start: start)
         }
     }
 
-    private static func readResult(_ path: WorkspacePath, _ window: LineWindow, start: Int, size: Int64)
+    private static func readResult(_ path: WorkspacePath, _ window: LineWindow, start: Int)
         -> ReadFileResult
     {
         var text = window.lines.map { Format.numbered($0.number, $0.text) }.joined(separator: "\n")
         let last = window.lines.last?.number ?? 0
         if window.lines.isEmpty { text = "(`\(Format.display(path.relative))` is empty)" }
         if let next = window.nextLine {
-            let more = window.totalLines.map { "\(Format.count($0 - next + 1)) more lines" } ?? "more lines follow"
+            let more = window.totalLines.map { Format.plural($0 - next + 1, "more line") } ?? "more lines follow"
             text += "\n... \(more); call read_file with offset=\(next)"
         }
         return ReadFileResult(
