@@ -42,7 +42,8 @@ let package = Package(
         .target(
             name: "Host",
             dependencies: [
-                "Sandbox", "CCurl", "CArchive", "CHiredis", "CSQLite", .product(name: "Logging", package: "swift-log"),
+                "Sandbox", "CShim", "CCurl", "CArchive", "CHiredis", "CSQLite",
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),

@@ -54,7 +54,7 @@ import Testing
     }
 
     @Test func aStartUpSweepKillsSandboxesOfADeadHost() async throws {
-        let driver = try CgroupDriver.detect(prefix: "corral-tests-sweep")
+        let driver = try CgroupDriver.detect(prefix: "corral-tests-\(getpid())-sweep")
         let ws = try TemporaryDirectory()
         let orphan = try await ProjectSandbox.create(
             SandboxConfiguration(
