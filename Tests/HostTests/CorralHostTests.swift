@@ -78,6 +78,27 @@ import Testing
         await host.shutdown(grace: .seconds(1))
     }
 
+    @Test func fileToolsAndJobsSeeTheSameWorkspaceAsTheSameUser() async throws {
+        let data = try TemporaryDirectory()
+        let host = try await Self.host(data)
+        _ = try await host.upload("tools", archive: try Self.archive(["a.txt": "one\n"]))
+        let written = try await host.fileTool(
+            project: "tools", name: "write_file", arguments: ["path": .string("src/new.py"), "content": .string("print(1)\n")],
+            caller: nil)
+        #expect(!written.isError, "\(written.text)")
+        let seen = try await host.exec(
+            JobRequest(project: "tools", command: "cat src/new.py; stat -c '%u %g' src/new.py src; echo made > b.txt"),
+            budget: .seconds(20))
+        #expect(seen.record.result?.stdout == "print(1)\n1000 1000\n1000 1000\n")
+        let read = try await host.fileTool(project: "tools", name: "read_file", arguments: ["path": .string("b.txt")], caller: nil)
+        #expect(read.text.contains("made"))
+        let escape = try await host.fileTool(
+            project: "tools", name: "read_file", arguments: ["path": .string("../../etc/passwd")], caller: nil)
+        #expect(escape.isError)
+        #expect(escape.errorCode == "path_outside_project")
+        await host.shutdown(grace: .seconds(1))
+    }
+
     @Test func requestsBeyondThePolicyAreRefused() async throws {
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)

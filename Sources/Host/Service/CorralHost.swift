@@ -12,6 +12,8 @@ public actor CorralHost {
     let pool: SandboxPool
     let settings: ProjectSettingsStore
     let logger = Logger(label: "corral.host")
+    /// File tools per project, keyed by the materialization and sandbox they belong to.
+    var toolsCache: [String: (key: String, tools: FileTools)] = [:]
 
     init(
         configuration: HostConfiguration, policies: PolicyStore, cache: ProjectCache, jobs: JobSystem,
