@@ -83,14 +83,16 @@ import Testing
         let host = try await Self.host(data)
         _ = try await host.upload("tools", archive: try Self.archive(["a.txt": "one\n"]))
         let written = try await host.fileTool(
-            project: "tools", name: "write_file", arguments: ["path": .string("src/new.py"), "content": .string("print(1)\n")],
+            project: "tools", name: "write_file",
+            arguments: ["path": .string("src/new.py"), "content": .string("print(1)\n")],
             caller: nil)
         #expect(!written.isError, "\(written.text)")
         let seen = try await host.exec(
             JobRequest(project: "tools", command: "cat src/new.py; stat -c '%u %g' src/new.py src; echo made > b.txt"),
             budget: .seconds(20))
         #expect(seen.record.result?.stdout == "print(1)\n1000 1000\n1000 1000\n")
-        let read = try await host.fileTool(project: "tools", name: "read_file", arguments: ["path": .string("b.txt")], caller: nil)
+        let read = try await host.fileTool(
+            project: "tools", name: "read_file", arguments: ["path": .string("b.txt")], caller: nil)
         #expect(read.text.contains("made"))
         let escape = try await host.fileTool(
             project: "tools", name: "read_file", arguments: ["path": .string("../../etc/passwd")], caller: nil)
@@ -99,14 +101,69 @@ import Testing
         await host.shutdown(grace: .seconds(1))
     }
 
+    @Test func readsAndEchoesCompleteWhileFourCPUBoundBuildsRun() async throws {
+        let data = try TemporaryDirectory()
+        let host = try await Self.host(data)
+        for project in ["busy", "calm"] {
+            _ = try await host.upload(
+                project, archive: try Self.archive(["f.txt": String(repeating: "line\n", count: 200)]))
+        }
+        var builds: [String] = []
+        for _ in 0..<4 {
+            builds.append(
+                try await host.submit(
+                    JobRequest(project: "busy", command: "while :; do :; done", timeoutSeconds: 60, background: true)
+                ).id)
+        }
+        try await Task.sleep(for: .milliseconds(300))
+        func ms(_ since: ContinuousClock.Instant) -> Double {
+            Double((ContinuousClock.now - since) / .microseconds(1)) / 1000
+        }
+        let reads = try await withThrowingTaskGroup(of: Double.self) { group in
+            for i in 0..<1000 {
+                group.addTask {
+                    let start = ContinuousClock.now
+                    let r = try await host.fileTool(
+                        project: i % 2 == 0 ? "busy" : "calm", name: "read_file",
+                        arguments: ["path": .string("f.txt"), "limit": .number(5)], caller: nil)
+                    #expect(!r.isError && r.text.contains("line"))
+                    return ms(start)
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0.append($1) }.sorted()
+        }
+        let echoes = try await withThrowingTaskGroup(of: Double.self) { group in
+            for i in 0..<100 {
+                group.addTask {
+                    let start = ContinuousClock.now
+                    let r = try await host.exec(
+                        JobRequest(project: i % 2 == 0 ? "busy" : "calm", command: "echo \(i)"), budget: .seconds(60))
+                    #expect(r.record.result?.stdout == "\(i)\n")
+                    return ms(start)
+                }
+            }
+            return try await group.reduce(into: [Double]()) { $0.append($1) }.sorted()
+        }
+        #expect(reads.count == 1000 && echoes.count == 100)
+        for id in builds { #expect(try await host.jobs.snapshot(id).record.state == .running) }
+        print(
+            "under 4 CPU-bound builds: read_file p50 \(reads[499]) ms p99 \(reads[989]) ms; echo p50 \(echoes[49]) ms p99 \(echoes[98]) ms"
+        )
+        for id in builds { _ = try await host.jobs.cancel(id) }
+        await host.shutdown(grace: .seconds(1))
+    }
+
     @Test func requestsBeyondThePolicyAreRefused() async throws {
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)
         _ = try await host.upload("p", archive: try Self.archive(["x": "x"]))
-        await #expect(throws: HostError.self) {
-            try await host.exec(
-                JobRequest(project: "p", command: "true", timeoutSeconds: 1_000_000), budget: .seconds(5))
+        await #expect(throws: HostError.policyLimits("timeout 1801.0 s is above the project's maximum of 1800 s")) {
+            try await host.exec(JobRequest(project: "p", command: "true", timeoutSeconds: 1801), budget: .seconds(5))
         }
+        // Up to the policy's maximum is fine, above the default of 120 s included.
+        let long = try await host.exec(
+            JobRequest(project: "p", command: "true", timeoutSeconds: 1800), budget: .seconds(20))
+        #expect(long.record.state == .completed)
         await #expect(throws: HostError.unknownPolicy("nope")) {
             try await host.upload("q", archive: try Self.archive(["x": "x"]), policy: "nope")
         }

@@ -72,3 +72,55 @@ for concurrency in [1, 8, 32] {
 }
 await jobs.shutdown(grace: .seconds(1))
 await sandbox.destroy()
+
+// MARK: - read_file through the host's fast lane, alone and while 4 CPU-bound builds run
+
+let data = FileManager.default.temporaryDirectory.appendingPathComponent("corral-bench-host-\(getpid())").path
+defer { try? FileManager.default.removeItem(atPath: data) }
+let policies = data + "/policies"
+try FileManager.default.createDirectory(atPath: policies + "/src", withIntermediateDirectories: true)
+try "rootfs = \"minimal\"\n".write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+try String(repeating: "let x = 1\n", count: 2000).write(
+    toFile: policies + "/src/f.swift", atomically: true, encoding: .utf8)
+let tar = Process()
+tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
+tar.arguments = ["-czf", data + "/p.tar.gz", "-C", policies + "/src", "."]
+try tar.run()
+tar.waitUntilExit()
+let host = try await CorralHost.open(
+    HostConfiguration(
+        dataDirectory: data + "/var", rootfsDirectory: URL(fileURLWithPath: rootfsDir).standardizedFileURL.path,
+        policiesDirectory: policies))
+_ = try await host.upload("bench", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/p.tar.gz"))))
+let readArgs: [String: JSONValue] = ["path": .string("f.swift"), "offset": .number(100), "limit": .number(50)]
+func reads(_ n: Int) async throws -> [Double] {
+    var samples: [Double] = []
+    for _ in 0..<n {
+        let t = ContinuousClock.now
+        let r = try await host.fileTool(project: "bench", name: "read_file", arguments: readArgs, caller: nil)
+        guard !r.isError else { fatalError(r.text) }
+        samples.append(Double((ContinuousClock.now - t) / .nanoseconds(1)) / 1e6)
+    }
+    return samples
+}
+_ = try await reads(50)
+let quiet = try await reads(runs)
+var builds: [String] = []
+for _ in 0..<4 {
+    builds.append(
+        try await host.submit(
+            JobRequest(project: "bench", command: "while :; do :; done", timeoutSeconds: 600, background: true)
+        ).id)
+}
+try await Task.sleep(for: .milliseconds(500))
+let loaded = try await reads(runs)
+for id in builds { _ = try await host.jobs.cancel(id) }
+await host.shutdown(grace: .seconds(1))
+print("")
+print("| read_file (50 lines) via CorralHost | runs | p50 ms | p99 ms |")
+print("|---|---|---|---|")
+for (name, samples) in [("alone", quiet), ("while 4 CPU-bound builds run", loaded)] {
+    print(
+        "| \(name) | \(samples.count) | \(String(format: "%.3f", percentile(samples, 0.5))) | "
+            + "\(String(format: "%.3f", percentile(samples, 0.99))) |")
+}

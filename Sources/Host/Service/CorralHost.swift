@@ -85,6 +85,7 @@ public actor CorralHost {
             limits["memory_bytes"] = String(resolved.limits.memoryBytes)
             limits["pids"] = String(resolved.limits.pids)
             limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
+            limits["max_timeout_s"] = String(resolved.maxTimeoutSeconds)
         }
         return ProjectInfo(
             id: id, source: status.source, state: status.state.rawValue, sourceVersion: status.sourceVersion,
@@ -142,10 +143,9 @@ public actor CorralHost {
     /// Refuses up front what the project's policy would never run.
     private func checkRequest(_ request: JobRequest) throws {
         let resolved = try Self.resolve(request.project, settings: settings, policies: policies)
-        if request.timeoutSeconds > Double(resolved.limits.timeoutSeconds) {
+        if request.timeoutSeconds > Double(resolved.maxTimeoutSeconds) {
             throw HostError.policyLimits(
-                "timeout \(request.timeoutSeconds) s is above the policy's maximum of \(resolved.limits.timeoutSeconds) s"
-            )
+                "timeout \(request.timeoutSeconds) s is above the project's maximum of \(resolved.maxTimeoutSeconds) s")
         }
     }
 
@@ -181,7 +181,10 @@ public actor CorralHost {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
         guard let policy = policies.policy(named: chosen.policy) else { throw HostError.unknownPolicy(chosen.policy) }
         do {
-            return ResolvedProject(id: id, policy: policy, limits: try policy.effectiveLimits(for: chosen.requested))
+            let maxSeconds = min(chosen.timeoutSeconds ?? policy.timeouts.maxSeconds, policy.timeouts.maxSeconds)
+            return ResolvedProject(
+                id: id, policy: policy, limits: try policy.effectiveLimits(for: chosen.requested),
+                maxTimeoutSeconds: maxSeconds)
         } catch {
             throw HostError.policyLimits(error.description)
         }

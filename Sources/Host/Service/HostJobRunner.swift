@@ -19,7 +19,7 @@ struct HostJobRunner: JobRunner {
             let policy = project.policy
             var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
             environment.merge(request.environment) { _, requested in requested }
-            let timeout = min(request.timeoutSeconds, Double(project.limits.timeoutSeconds))
+            let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
             let spec = JobSpec(
                 ["/bin/sh", "-c", request.command], environment: environment, cwd: request.cwd,
                 stdin: request.stdin.map { Array($0.utf8) }, timeout: .milliseconds(Int(timeout * 1000)),
@@ -53,6 +53,9 @@ struct ResolvedProject: Sendable {
     let id: String
     let policy: Policy
     let limits: EffectiveLimits
+    /// The longest a job may run: the policy's maximum, or less if the project asked for
+    /// less at registration (`limits.timeoutSeconds` is the default a job gets).
+    let maxTimeoutSeconds: Int
 }
 
 /// A job whose workspace is released (unpinned) once it ends.
