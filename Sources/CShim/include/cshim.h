@@ -89,5 +89,6 @@ int cor_pipe_cloexec(int fds[2]);
 /// open(O_PATH | O_CLOEXEC): a descriptor to exec a file by, not to read it.
 int cor_open_path(const char *path);
 #include "cshim_probe6.h"
+#include "cshim_loop.h"
 
 #endif
