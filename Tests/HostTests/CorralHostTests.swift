@@ -153,6 +153,32 @@ import Testing
         await host.shutdown(grace: .seconds(1))
     }
 
+    /// THREATS.md: disk fill of the workspace → capped; the host disk does not fill.
+    @Test func aJobFillingItsWorkspaceHitsThePolicysCap() async throws {
+        let data = try TemporaryDirectory()
+        let host = try await Self.host(data)
+        let info = try await host.upload(
+            "fill", archive: try Self.archive(["a.txt": "one\n"]), limits: RequestedLimits(workspaceBytes: 32 << 20))
+        #expect(info.limits["workspace_bytes"] == "33554432")
+        #expect(try await host.cache.status("fill").quotaBytes == 32 << 20)
+        let r = try await host.exec(
+            JobRequest(
+                project: "fill",
+                command: "dd if=/dev/zero of=fill bs=1M count=200 2>&1 | grep -o 'No space left on device'"),
+            budget: .seconds(60))
+        #expect(r.record.result?.stdout == "No space left on device\n")
+        // Flushed through the loop device, the image holds what dd wrote, and no more than the cap.
+        sync()
+        var st = stat()
+        #expect(stat(data.path + "/var/cache/volumes/fill.img", &st) == 0)
+        #expect(Int64(st.st_blocks) * 512 > 20 << 20)
+        #expect(Int64(st.st_blocks) * 512 <= (32 << 20) + (1 << 20))
+        // The policy's default cap applies to a project that asks for nothing.
+        _ = try await host.upload("plain", archive: try Self.archive(["a.txt": "one\n"]))
+        #expect(try await host.cache.status("plain").quotaBytes == 4 << 30)
+        await host.shutdown(grace: .seconds(1))
+    }
+
     @Test func requestsBeyondThePolicyAreRefused() async throws {
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)

@@ -1,4 +1,5 @@
 import Foundation
+import Glibc
 
 /// A real HTTP file server on 127.0.0.1 with a free port, backed by Python's `http.server`.
 ///
@@ -75,7 +76,17 @@ public final class TemporaryDirectory: @unchecked Sendable {
         try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
     }
 
-    public func remove() { try? FileManager.default.removeItem(at: url) }
+    /// Unmounts whatever is mounted below the directory (a capped workspace is an ext4 image
+    /// mounted there; a host keeps it mounted across its own shutdown), then deletes it.
+    public func remove() {
+        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        for line in mounts.split(separator: "\n").reversed() {
+            let fields = line.split(separator: " ")
+            // Lazy is fine here: the test is over, and the loop device detaches once it is idle.
+            if fields.count > 4, fields[4].hasPrefix(path + "/") { umount2(String(fields[4]), Int32(MNT_DETACH)) }
+        }
+        try? FileManager.default.removeItem(at: url)
+    }
 
     deinit { remove() }
 }

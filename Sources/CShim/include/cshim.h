@@ -90,5 +90,6 @@ int cor_pipe_cloexec(int fds[2]);
 int cor_open_path(const char *path);
 #include "cshim_probe6.h"
 #include "cshim_tools.h"
+#include "cshim_loop.h"
 
 #endif

@@ -38,6 +38,10 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case index(String)
     /// The caller cancelled the transfer.
     case cancelled
+    /// A workspace disk cap outside what a volume can hold.
+    case invalidQuota(String)
+    /// A workspace filesystem (the disk cap) could not be created, mounted or removed.
+    case volume(String)
 
     /// A stable, machine-readable code for the API (`not_found`, `unsafe_entry`, …).
     public var code: String {
@@ -58,6 +62,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .system: "io_error"
         case .index: "index_error"
         case .cancelled: "cancelled"
+        case .invalidQuota: "invalid_quota"
+        case .volume: "volume_error"
         }
     }
 
@@ -79,6 +85,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .system(let error): error.description
         case .index(let why): "cache index: \(why)"
         case .cancelled: "cancelled"
+        case .invalidQuota(let why): "invalid workspace quota: \(why)"
+        case .volume(let why): "workspace filesystem: \(why)"
         }
     }
 }

@@ -19,6 +19,10 @@ struct ProjectRecord: Sendable, Equatable {
     var snapshotKey: String?
     var snapshotVersion: String?
     var snapshotAt: Date?
+    /// The project's own workspace cap; nil: ``CacheConfiguration/workspaceQuotaBytes``.
+    var quotaBytes: Int64?
+    /// The size of the filesystem the ready workspace lives in; nil: a plain directory.
+    var volumeBytes: Int64?
 }
 
 /// The persistent cache index: one SQLite table of ``ProjectRecord``s under the data directory.
@@ -46,10 +50,17 @@ final class CacheIndex {
                 manifest_digest TEXT,
                 snapshot_key TEXT,
                 snapshot_version TEXT,
-                snapshot_at REAL
+                snapshot_at REAL,
+                quota_bytes INTEGER,
+                volume_bytes INTEGER
             );
-            PRAGMA user_version = 1;
             """)
+        // Version 1 had no disk caps; its rows keep working as uncapped directories.
+        let columns = Set(try db.query("PRAGMA table_info(projects)").compactMap { $0["name"].text })
+        for column in ["quota_bytes", "volume_bytes"] where !columns.contains(column) {
+            try db.execute("ALTER TABLE projects ADD COLUMN \(column) INTEGER")
+        }
+        try db.execute("PRAGMA user_version = 2")
     }
 
     func load() throws(SQLiteError) -> [ProjectRecord] {
@@ -61,7 +72,8 @@ final class CacheIndex {
                 lastUsed: Date(timeIntervalSince1970: row["last_used"].real ?? 0),
                 diskBytes: row["disk_bytes"].integer ?? 0, manifestDigest: row["manifest_digest"].text,
                 snapshotKey: row["snapshot_key"].text, snapshotVersion: row["snapshot_version"].text,
-                snapshotAt: row["snapshot_at"].real.map(Date.init(timeIntervalSince1970:)))
+                snapshotAt: row["snapshot_at"].real.map(Date.init(timeIntervalSince1970:)),
+                quotaBytes: row["quota_bytes"].integer, volumeBytes: row["volume_bytes"].integer)
         }
     }
 
@@ -69,20 +81,21 @@ final class CacheIndex {
         try db.run(
             """
             INSERT INTO projects (id, source, sha256, ready, source_version, materialized_at, last_used,
-                disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at, quota_bytes, volume_bytes)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256,
                 ready = excluded.ready, source_version = excluded.source_version,
                 materialized_at = excluded.materialized_at, last_used = excluded.last_used,
                 disk_bytes = excluded.disk_bytes, manifest_digest = excluded.manifest_digest,
                 snapshot_key = excluded.snapshot_key, snapshot_version = excluded.snapshot_version,
-                snapshot_at = excluded.snapshot_at
+                snapshot_at = excluded.snapshot_at, quota_bytes = excluded.quota_bytes,
+                volume_bytes = excluded.volume_bytes
             """,
             .text(r.id), .text(r.source), SQLiteValue(r.sha256), .integer(r.ready ? 1 : 0),
             SQLiteValue(r.sourceVersion), SQLiteValue(r.materializedAt?.timeIntervalSince1970),
             .real(r.lastUsed.timeIntervalSince1970), .integer(r.diskBytes), SQLiteValue(r.manifestDigest),
             SQLiteValue(r.snapshotKey), SQLiteValue(r.snapshotVersion),
-            SQLiteValue(r.snapshotAt?.timeIntervalSince1970))
+            SQLiteValue(r.snapshotAt?.timeIntervalSince1970), SQLiteValue(r.quotaBytes), SQLiteValue(r.volumeBytes))
     }
 
     /// Writes several records in one transaction (the sweep's `last_used` flush).

@@ -4,7 +4,8 @@ import Synchronization
 
 /// How a ``ProjectCache`` behaves: where it keeps data, where blobs live, and its limits.
 public struct CacheConfiguration: Sendable {
-    /// Holds `index.sqlite`, `workspaces/`, `staging/`, `downloads/`, `snapshots/`, `trash/`.
+    /// Holds `index.sqlite`, `workspaces/`, `volumes/`, `mounts/`, `staging/`, `downloads/`,
+    /// `snapshots/`, `trash/`.
     public var dataDirectory: String
     /// Source stores and the primary store for uploads and snapshots.
     public var stores: BlobStores
@@ -18,6 +19,11 @@ public struct CacheConfiguration: Sendable {
     /// The largest archive a project may download.
     public var maxDownloadBytes: Int64
     public var extraction: ExtractionLimits
+    /// The disk cap of every project that sets none of its own: its workspace then lives in
+    /// a filesystem of this size (docs/CACHE.md, "Disk cap"), so a job that writes forever
+    /// gets ENOSPC instead of filling the host's disk. nil: projects without a cap of their
+    /// own are plain directories on the host's filesystem. Needs root and loop devices.
+    public var workspaceQuotaBytes: Int64?
     /// The time source, injected by tests.
     public var clock: @Sendable () -> Date
     public var logger: Logger
@@ -26,8 +32,8 @@ public struct CacheConfiguration: Sendable {
     public init(
         dataDirectory: String, stores: BlobStores? = nil, ttl: Duration = .seconds(24 * 3600),
         diskBudget: Int64? = nil, snapshotInterval: Duration? = .seconds(15 * 60), maxDownloadBytes: Int64 = 8 << 30,
-        extraction: ExtractionLimits = ExtractionLimits(), clock: @escaping @Sendable () -> Date = Date.init,
-        logger: Logger = Logger(label: "corral.cache")
+        extraction: ExtractionLimits = ExtractionLimits(), workspaceQuotaBytes: Int64? = nil,
+        clock: @escaping @Sendable () -> Date = Date.init, logger: Logger = Logger(label: "corral.cache")
     ) {
         self.dataDirectory = dataDirectory
         self.stores = stores ?? BlobStores(primary: LocalBlobStore(directory: dataDirectory + "/blobs"))
@@ -36,6 +42,7 @@ public struct CacheConfiguration: Sendable {
         self.snapshotInterval = snapshotInterval
         self.maxDownloadBytes = maxDownloadBytes
         self.extraction = extraction
+        self.workspaceQuotaBytes = workspaceQuotaBytes
         self.clock = clock
         self.logger = logger
     }
@@ -67,6 +74,9 @@ public struct ProjectStatus: Sendable, Equatable {
     /// the last check (nil: not checked since start).
     public var dirty: Bool?
     public var diskBytes: Int64
+    /// The workspace's disk cap: the size of the filesystem a ready workspace lives in, or
+    /// the cap the next materialization gets. nil: uncapped.
+    public var quotaBytes: Int64?
     /// Running jobs (and other holders) that keep the project from eviction.
     public var pins: Int
     public var lastUsed: Date
@@ -111,14 +121,24 @@ public struct RecoveryReport: Sendable, Equatable {
     public var swept = 0
     /// Ready in the index but missing on disk: now cold.
     public var lost: [String] = []
-    /// Workspace directories of unregistered projects, moved to `orphans/` (never deleted).
+    /// Workspace directories and images of unregistered projects (and images that could
+    /// not be mounted again), moved to `orphans/` (never deleted).
     public var orphaned: [String] = []
+    /// Mounts under `mounts/` that belonged to no ready project (a crashed run's), unmounted.
+    public var unmounted = 0
+    /// Loop devices bound to this cache's images but used by no mount, detached.
+    public var detached = 0
 
-    public init(adopted: [String] = [], swept: Int = 0, lost: [String] = [], orphaned: [String] = []) {
+    public init(
+        adopted: [String] = [], swept: Int = 0, lost: [String] = [], orphaned: [String] = [], unmounted: Int = 0,
+        detached: Int = 0
+    ) {
         self.adopted = adopted
         self.swept = swept
         self.lost = lost
         self.orphaned = orphaned
+        self.unmounted = unmounted
+        self.detached = detached
     }
 }
 

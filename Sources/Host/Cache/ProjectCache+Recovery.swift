@@ -9,6 +9,10 @@ struct DataLayout: Sendable {
 
     var index: String { "\(root)/index.sqlite" }
     var workspaces: String { "\(root)/workspaces" }
+    /// Images of capped workspaces, `<id>.img`.
+    var volumes: String { "\(root)/volumes" }
+    /// Where those images are mounted, `<id>/`.
+    var mounts: String { "\(root)/mounts" }
     /// Extractions in progress; everything here is half-finished by definition.
     var stagingDirectory: String { "\(root)/staging" }
     var downloads: String { "\(root)/downloads" }
@@ -19,6 +23,7 @@ struct DataLayout: Sendable {
     var scratch: [String] { [stagingDirectory, downloads, snapshots, trashDirectory] }
 
     func workspace(_ id: String) -> String { "\(workspaces)/\(id)" }
+    func volume(_ id: String) -> Volume { Volume(image: "\(volumes)/\(id).img", mountPoint: "\(mounts)/\(id)") }
     func staging(_ id: String) -> String { "\(stagingDirectory)/\(id).\(UUID().uuidString)" }
     func download(_ id: String) -> String { "\(downloads)/\(id).\(UUID().uuidString)" }
     func pack(_ id: String) -> String { "\(snapshots)/\(id).\(UUID().uuidString).tar.zst" }
@@ -36,6 +41,12 @@ extension ProjectCache {
     /// marks ready-but-missing workspaces cold, removes workspace directories the index
     /// says are cold (leftovers of a crash mid-materialization or mid-eviction, never
     /// handed to anyone), and moves directories of unknown projects to `orphans/`.
+    ///
+    /// Capped workspaces are re-adopted the same way: a volume still mounted from the
+    /// previous run is kept as it is, an intact image that is not mounted (after a reboot)
+    /// is checked with `e2fsck -p` and mounted again. Mounts and loop devices of a crashed
+    /// run that belong to no ready project are released (``RecoveryReport/unmounted``,
+    /// ``RecoveryReport/detached``) and their images removed.
     public static func open(_ config: CacheConfiguration) async throws(CacheError) -> ProjectCache {
         let layout = DataLayout(config.dataDirectory)
         let index: CacheIndex
@@ -52,20 +63,27 @@ extension ProjectCache {
             throw .index("\(error)")
         }
         let known = records
+        let logger = config.logger
         let (recovery, ready) = try await BlockingThread.run("corral-recover") {
             () throws(CacheError) -> (RecoveryReport, Set<String>) in
-            try recover(layout, known)
+            var (report, ready) = try recover(layout, known)
+            ready.formUnion(try recoverVolumes(layout, known, &report, logger: logger))
+            report.adopted.sort()
+            report.lost = known.filter { $0.ready && !ready.contains($0.id) }.map(\.id).sorted()
+            return (report, ready)
         }
         for i in records.indices where records[i].ready && !ready.contains(records[i].id) {
             records[i].ready = false
             records[i].diskBytes = 0
+            records[i].volumeBytes = nil
             do { try index.save(records[i]) } catch { throw .index(error.description) }
         }
         config.logger.info(
             "cache opened",
             metadata: [
                 "adopted": "\(recovery.adopted.count)", "swept": "\(recovery.swept)", "lost": "\(recovery.lost)",
-                "orphaned": "\(recovery.orphaned)",
+                "orphaned": "\(recovery.orphaned)", "unmounted": "\(recovery.unmounted)",
+                "detached": "\(recovery.detached)",
             ])
         return ProjectCache(config: config, index: index, records: records, recovery: recovery)
     }
@@ -92,7 +110,7 @@ extension ProjectCache {
             let name = raw.description
             var st = stat()
             let isDirectory = fstatat(fd, raw.cString, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_mode & S_IFMT == S_IFDIR
-            if let record = byID[name], record.ready, isDirectory, FileName(name) == raw {
+            if let record = byID[name], record.ready, record.volumeBytes == nil, isDirectory, FileName(name) == raw {
                 present.insert(name)
                 report.adopted.append(name)
             } else if byID[name] != nil, FileName(name) == raw {
@@ -106,7 +124,6 @@ extension ProjectCache {
                 report.orphaned.append(name)
             }
         }
-        report.lost = records.filter { $0.ready && !present.contains($0.id) }.map(\.id).sorted()
         return (report, present)
     }
 }

@@ -10,7 +10,7 @@ extension ProjectCache {
     public func isDirty(_ id: String) async throws(CacheError) -> Bool {
         guard let entry = entries[id] else { throw .unknownProject(id) }
         guard entry.record.ready else { return false }
-        let path = layout.workspace(id)
+        let path = workspacePath(entry.record)
         let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
         guard entries[id]?.record.ready == true else { return false }
         let dirty = summary.digest != entries[id]!.record.manifestDigest
@@ -42,7 +42,7 @@ extension ProjectCache {
                 entries[id]?.lastCheck = now()
                 return .success(nil)
             }
-            return .success(try await writeBack(id, from: layout.workspace(id)))
+            return .success(try await writeBack(id, from: workspacePath(entries[id]!.record)))
         } catch {
             logger.warning("write-back failed", metadata: ["project": "\(id)", "error": "\(error)"])
             return .failure(error)
@@ -78,7 +78,10 @@ extension ProjectCache {
     /// The workspace is first renamed out of the way (one atomic step, after which no path
     /// leads into it), then compared with its last clean manifest and uploaded if needed.
     /// If that upload fails the rename is undone and the error thrown: nothing is lost.
-    /// A pinned project is never evicted (``CacheError/busy(_:)``).
+    /// A pinned project is never evicted (``CacheError/busy(_:)``). A capped workspace's
+    /// filesystem is then unmounted, its loop device detached and its image deleted; if it
+    /// is still in use (a file open on the host, or a sandbox still mounting it) the
+    /// eviction fails with ``CacheError/busy(_:)`` and the workspace stays as it was.
     public func evict(_ id: String, discard: Bool = false) async throws(CacheError) {
         guard let entry = entries[id] else { throw .unknownProject(id) }
         if let evicting = entry.evicting { return try await evicting.value.get() }
@@ -93,8 +96,11 @@ extension ProjectCache {
 
     private func runEvict(_ id: String, discard: Bool) async -> Result<Void, CacheError> {
         defer { entries[id]?.evicting = nil }
-        let workspace = layout.workspace(id)
-        let trash = layout.trash(id)
+        let record = entries[id]!.record
+        let volume = record.volumeBytes != nil ? layout.volume(id) : nil
+        let workspace = workspacePath(record)
+        // Inside the volume, so the rename stays within one filesystem.
+        let trash = volume?.trash() ?? layout.trash(id)
         var moved = true
         if rename(workspace, trash) != 0 {
             // Already gone (removed behind the cache's back): nothing left to write back.
@@ -115,11 +121,32 @@ extension ProjectCache {
                 return .failure(error)
             }
         }
+        if let volume {
+            do throws(CacheError) {
+                try await BlockingThread.run("corral-unmount") { () throws(CacheError) in try volume.unmount() }
+            } catch {
+                if moved { _ = rename(trash, workspace) }
+                logger.error("eviction kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
+                return .failure(error)
+            }
+        }
         entries[id]!.record.ready = false
         entries[id]!.record.diskBytes = 0
+        entries[id]!.record.volumeBytes = nil
         entries[id]!.dirty = nil
         do throws(CacheError) { try persist(id) } catch { logger.error("index write failed: \(error)") }
-        await BlockingThread.run("corral-remove") { () -> Void in try? SafeTree.remove(path: trash) }
+        let removal = await BlockingThread.run("corral-remove") { () -> CacheError? in
+            do throws(CacheError) {
+                // Unmounted already: this deletes the image and the empty mount point.
+                if let volume { try volume.remove() } else { try SafeTree.remove(path: trash) }
+                return nil
+            } catch {
+                return error
+            }
+        }
+        if let removal {
+            logger.error("evicted workspace not removed", metadata: ["project": "\(id)", "error": "\(removal)"])
+        }
         logger.info("evicted", metadata: ["project": "\(id)", "discard": "\(discard)"])
         return .success(())
     }

@@ -48,12 +48,20 @@ public actor ProjectCache {
     ///
     /// Re-registering the same source is a no-op. Changing the source of a materialized
     /// project fails with ``CacheError/busy(_:)``: evict it first, so no edit is dropped silently.
-    public func register(_ id: String, source: String, sha256: String? = nil) async throws(CacheError) {
+    /// A `workspaceQuota` sets the project's disk cap as ``setWorkspaceQuota(_:bytes:)`` does;
+    /// nil leaves it as it is.
+    public func register(_ id: String, source: String, sha256: String? = nil, workspaceQuota: Int64? = nil)
+        async throws(CacheError)
+    {
         try Self.validate(id)
+        if let workspaceQuota { try Self.validate(quota: workspaceQuota) }
         let parsed = try ProjectSource(parsing: source)
         _ = try config.stores.resolve(parsed)
         if var entry = entries[id] {
-            if entry.record.source == source && entry.record.sha256 == sha256 { return }
+            if entry.record.source == source && entry.record.sha256 == sha256 {
+                if let workspaceQuota { try setWorkspaceQuota(id, bytes: workspaceQuota) }
+                return
+            }
             if entry.record.ready || entry.materializing != nil {
                 throw .busy("\(id) is materialized; evict it before changing its source")
             }
@@ -63,12 +71,14 @@ public actor ProjectCache {
             entry.record.snapshotKey = nil
             entry.record.snapshotVersion = nil
             entry.record.snapshotAt = nil
+            entry.record.quotaBytes = workspaceQuota ?? entry.record.quotaBytes
             entries[id] = entry
             try persist(id)
             // The old snapshot belongs to the old source; a new source starts from scratch.
             try? await config.stores.primary.delete(oldSnapshot ?? layout.snapshotKey(id))
         } else {
-            let record = ProjectRecord(id: id, source: source, sha256: sha256?.lowercased(), lastUsed: now())
+            let record = ProjectRecord(
+                id: id, source: source, sha256: sha256?.lowercased(), lastUsed: now(), quotaBytes: workspaceQuota)
             entries[id] = Entry(record: record, persistedUse: record.lastUsed)
             try persist(id)
         }
@@ -77,14 +87,20 @@ public actor ProjectCache {
     /// Creates (or replaces the source of) a cold project from an archive file: the archive
     /// is test-extracted under the limits (a bad archive is refused before it is stored),
     /// stored in the primary store and registered as `blob:uploads/<id>/<sha256>.archive`.
+    /// An archive that expands past the project's disk cap is refused here too.
     @discardableResult
-    public func upload(_ id: String, archive path: String) async throws(CacheError) -> ProjectStatus {
+    public func upload(_ id: String, archive path: String, workspaceQuota: Int64? = nil) async throws(CacheError)
+        -> ProjectStatus
+    {
         try Self.validate(id)
+        if let workspaceQuota { try Self.validate(quota: workspaceQuota) }
         if let entry = entries[id], entry.record.ready || entry.materializing != nil {
             throw .busy("\(id) is materialized; evict it before uploading a new archive")
         }
         let probe = layout.staging(id)
-        let limits = config.extraction
+        // The test extraction runs on the host's disk: the cap bounds what it may write.
+        let limits = extractionLimits(
+            quota: workspaceQuota ?? entries[id]?.record.quotaBytes ?? config.workspaceQuotaBytes)
         let sha = try await BlockingThread.run("corral-upload-check") { () throws(CacheError) -> String in
             defer { try? SafeTree.remove(path: probe) }
             try sys("mkdir(\(probe))") { mkdir(probe, 0o700) }
@@ -95,13 +111,15 @@ public actor ProjectCache {
         }
         let key = "uploads/\(id)/\(sha).archive"
         _ = try await config.stores.primary.put(key, from: path)
-        try await register(id, source: "blob:\(key)", sha256: sha)
+        try await register(id, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
         return try status(id)
     }
 
-    /// ``upload(_:archive:)`` for archive bytes already in memory.
+    /// ``upload(_:archive:workspaceQuota:)`` for archive bytes already in memory.
     @discardableResult
-    public func upload(_ id: String, bytes: [UInt8]) async throws(CacheError) -> ProjectStatus {
+    public func upload(_ id: String, bytes: [UInt8], workspaceQuota: Int64? = nil) async throws(CacheError)
+        -> ProjectStatus
+    {
         try Self.validate(id)
         let path = layout.download(id)
         try await BlockingThread.run("corral-upload-spool") { () throws(CacheError) in
@@ -117,7 +135,7 @@ public actor ProjectCache {
             }
         }
         defer { unlink(path) }
-        return try await upload(id, archive: path)
+        return try await upload(id, archive: path, workspaceQuota: workspaceQuota)
     }
 
     // MARK: - Materialization
@@ -169,9 +187,14 @@ public actor ProjectCache {
             }
             fanout.send(.extracting)
             let target = layout.workspace(id)
-            let limits = config.extraction
+            let quotaBytes = quota(entries[id]!)
+            let limits = extractionLimits(quota: quotaBytes)
+            let (volume, logger) = (layout.volume(id), logger)
             let summary = try await BlockingThread.run("corral-extract") { () throws(CacheError) -> ManifestSummary in
                 defer { unlink(download) }
+                if let quotaBytes {
+                    return try Self.extract(download, into: volume, bytes: quotaBytes, limits: limits, logger: logger)
+                }
                 try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
                 _ = try Extractor.extract(archive: download, into: staging, limits: limits)
                 try sys("chmod(\(staging))") { chmod(staging, 0o755) }
@@ -187,6 +210,7 @@ public actor ProjectCache {
             record.materializedAt = now()
             record.manifestDigest = summary.digest
             record.diskBytes = summary.diskBytes
+            record.volumeBytes = quotaBytes
             entries[id]!.record = record
             entries[id]!.dirty = false
             entries[id]!.lastCheck = now()
@@ -269,14 +293,15 @@ public actor ProjectCache {
         let source = (try? ProjectSource(parsing: r.source).description) ?? r.source
         return ProjectStatus(
             id: r.id, source: source, state: state, sourceVersion: r.ready ? r.sourceVersion : nil,
-            dirty: r.ready ? e.dirty : nil, diskBytes: r.ready ? r.diskBytes : 0, pins: e.pins, lastUsed: r.lastUsed,
+            dirty: r.ready ? e.dirty : nil, diskBytes: r.ready ? r.diskBytes : 0,
+            quotaBytes: r.ready ? r.volumeBytes : quota(e), pins: e.pins, lastUsed: r.lastUsed,
             expiresAt: r.lastUsed.addingTimeInterval(config.ttl.timeInterval), snapshotVersion: r.snapshotVersion,
             snapshotAt: r.snapshotAt)
     }
 
     func workspace(_ r: ProjectRecord) -> Workspace {
         Workspace(
-            project: r.id, path: layout.workspace(r.id), sourceVersion: r.sourceVersion ?? "",
+            project: r.id, path: workspacePath(r), sourceVersion: r.sourceVersion ?? "",
             materializedAt: r.materializedAt ?? r.lastUsed)
     }
 

@@ -57,8 +57,8 @@ public actor CorralHost {
     public func register(
         _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init()
     ) async throws -> ProjectInfo {
-        let chosen = try validatedSettings(policy: policy, limits: limits)
-        try await cache.register(id, source: source, sha256: sha256)
+        let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         return try await project(id)
     }
@@ -67,8 +67,8 @@ public actor CorralHost {
     public func upload(_ id: String, archive: [UInt8], policy: String? = nil, limits: RequestedLimits = .init())
         async throws -> ProjectInfo
     {
-        let chosen = try validatedSettings(policy: policy, limits: limits)
-        _ = try await cache.upload(id, bytes: archive)
+        let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        _ = try await cache.upload(id, bytes: archive, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         await pool.destroy(id)
         return try await project(id)
@@ -84,6 +84,7 @@ public actor CorralHost {
             limits["cpus"] = String(resolved.limits.cpus)
             limits["memory_bytes"] = String(resolved.limits.memoryBytes)
             limits["pids"] = String(resolved.limits.pids)
+            limits["workspace_bytes"] = String(resolved.limits.workspaceBytes)
             limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
             limits["max_timeout_s"] = String(resolved.maxTimeoutSeconds)
         }
@@ -106,6 +107,7 @@ public actor CorralHost {
     /// Materializes the project and starts its sandbox now, reporting progress.
     public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil) async throws -> ProjectInfo {
         let resolved = try Self.resolve(id, settings: settings, policies: policies)
+        try await cache.setWorkspaceQuota(id, bytes: Self.quota(resolved.limits))
         let workspace = try await cache.acquire(id, progress: progress)
         defer { Task { try? await cache.release(id) } }
         _ = try await pool.sandbox(id, workspace: workspace, policyDigest: resolved.policy.digest) { [configuration] in
@@ -164,18 +166,26 @@ public actor CorralHost {
 
     // MARK: - Resolution
 
-    private func validatedSettings(policy: String?, limits: RequestedLimits) throws -> ProjectSettings {
+    private func validatedSettings(policy: String?, limits: RequestedLimits) throws -> (
+        ProjectSettings, EffectiveLimits
+    ) {
         let name = policy ?? configuration.defaultPolicy
         guard let found = policies.policy(named: name) else { throw HostError.unknownPolicy(name) }
+        let effective: EffectiveLimits
         do {
-            _ = try found.effectiveLimits(for: limits)
+            effective = try found.effectiveLimits(for: limits)
         } catch {
             throw HostError.policyLimits(error.description)
         }
-        return ProjectSettings(
+        let chosen = ProjectSettings(
             policy: name, cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids,
-            timeoutSeconds: limits.timeoutSeconds)
+            timeoutSeconds: limits.timeoutSeconds, workspaceBytes: limits.workspaceBytes)
+        return (chosen, effective)
     }
+
+    /// The policy's `limits.workspace` as the cache's disk cap: each workspace becomes a
+    /// filesystem of that size (docs/CACHE.md, "Disk cap").
+    static func quota(_ limits: EffectiveLimits) -> Int64 { Int64(clamping: limits.workspaceBytes) }
 
     static func resolve(_ id: String, settings: ProjectSettingsStore, policies: PolicyStore) throws -> ResolvedProject {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }

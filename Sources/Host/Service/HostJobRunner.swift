@@ -36,6 +36,8 @@ struct HostJobRunner: JobRunner {
 
     /// Materializes (and pins) the workspace, then finds or builds the sandbox over it.
     func sandboxAndPin(_ project: ResolvedProject) async throws -> ProjectSandbox {
+        // A policy edited since registration changes the cap of the next materialization.
+        try await cache.setWorkspaceQuota(project.id, bytes: CorralHost.quota(project.limits))
         let workspace = try await cache.acquire(project.id)
         do {
             return try await pool.sandbox(project.id, workspace: workspace, policyDigest: project.policy.digest) {

@@ -9,9 +9,13 @@ struct ProjectSettings: Sendable, Codable, Equatable {
     var memoryBytes: UInt64?
     var pids: Int?
     var timeoutSeconds: Int?
+    /// Absent in files written before workspaces were capped: then the policy's cap.
+    var workspaceBytes: UInt64?
 
     var requested: RequestedLimits {
-        RequestedLimits(cpus: cpus, memoryBytes: memoryBytes, pids: pids, timeoutSeconds: timeoutSeconds)
+        RequestedLimits(
+            cpus: cpus, memoryBytes: memoryBytes, pids: pids, workspaceBytes: workspaceBytes,
+            timeoutSeconds: timeoutSeconds)
     }
 }
 
