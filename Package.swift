@@ -95,7 +95,8 @@ let package = Package(
         .testTarget(
             name: "APITests",
             dependencies: [
-                "API", "Host", "Sandbox", "TestSupport", .product(name: "HummingbirdTesting", package: "hummingbird"),
+                "API", "Host", "Sandbox", "TestSupport", .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
             ],
             swiftSettings: strict
         ),

@@ -32,10 +32,12 @@ struct ToolRoutes {
                 project: id, name: name, arguments: arguments, principal: principal,
                 caller: Self.caller(principal, request.headers[.sessionID]))
             return Response.json(outcome.envelope)
-        } catch let error as APIError where error.isModelFixable {
-            // Still the envelope, so an agent can hand it to the model as is; the status
-            // says the call was refused.
-            return Response.json(ToolOutcome.invalid(error).envelope, status: error.status)
+        } catch {
+            // A mistake the model can fix is still an envelope, so an agent can hand it to
+            // the model as is; the status says the call was refused.
+            let mapped = APIError.from(error)
+            guard mapped.isModelFixable else { throw error }
+            return Response.json(ToolOutcome.invalid(mapped).envelope, status: mapped.status)
         }
     }
 

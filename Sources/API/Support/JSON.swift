@@ -117,8 +117,9 @@ extension JSON: Codable {
 }
 
 extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
-    ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByNilLiteral
+    ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByNilLiteral, ExpressibleByFloatLiteral
 {
+    public init(floatLiteral value: Double) { self = .number(value) }
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int) { self = .number(Double(value)) }
     public init(booleanLiteral value: Bool) { self = .bool(value) }
@@ -129,6 +130,7 @@ extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, Express
     public init(nilLiteral: ()) { self = .null }
 
     /// `.null` for nil, else the wrapped value.
-    static func optional(_ value: JSON?) -> JSON { value ?? .null }
-    static func int(_ value: some BinaryInteger) -> JSON { .number(Double(value)) }
+    public static func optional(_ value: JSON?) -> JSON { value ?? .null }
+    /// A whole number.
+    public static func int(_ value: some BinaryInteger) -> JSON { .number(Double(value)) }
 }

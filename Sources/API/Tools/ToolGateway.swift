@@ -81,8 +81,8 @@ struct ToolGateway: Sendable {
                 outcome = ToolOutcome(
                     text: reply.text, structured: structured, isError: reply.isError, errorCode: reply.errorCode)
             }
-        } catch let error as APIError {
-            metrics.toolCall(name, outcome: error.code)
+        } catch {
+            metrics.toolCall(name, outcome: APIError.from(error).code)
             throw error
         }
         metrics.toolCall(name, outcome: outcome.isError ? (outcome.errorCode ?? "error") : "ok")
