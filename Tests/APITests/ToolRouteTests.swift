@@ -116,7 +116,7 @@ import Testing
             let future = try await client.call(
                 .post, path,
                 json: ["jsonrpc": "2.0", "id": 2, "method": "initialize", "params": ["protocolVersion": "2099-01-01"]])
-            #expect(future.json["result"]?["protocolVersion"] == "2025-06-18")
+            #expect(future.json["result"]?["protocolVersion"] == "2025-11-25")
             let note = try await client.call(
                 .post, path, json: ["jsonrpc": "2.0", "method": "notifications/initialized"])
             #expect(note.status == .accepted)

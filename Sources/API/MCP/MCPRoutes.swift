@@ -13,7 +13,7 @@ import Hummingbird
 struct MCPRoutes {
     let state: APIState
 
-    static let versions = ["2025-06-18", "2025-03-26", "2024-11-05"]
+    static let versions = ["2025-11-25", "2025-06-18", "2025-03-26", "2024-11-05"]
 
     func add(to router: Router<APIContext>) {
         router.post("/v1/projects/:id/mcp") { request, context in try await post(request, context) }

@@ -59,16 +59,17 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
 
 /// The application `corral serve` runs and tests drive: the router over `host`, bound as
 /// `configuration` says, with the audit of policy reloads as a service beside it.
+/// `onListening` gets the bound port (useful with port 0).
 public func buildApplication(
     _ configuration: APIConfiguration, host: any HostBackend, files: (any FileToolBackend)? = nil,
-    logger: Logger = Logger(label: "corral.api")
+    logger: Logger = Logger(label: "corral.api"), onListening: (@Sendable (Int) async -> Void)? = nil
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
     let state = try APIState(configuration: configuration, backend: host, files: files)
     var app = Application(
         router: buildRouter(state),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "corral"),
-        logger: logger)
+        onServerRunning: { channel in await onListening?(channel.localAddress?.port ?? 0) }, logger: logger)
     if let audit = state.audit { app.addServices(PolicyAuditService(backend: host, audit: audit)) }
     return app
 }
