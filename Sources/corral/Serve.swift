@@ -43,6 +43,12 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "Largest archive upload, in MiB.")
     var maxArchiveMib: Int = 256
 
+    @Option(help: "Seconds exec and bash wait for a result before answering running.")
+    var waitS: Double = 110
+
+    @Option(help: "The most any wait (exec's wait_s, a long-poll's ?wait=) may ask for, in seconds.")
+    var maxWaitS: Double = 300
+
     @Flag(inversion: .prefixedNo, help: "Serve GET /metrics without a token to loopback peers.")
     var metricsLoopback: Bool = true
 
@@ -50,6 +56,7 @@ struct Serve: AsyncParsableCommand {
         guard ["json", "text"].contains(logFormat) else { throw ValidationError("--log-format is json or text") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more") }
         guard maxArchiveMib > 0 else { throw ValidationError("--max-archive-mib must be positive") }
+        guard waitS >= 0, maxWaitS >= waitS else { throw ValidationError("need 0 <= --wait-s <= --max-wait-s") }
     }
 
     func run() async throws {
@@ -61,6 +68,8 @@ struct Serve: AsyncParsableCommand {
             dataDirectory: URL(fileURLWithPath: dataDir).standardizedFileURL.path,
             metricsOpenOnLoopback: metricsLoopback, shutdownGrace: .seconds(shutdownGrace))
         api.limits.maxArchiveBytes = maxArchiveMib << 20
+        api.limits.defaultWaitSeconds = waitS
+        api.limits.maxWaitSeconds = maxWaitS
         // Refuse an open non-loopback server before touching anything.
         try api.validate()
         // Sandboxes of a previous run of this host outlive it (their inits do not die with
