@@ -8,22 +8,30 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev \
 	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
 	redis-server hyperfine util-linux iproute2 python3
-# Python test peers: moto's S3 server, and Microsoft's SDK as the reference Shared Key signer.
-PIP_PACKAGES := moto[server] boto3 azure-storage-blob
+# Python test peers: moto's S3 server, Microsoft's SDK as the reference Shared Key signer, the
+# official MCP client (API tests drive an MCP session with it) and schemathesis (API fuzzing).
+PIP_PACKAGES := moto[server] boto3 azure-storage-blob mcp schemathesis
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
-.PHONY: run test test-cgroup-v2 deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
+.PHONY: run test test-api-fuzz test-cgroup-v2 deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
 
+# Serves on 127.0.0.1:8080 (open: loopback, no tokens) with project "demo" from
+# examples/demo, and prints a curl for each kind of call. The demo's `npm test` and
+# `python3` need the devtools image.
 run: deps rootfs-minimal rootfs-devtools
 	swift build -c release --product corral-init
 	swift build -c release --product corral
-	.build/release/corral serve --rootfs-dir $(ROOTFS_OUT)
+	ROOTFS_OUT=$(ROOTFS_OUT) scripts/demo
 
 test: deps rootfs-minimal
 	swift build --build-tests
 	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test $(SWIFT_TEST_FLAGS)
 	$(MAKE) lint
+
+# schemathesis against a live server from docs/openapi.json: fails on any 5xx.
+test-api-fuzz: deps rootfs-minimal
+	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) Tests/schemathesis/run
 
 # The cgroup tests again, inside a VM whose kernel has a pure cgroup v2 hierarchy (this
 # machine's cgroups are hybrid). Boots under software emulation; takes a minute or two.
@@ -38,7 +46,7 @@ deps:
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@python3 -c "import moto.server, boto3, azure.storage.blob" 2>/dev/null || \
+	@python3 -c "import moto.server, boto3, azure.storage.blob, mcp, schemathesis" 2>/dev/null || \
 		python3 -m pip install --quiet --disable-pip-version-check $(PIP_PACKAGES)
 
 build: deps

@@ -1,4 +1,5 @@
 import Host
+import Hummingbird
 
 /// The HTTP surface of Corral.
 public enum APIModule {

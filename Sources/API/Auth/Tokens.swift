@@ -1,0 +1,159 @@
+import Foundation
+import Host
+
+/// Who a request acts for: a token from the tokens file, or `anonymous` on a loopback host
+/// run without tokens (`make run`).
+public struct Principal: Sendable, Equatable {
+    public var name: String
+    /// Project id globs (`*` any run of characters, `?` one) this principal may touch.
+    public var projects: [String]
+    public var admin: Bool
+    /// Its request budget; nil: the server's default.
+    public var rate: RateLimit?
+
+    public init(name: String, projects: [String], admin: Bool, rate: RateLimit? = nil) {
+        self.name = name
+        self.projects = projects
+        self.admin = admin
+        self.rate = rate
+    }
+
+    /// The principal of an open (tokenless, loopback-only) server.
+    public static let anonymous = Principal(name: "anonymous", projects: ["*"], admin: true)
+
+    public func may(project id: String) -> Bool { projects.contains { Glob.matches($0, id) } }
+}
+
+/// A token bucket's size: `perSecond` requests sustained, `burst` at once. `perSecond` 0
+/// means unlimited.
+public struct RateLimit: Sendable, Equatable {
+    public var perSecond: Double
+    public var burst: Int
+
+    public init(perSecond: Double, burst: Int) {
+        self.perSecond = perSecond
+        self.burst = burst
+    }
+
+    public static let unlimited = RateLimit(perSecond: 0, burst: 0)
+}
+
+/// The bearer tokens a server accepts, loaded from a JSON file:
+///
+/// ```json
+/// {"tokens": [
+///   {"name": "agent-a", "secret": "…32+ random characters…", "projects": ["team-a-*"]},
+///   {"name": "ops", "secret": "…", "projects": ["*"], "admin": true,
+///    "rate": {"per_second": 50, "burst": 100}}
+/// ]}
+/// ```
+///
+/// Secrets are compared as SHA-256 digests in constant time, over every token, so neither
+/// timing nor the position of a token in the file tells an attacker anything.
+public struct TokenStore: Sendable {
+    struct Entry: Sendable {
+        var principal: Principal
+        var digest: [UInt8]
+    }
+
+    let entries: [Entry]
+
+    public init(_ tokens: [(principal: Principal, secret: String)]) {
+        entries = tokens.map { Entry(principal: $0.principal, digest: SHA256.hash(Array($0.secret.utf8))) }
+    }
+
+    /// No tokens: only a loopback server may run like this.
+    public var isEmpty: Bool { entries.isEmpty }
+    public var count: Int { entries.count }
+
+    /// The principal whose secret is `presented`, or nil.
+    public func authenticate(_ presented: String) -> Principal? {
+        let digest = SHA256.hash(Array(presented.utf8))
+        var found: Principal?
+        for entry in entries {
+            var difference: UInt8 = 0
+            for index in 0..<SHA256.byteCount { difference |= entry.digest[index] ^ digest[index] }
+            // No early exit: every token is compared whatever matched.
+            if difference == 0 { found = entry.principal }
+        }
+        return found
+    }
+
+    /// Loads and checks a tokens file; every problem names the token and the field.
+    public static func load(path: String) throws -> TokenStore {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw TokenFileError("cannot read \(path)")
+        }
+        do throws(APIError) {
+            return try parse(Array(data))
+        } catch {
+            throw TokenFileError("\(path): \(error.message)")
+        }
+    }
+
+    static func parse(_ bytes: [UInt8]) throws(APIError) -> TokenStore {
+        var root = try Arguments(body: try JSON.parse(bytes), what: "the tokens file")
+        guard let items = try root.array("tokens") else { throw .missingArgument("tokens") }
+        try root.finish("the tokens file")
+        var tokens: [(Principal, String)] = []
+        for (index, item) in items.enumerated() {
+            let what = "tokens[\(index)]"
+            var fields = try Arguments(body: item, what: what)
+            let name = try fields.requiredString("name", maxBytes: 128)
+            let secret = try fields.requiredString("secret", maxBytes: 4096)
+            guard secret.utf8.count >= 16 else {
+                throw .invalidArgument("\(what).secret", "must be at least 16 characters")
+            }
+            let projects = try fields.stringArray("projects") ?? []
+            guard !projects.isEmpty else { throw .invalidArgument("\(what).projects", "must list at least one glob") }
+            let admin = try fields.bool("admin") ?? false
+            var rate: RateLimit?
+            if var limits = try fields.object("rate") {
+                let perSecond = try limits.number("per_second", in: 0...1_000_000) ?? 0
+                let burst = try limits.int("burst", in: 0...1_000_000) ?? Int(max(1, perSecond * 2))
+                try limits.finish("\(what).rate")
+                rate = RateLimit(perSecond: perSecond, burst: burst)
+            }
+            try fields.finish(what)
+            guard !tokens.contains(where: { $0.0.name == name }) else {
+                throw .invalidArgument("\(what).name", "\"\(name)\" is used by two tokens")
+            }
+            tokens.append((Principal(name: name, projects: projects, admin: admin, rate: rate), secret))
+        }
+        return TokenStore(tokens.map { (principal: $0.0, secret: $0.1) })
+    }
+}
+
+/// A tokens file that cannot be used; the server refuses to start.
+public struct TokenFileError: Error, CustomStringConvertible {
+    public var description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Shell-style globs over project ids: `*` matches any run of characters, `?` one.
+enum Glob {
+    static func matches(_ pattern: String, _ text: String) -> Bool {
+        let p = Array(pattern.unicodeScalars)
+        let t = Array(text.unicodeScalars)
+        var (pi, ti) = (0, 0)
+        var star: (p: Int, t: Int)?
+        // Greedy with one backtrack point: linear in practice, no exponential blow-up.
+        while ti < t.count {
+            if pi < p.count, p[pi] == "?" || p[pi] == t[ti] {
+                pi += 1
+                ti += 1
+            } else if pi < p.count, p[pi] == "*" {
+                star = (pi, ti)
+                pi += 1
+            } else if let s = star {
+                pi = s.p + 1
+                ti = s.t + 1
+                star = (s.p, s.t + 1)
+            } else {
+                return false
+            }
+        }
+        while pi < p.count, p[pi] == "*" { pi += 1 }
+        return pi == p.count
+    }
+}

@@ -1,0 +1,148 @@
+import Foundation
+import Host
+import Hummingbird
+
+/// `/v1/projects…`: register, upload, inspect, warm, snapshot and evict projects.
+struct ProjectRoutes {
+    let state: APIState
+    var backend: any HostBackend { state.backend }
+    var limits: APILimits { state.configuration.limits }
+
+    func add(to router: Router<APIContext>) {
+        router.get("/v1/projects") { _, context in try await list(context) }
+        router.put("/v1/projects/:id") { request, context in try await register(request, context) }
+        router.put("/v1/projects/:id/archive") { request, context in try await upload(request, context) }
+        router.get("/v1/projects/:id") { _, context in
+            let id = try context.projectID()
+            _ = try context.authorize(project: id)
+            return Response.json(JSON.from(try await backend.project(id)))
+        }
+        router.post("/v1/projects/:id/warm") { request, context in try await warm(request, context) }
+        router.post("/v1/projects/:id/snapshot") { _, context in try await snapshot(context) }
+        router.delete("/v1/projects/:id/workspace") { request, context in
+            let id = try context.projectID()
+            _ = try context.authorize(project: id)
+            let discard = try request.queryBool("discard") ?? false
+            try await backend.evict(id, discard: discard)
+            return Response.json(["project": .string(id), "evicted": true, "discarded": .bool(discard)])
+        }
+    }
+
+    /// Only the projects the caller's token may touch.
+    func list(_ context: APIContext) async throws -> Response {
+        let principal = try context.caller()
+        let visible = await backend.projects().filter { principal.may(project: $0.id) }
+        return Response.json(["projects": .array(visible.map { JSON.from($0) })])
+    }
+
+    func register(_ request: Request, _ context: APIContext) async throws -> Response {
+        let id = try context.projectID()
+        _ = try context.authorize(project: id)
+        var body = try await request.jsonObject(limit: limits.maxJSONBytes)
+        let source = try body.requiredString("source", maxBytes: 8192)
+        let sha256 = try body.string("sha256", maxBytes: 64)
+        if let sha256, sha256.count != 64 || !sha256.allSatisfy(\.isHexDigit) {
+            throw APIError.invalidArgument("sha256", "must be 64 hexadecimal digits")
+        }
+        let policy = try body.string("policy", maxBytes: 128)
+        var requested = RequestedLimits()
+        if var fields = try body.object("limits") {
+            requested = try Self.limits(&fields)
+            try fields.finish("limits")
+        }
+        try body.finish("a project registration")
+        let existed = (try? await backend.project(id)) != nil
+        let info = try await backend.register(id, source: source, sha256: sha256, policy: policy, limits: requested)
+        return Response.json(JSON.from(info), status: existed ? .ok : .created)
+    }
+
+    func upload(_ request: Request, _ context: APIContext) async throws -> Response {
+        let id = try context.projectID()
+        _ = try context.authorize(project: id)
+        // The query carries the settings, since the body is the archive itself.
+        var query: [String: JSON] = [:]
+        for (key, value) in request.uri.queryParameters {
+            let key = String(key)
+            query[key] =
+                key == "policy" ? .string(String(value)) : Double(value).map(JSON.number) ?? .string(String(value))
+        }
+        var fields = Arguments(query)
+        let policy = try fields.string("policy", maxBytes: 128)
+        let requested = try Self.limits(&fields)
+        try fields.finish("an archive upload's query")
+        let archive = try await request.collect(limit: limits.maxArchiveBytes, what: "the archive")
+        guard !archive.isEmpty else { throw APIError.invalidArgument("body", "is empty; send the archive's bytes") }
+        let existed = (try? await backend.project(id)) != nil
+        let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested)
+        return Response.json(JSON.from(info), status: existed ? .ok : .created)
+    }
+
+    func warm(_ request: Request, _ context: APIContext) async throws -> Response {
+        let id = try context.projectID()
+        _ = try context.authorize(project: id)
+        guard request.wantsEventStream else {
+            return Response.json(JSON.from(try await backend.warm(id, progress: nil)))
+        }
+        _ = try await backend.project(id)
+        let (events, sink) = AsyncStream.makeStream(of: CacheProgress.self, bufferingPolicy: .bufferingNewest(64))
+        let work = Task { [backend] in
+            defer { sink.finish() }
+            return try await backend.warm(id) { sink.yield($0) }
+        }
+        return Response.eventStream { writer in
+            for await progress in events { try await writer.send("progress", Self.json(progress)) }
+            do {
+                try await writer.send("project", JSON.from(try await work.value))
+            } catch {
+                let mapped = APIError.from(error)
+                try await writer.send(
+                    "error", ["error": ["code": .string(mapped.code), "message": .string(mapped.message)]])
+            }
+        }
+    }
+
+    func snapshot(_ context: APIContext) async throws -> Response {
+        let id = try context.projectID()
+        _ = try context.authorize(project: id)
+        guard let result = try await backend.snapshot(id) else {
+            return Response.json([
+                "project": .string(id), "snapshot": nil,
+                "message": "nothing to write back: the workspace is not materialized",
+            ])
+        }
+        return Response.json([
+            "project": .string(id),
+            "snapshot": [
+                "key": .string(result.key), "version": .string(result.version), "bytes": .int(result.bytes),
+                "files": .int(result.files), "skipped": .int(result.skipped),
+            ],
+        ])
+    }
+
+    static func json(_ progress: CacheProgress) -> JSON {
+        switch progress {
+        case .downloading(let transfer):
+            [
+                "stage": "downloading", "bytes": .int(transfer.bytes),
+                "total": .optional(transfer.total.map { .int($0) }),
+                "bytes_per_second": .number(transfer.bytesPerSecond.rounded()),
+            ]
+        case .extracting: ["stage": "extracting"]
+        case .ready: ["stage": "ready"]
+        }
+    }
+
+    /// Limits a project asks for; each may only lower its policy's (the host checks).
+    static func limits(_ fields: inout Arguments) throws(APIError) -> RequestedLimits {
+        let bytes: ClosedRange<Int> = 1...(1 << 50)
+        return RequestedLimits(
+            cpus: try fields.number("cpus", in: 0.01...4096),
+            memoryBytes: try fields.int("memory_bytes", in: bytes).map(UInt64.init),
+            pids: try fields.int("pids", in: 1...(1 << 22)),
+            tmpfsBytes: try fields.int("tmpfs_bytes", in: bytes).map(UInt64.init),
+            workspaceBytes: try fields.int("workspace_bytes", in: bytes).map(UInt64.init),
+            timeoutSeconds: try fields.int("timeout_s", in: 1...604_800),
+            stdoutBytes: try fields.int("stdout_bytes", in: bytes).map(UInt64.init),
+            stderrBytes: try fields.int("stderr_bytes", in: bytes).map(UInt64.init))
+    }
+}

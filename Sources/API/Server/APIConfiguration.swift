@@ -1,0 +1,95 @@
+import Foundation
+
+/// How the HTTP server behaves: where it listens, whom it lets in, how much it accepts.
+public struct APIConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Bearer tokens; empty runs an open server, which is allowed on loopback only.
+    public var tokens: TokenStore
+    public var limits: APILimits
+    /// Where `audit.log` is appended; nil keeps no audit log (router tests).
+    public var dataDirectory: String?
+    /// `GET /metrics` without a token from a loopback peer (a Prometheus on the same machine).
+    /// Note that behind a reverse proxy on the same machine every peer is loopback.
+    public var metricsOpenOnLoopback: Bool
+    /// How long running jobs may finish when the server stops.
+    public var shutdownGrace: Duration
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8080, tokens: TokenStore = TokenStore([]),
+        limits: APILimits = APILimits(), dataDirectory: String? = nil, metricsOpenOnLoopback: Bool = true,
+        shutdownGrace: Duration = .seconds(30)
+    ) {
+        self.host = host
+        self.port = port
+        self.tokens = tokens
+        self.limits = limits
+        self.dataDirectory = dataDirectory
+        self.metricsOpenOnLoopback = metricsOpenOnLoopback
+        self.shutdownGrace = shutdownGrace
+    }
+
+    /// Parses `HOST:PORT` (`[::1]:8080` for IPv6).
+    public static func parseBind(_ bind: String) throws -> (host: String, port: Int) {
+        guard let colon = bind.lastIndex(of: ":"), let port = Int(bind[bind.index(after: colon)...]),
+            (0...65535).contains(port)
+        else { throw ConfigurationError("--bind must be HOST:PORT, got \"\(bind)\"") }
+        var host = String(bind[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { throw ConfigurationError("--bind must name a host, got \"\(bind)\"") }
+        return (host, port)
+    }
+
+    /// Whether `host` is a loopback address (127.0.0.0/8, ::1, localhost).
+    public static func isLoopback(_ host: String) -> Bool {
+        host == "localhost" || host == "::1" || host.hasPrefix("127.")
+    }
+
+    /// Refuses an open server anywhere but loopback: without tokens, anyone who can reach
+    /// the port could run commands.
+    public func validate() throws {
+        if tokens.isEmpty && !Self.isLoopback(host) {
+            throw ConfigurationError(
+                "refusing to listen on \(host) without tokens: anyone who reaches it could run commands. Give --tokens FILE, or bind 127.0.0.1"
+            )
+        }
+    }
+}
+
+/// Caps on what one request may ask for.
+public struct APILimits: Sendable {
+    /// JSON bodies (exec, tool calls, registration).
+    public var maxJSONBytes: Int
+    /// Archive uploads (held in memory while the host checks and stores them).
+    public var maxArchiveBytes: Int
+    /// How long `exec` and `bash` wait for a result before answering `running`.
+    public var defaultWaitSeconds: Double
+    /// The most any wait (exec's `wait_s`, a long-poll's `?wait=`) may ask for.
+    public var maxWaitSeconds: Double
+    /// Commands longer than this are refused (a command is not a file transfer).
+    public var maxCommandBytes: Int
+    /// Requests in flight at once, host-wide; more get 503.
+    public var maxInFlight: Int
+    /// A principal's budget unless its token says otherwise.
+    public var defaultRate: RateLimit
+
+    public init(
+        maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, defaultWaitSeconds: Double = 110,
+        maxWaitSeconds: Double = 300, maxCommandBytes: Int = 256 << 10, maxInFlight: Int = 4096,
+        defaultRate: RateLimit = RateLimit(perSecond: 50, burst: 100)
+    ) {
+        self.maxJSONBytes = maxJSONBytes
+        self.maxArchiveBytes = maxArchiveBytes
+        self.defaultWaitSeconds = defaultWaitSeconds
+        self.maxWaitSeconds = maxWaitSeconds
+        self.maxCommandBytes = maxCommandBytes
+        self.maxInFlight = maxInFlight
+        self.defaultRate = defaultRate
+    }
+}
+
+/// A configuration the server cannot start with.
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var description: String
+    public init(_ description: String) { self.description = description }
+}

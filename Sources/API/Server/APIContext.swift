@@ -1,0 +1,65 @@
+import Hummingbird
+import Logging
+import NIOCore
+
+/// Per-request state: who is calling (set by the auth middleware) and the request id.
+public struct APIContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    /// Nil until authenticated, and on public endpoints called without a token.
+    public var principal: Principal?
+    public var requestID = ""
+    /// Whether the peer is on this machine (127.0.0.0/8 or ::1).
+    public let peerIsLoopback: Bool
+
+    public init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        let peer = source.channel.remoteAddress?.ipAddress ?? ""
+        peerIsLoopback = APIConfiguration.isLoopback(peer) || peer == "::ffff:127.0.0.1"
+    }
+
+    /// Requests decode their own bodies with caps of their own (see ``APILimits``).
+    public var maxUploadSize: Int { 8 << 20 }
+
+    /// The caller, who must be authenticated.
+    func caller() throws(APIError) -> Principal {
+        guard let principal else { throw .unauthorized }
+        return principal
+    }
+
+    /// The caller, who must be allowed to touch `project`.
+    func authorize(project: String) throws(APIError) -> Principal {
+        let principal = try caller()
+        guard principal.may(project: project) else {
+            throw .forbidden("token \"\(principal.name)\" may not use project \"\(project)\"")
+        }
+        return principal
+    }
+
+    func requireAdmin() throws(APIError) -> Principal {
+        let principal = try caller()
+        guard principal.admin else { throw .forbidden("this endpoint needs an admin token") }
+        return principal
+    }
+
+    /// The `{id}` path parameter, checked against the host's project id rule.
+    func projectID() throws(APIError) -> String {
+        guard let id = parameters.get("id") else { throw .notFound("no project in the path") }
+        guard ProjectID.isValid(id) else {
+            throw APIError(
+                .badRequest, "invalid_project", "invalid project id \"\(id)\": use 1-128 of A-Z a-z 0-9 . _ -")
+        }
+        return id
+    }
+}
+
+/// The host's rule for project ids, checked before anything else so a bad id never reaches
+/// a file path or a glob.
+enum ProjectID {
+    static func isValid(_ id: String) -> Bool {
+        guard (1...128).contains(id.utf8.count), id != ".", id != ".." else { return false }
+        return id.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+    }
+}

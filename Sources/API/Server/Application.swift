@@ -1,0 +1,111 @@
+import Foundation
+import Host
+import Hummingbird
+import Logging
+import ServiceLifecycle
+
+/// Everything the handlers share: the host, the file tools, limits, metrics, the audit log.
+public struct APIState: Sendable {
+    public let backend: any HostBackend
+    public let files: (any FileToolBackend)?
+    public let configuration: APIConfiguration
+    public let metrics: APIMetrics
+    public let audit: AuditLog?
+    let limiter = RateLimiter()
+    let commands: Commands
+    let tools: ToolGateway
+
+    public init(
+        configuration: APIConfiguration, backend: any HostBackend, files: (any FileToolBackend)? = nil,
+        metrics: APIMetrics = APIMetrics()
+    ) throws {
+        self.backend = backend
+        self.files = files
+        self.configuration = configuration
+        self.metrics = metrics
+        if let data = configuration.dataDirectory {
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            audit = try AuditLog(path: data + "/audit.log")
+        } else {
+            audit = nil
+        }
+        commands = Commands(backend: backend, audit: audit, metrics: metrics)
+        tools = ToolGateway(
+            backend: backend, files: files, commands: commands, limits: configuration.limits, metrics: metrics)
+    }
+}
+
+/// The router with every endpoint of the API (docs/API.md, docs/openapi.json) and the
+/// middleware chain: request id and error shape, metrics, load shedding, auth, rate limits.
+public func buildRouter(_ state: APIState) -> Router<APIContext> {
+    let router = Router(context: APIContext.self)
+    router.add(middleware: RequestIDMiddleware())
+    router.add(middleware: MetricsMiddleware(metrics: state.metrics))
+    router.add(middleware: LoadShedMiddleware(limit: state.configuration.limits.maxInFlight))
+    router.add(
+        middleware: AuthMiddleware(
+            tokens: state.configuration.tokens, metricsOpenOnLoopback: state.configuration.metricsOpenOnLoopback))
+    router.add(
+        middleware: RateLimitMiddleware(
+            limiter: state.limiter, defaultRate: state.configuration.limits.defaultRate, metrics: state.metrics))
+    ProjectRoutes(state: state).add(to: router)
+    JobRoutes(state: state).add(to: router)
+    ToolRoutes(state: state).add(to: router)
+    MCPRoutes(state: state).add(to: router)
+    CompatRoutes(state: state).add(to: router)
+    OperationsRoutes(state: state).add(to: router)
+    return router
+}
+
+/// The application `corral serve` runs and tests drive: the router over `host`, bound as
+/// `configuration` says, with the audit of policy reloads as a service beside it.
+/// `onListening` gets the bound port (useful with port 0).
+public func buildApplication(
+    _ configuration: APIConfiguration, host: any HostBackend, files: (any FileToolBackend)? = nil,
+    logger: Logger = Logger(label: "corral.api"), onListening: (@Sendable (Int) async -> Void)? = nil
+) throws -> some ApplicationProtocol {
+    try configuration.validate()
+    let state = try APIState(configuration: configuration, backend: host, files: files)
+    var app = Application(
+        router: buildRouter(state),
+        configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "corral"),
+        onServerRunning: { channel in await onListening?(channel.localAddress?.port ?? 0) }, logger: logger)
+    if let audit = state.audit { app.addServices(PolicyAuditService(backend: host, audit: audit)) }
+    return app
+}
+
+/// Appends every policy reload to the audit log for as long as the server runs.
+struct PolicyAuditService: Service {
+    let backend: any HostBackend
+    let audit: AuditLog
+
+    func run() async throws {
+        let reloads = await backend.policyReloads()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await generation in reloads.cancelOnGracefulShutdown() {
+                    let summary = await backend.policySummary()
+                    audit.policyReload(generation: generation, digests: summary.digests, errors: summary.errors)
+                }
+            }
+        }
+    }
+}
+
+/// Stops the host when the service group shuts down: listed after the application, it is
+/// told first, so new jobs are refused (503) while running ones get `grace` to finish and
+/// their waiting requests get real results; then the HTTP server drains.
+public struct HostShutdownService: Service {
+    let host: any HostBackend
+    let grace: Duration
+
+    public init(host: any HostBackend, grace: Duration) {
+        self.host = host
+        self.grace = grace
+    }
+
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await host.shutdown(grace: grace)
+    }
+}

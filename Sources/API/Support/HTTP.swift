@@ -1,0 +1,101 @@
+import Foundation
+import HTTPTypes
+import Hummingbird
+import NIOCore
+
+extension Request {
+    /// The body, refused with 413 once it passes `limit` (before reading it when the
+    /// client announced its length).
+    func collect(limit: Int, what: String = "the request body") async throws -> [UInt8] {
+        if let length = headers[.contentLength].flatMap(Int.init), length > limit {
+            throw APIError.tooLarge(what, limit: limit)
+        }
+        var bytes: [UInt8] = []
+        for try await buffer in body {
+            guard bytes.count + buffer.readableBytes <= limit else { throw APIError.tooLarge(what, limit: limit) }
+            bytes += buffer.readableBytesView
+        }
+        return bytes
+    }
+
+    /// The body as a JSON object's fields; an empty body is an empty object.
+    func jsonObject(limit: Int, what: String = "the request body") async throws -> Arguments {
+        let bytes = try await collect(limit: limit)
+        if bytes.allSatisfy({ $0 == 0x20 || $0 == 0x0A || $0 == 0x0D || $0 == 0x09 }) { return Arguments([:]) }
+        return try Arguments(body: try JSON.parse(bytes), what: what)
+    }
+
+    /// A query parameter as a number in `range`.
+    func query(_ name: String, in range: ClosedRange<Double>) throws(APIError) -> Double? {
+        guard let raw = uri.queryParameters.get(name) else { return nil }
+        guard let value = Double(raw), value.isFinite else {
+            throw .invalidArgument(name, "must be a number, got \"\(raw)\"")
+        }
+        guard range.contains(value) else {
+            throw .invalidArgument(
+                name,
+                "must be between \(JobView.format(range.lowerBound)) and \(JobView.format(range.upperBound)), got \(raw)"
+            )
+        }
+        return value
+    }
+
+    func queryInt(_ name: String, in range: ClosedRange<Int>) throws(APIError) -> Int? {
+        guard let raw = uri.queryParameters.get(name) else { return nil }
+        guard let value = Int(raw) else { throw .invalidArgument(name, "must be a whole number, got \"\(raw)\"") }
+        guard range.contains(value) else {
+            throw .invalidArgument(name, "must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
+        }
+        return value
+    }
+
+    func queryBool(_ name: String) throws(APIError) -> Bool? {
+        guard let raw = uri.queryParameters.get(name) else { return nil }
+        switch raw.lowercased() {
+        case "true", "1", "yes": return true
+        case "false", "0", "no", "": return false
+        default: throw .invalidArgument(name, "must be true or false, got \"\(raw)\"")
+        }
+    }
+
+    /// Whether the client asked for Server-Sent Events.
+    var wantsEventStream: Bool { headers[.accept]?.contains("text/event-stream") ?? false }
+}
+
+extension Response {
+    /// A JSON response.
+    static func json(_ value: JSON, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        var headers = headers
+        headers[.contentType] = "application/json"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.encoded())))
+    }
+
+    /// A Server-Sent Events stream; `produce` writes events until it returns.
+    static func eventStream(_ produce: @escaping @Sendable (inout EventWriter) async throws -> Void) -> Response {
+        var headers = HTTPFields()
+        headers[.contentType] = "text/event-stream"
+        headers[.cacheControl] = "no-cache"
+        return Response(
+            status: .ok, headers: headers,
+            body: ResponseBody { writer in
+                var events = EventWriter(writer: writer)
+                try await produce(&events)
+                try await events.writer.finish(nil)
+            })
+    }
+}
+
+/// Writes Server-Sent Events: `event:`, `id:` and one `data:` line of compact JSON each.
+struct EventWriter {
+    var writer: any ResponseBodyWriter
+
+    mutating func send(_ event: String, _ data: JSON, id: String? = nil) async throws {
+        var text = "event: \(event)\n"
+        if let id { text += "id: \(id)\n" }
+        text += "data: " + String(decoding: data.encoded(), as: UTF8.self) + "\n\n"
+        try await writer.write(ByteBuffer(string: text))
+    }
+
+    /// A comment line: keeps proxies from closing an idle stream.
+    mutating func keepAlive() async throws { try await writer.write(ByteBuffer(string: ": keep-alive\n\n")) }
+}

@@ -1,0 +1,132 @@
+import Foundation
+import Host
+
+/// `bash`, `job_output`, `job_kill` and `project_info`, over the host's job system.
+struct CommandTools {
+    let backend: any HostBackend
+    let commands: Commands
+    let limits: APILimits
+    let project: String
+    let principal: Principal
+
+    func bash(_ args: inout Arguments, progress: ToolProgress?) async throws -> ToolOutcome {
+        // Anthropic's bash tool restarts its shell; here every command gets a fresh one.
+        if try args.bool("restart") == true {
+            try args.finish("bash")
+            return ToolOutcome(
+                text: "Each command runs in a fresh shell in the project's sandbox; there is no session to restart.",
+                structured: ["restarted": true], isError: false)
+        }
+        let command = try args.requiredString("command", aliases: ["cmd"], maxBytes: limits.maxCommandBytes)
+        guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
+        let timeout = try args.number("timeout", aliases: ["timeout_s"], in: 0.001...604_800)
+        let cwd = try args.string("cwd", maxBytes: 4096) ?? "/workspace"
+        let background = try args.bool("background", aliases: ["run_in_background"]) ?? false
+        _ = try args.string("description", maxBytes: 4096)
+        try args.finish("bash")
+        let request = JobRequest(
+            project: project, command: command, cwd: cwd,
+            timeoutSeconds: try await timeoutOrDefault(timeout), background: background, submitter: principal.name)
+        if background {
+            let record = try await commands.launch(request, via: "tool:bash")
+            return ToolOutcome(
+                text:
+                    "Started in the background as job \(record.id). Read its output with job_output {\"job_id\": \"\(record.id)\"}; stop it with job_kill.",
+                structured: JobView(snapshot: try await backend.jobSnapshot(record.id, since: 0)).json, isError: false)
+        }
+        let budget = limits.defaultWaitSeconds
+        let snapshot = try await run(request, budget: budget, progress: progress)
+        let view = JobView(snapshot: snapshot, waited: budget)
+        return ToolOutcome(text: view.text, structured: view.json, isError: false)
+    }
+
+    /// Runs and waits; with a progress sink, wakes on new output to report it.
+    private func run(_ request: JobRequest, budget: Double, progress: ToolProgress?) async throws -> JobSnapshot {
+        guard let progress else { return try await commands.run(request, budget: .seconds(budget), via: "tool:bash") }
+        let record = try await commands.launch(request, via: "tool:bash")
+        let deadline = ContinuousClock.now + .seconds(budget)
+        let start = ContinuousClock.now
+        var cursor = 0
+        var tick = 0.0
+        while true {
+            let remaining = deadline - .now
+            let slice = min(remaining, .seconds(2))
+            let snapshot = try await backend.waitJob(record.id, timeout: slice, since: cursor, untilFinished: false)
+            if snapshot.record.state.isFinal || remaining <= .zero { break }
+            tick += 1
+            let elapsed = (ContinuousClock.now - start).components.seconds
+            let tail = String(snapshot.output.suffix(200))
+            await progress(tick, "\(snapshot.record.state.rawValue) \(elapsed) s" + (tail.isEmpty ? "" : ": " + tail))
+            cursor = snapshot.cursor
+        }
+        return try await backend.jobSnapshot(record.id, since: 0)
+    }
+
+    func jobOutput(_ args: inout Arguments) async throws -> ToolOutcome {
+        let id = try args.requiredString("job_id", aliases: ["id"], maxBytes: 128)
+        let wait = try args.number("wait", aliases: ["wait_s"], in: 0...limits.maxWaitSeconds) ?? 30
+        let since = try args.int("since", in: 0...(Int.max / 4)) ?? 0
+        try args.finish("job_output")
+        try await checkOwned(id)
+        let snapshot = try await backend.waitJob(
+            id, timeout: .milliseconds(Int(wait * 1000)), since: since, untilFinished: false)
+        let view = JobView(snapshot: snapshot)
+        return ToolOutcome(text: view.text, structured: view.json, isError: false)
+    }
+
+    static let signals = ["TERM", "KILL", "INT", "HUP", "QUIT"]
+
+    func jobKill(_ args: inout Arguments) async throws -> ToolOutcome {
+        let id = try args.requiredString("job_id", aliases: ["id"], maxBytes: 128)
+        var signal = (try args.string("signal", maxBytes: 16) ?? "TERM").uppercased()
+        if signal.hasPrefix("SIG") { signal.removeFirst(3) }
+        guard Self.signals.contains(signal) else {
+            throw APIError.invalidArgument("signal", "must be one of \(Self.signals.joined(separator: ", "))")
+        }
+        try args.finish("job_kill")
+        try await checkOwned(id)
+        // The host sends TERM to the whole tree, then KILL after its grace: every signal
+        // asked for ends in the tree being gone, which is what the model wants.
+        let snapshot = try await backend.cancelJob(id)
+        var view = JobView(snapshot: snapshot)
+        view.waited = nil
+        let text =
+            snapshot.record.state == .cancelled
+            ? "Job \(id) was stopped: it and every process it started were killed."
+            : "Job \(id) had already ended (\(snapshot.record.state.rawValue))."
+        return ToolOutcome(text: text, structured: view.json, isError: false)
+    }
+
+    func projectInfo(_ args: inout Arguments) async throws -> ToolOutcome {
+        try args.finish("project_info")
+        let info = try await backend.project(project)
+        let active = try await backend.jobs(project: project, limit: 200).filter { !$0.state.isFinal }
+        var structured = JSON.from(info)
+        if case .object(var fields) = structured {
+            fields["root"] = "/workspace"
+            fields["active_jobs"] = .array(active.map { JobSummary(record: $0).json })
+            structured = .object(fields)
+        }
+        var lines = [
+            "project: \(info.id)", "root: /workspace", "state: \(info.state)",
+            "dirty: \(info.dirty.map { String($0) } ?? "unknown")", "expires_at: \(JobSummary.date(info.expiresAt))",
+            "running jobs: \(info.runningJobs), queued: \(info.queuedJobs)",
+        ]
+        lines += active.map { "  \($0.id) [\($0.state.rawValue)] \($0.request.command.prefix(80))" }
+        lines.append(
+            "limits: " + info.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+        return ToolOutcome(text: lines.joined(separator: "\n"), structured: structured, isError: false)
+    }
+
+    private func timeoutOrDefault(_ requested: Double?) async throws -> Double {
+        if let requested { return requested }
+        return try await commands.defaultTimeout(project: project)
+    }
+
+    /// A job of another project is "not found", never "forbidden": ids reveal nothing.
+    private func checkOwned(_ id: String) async throws {
+        guard let snapshot = try? await backend.jobSnapshot(id, since: Int.max / 2),
+            snapshot.record.request.project == project
+        else { throw APIError.jobNotFound(id, project: project) }
+    }
+}

@@ -1,0 +1,109 @@
+/// Descriptions and JSON Schemas of the tools, for MCP `tools/list` and `GET …/tools`.
+enum ToolCatalog {
+    static func definitions(for names: [String]) -> [JSON] {
+        names.compactMap { name in
+            guard let (description, properties, required) = table[name] else { return nil }
+            return [
+                "name": .string(name), "description": .string(description),
+                "inputSchema": [
+                    "type": "object", "properties": .object(properties),
+                    "required": .array(required.map { .string($0) }),
+                ],
+            ]
+        }
+    }
+
+    private static func string(_ text: String) -> JSON { ["type": "string", "description": .string(text)] }
+    private static func integer(_ text: String) -> JSON { ["type": "integer", "description": .string(text)] }
+    private static func number(_ text: String) -> JSON { ["type": "number", "description": .string(text)] }
+    private static func boolean(_ text: String) -> JSON { ["type": "boolean", "description": .string(text)] }
+
+    static let table: [String: (String, [String: JSON], [String])] = [
+        "bash": (
+            "Run a shell command (/bin/sh -c) in the project's sandbox, in /workspace. Returns its output and exit code; a non-zero exit is a normal result. Long commands: set background to true and read the output with job_output.",
+            [
+                "command": string("The shell command."),
+                "timeout": number(
+                    "Seconds before the command and all it started are killed (default 120; the project's policy sets the maximum)."
+                ),
+                "cwd": string("Working directory inside the sandbox (default /workspace)."),
+                "background": boolean("Start it and return its job_id at once (default false)."),
+            ], ["command"]
+        ),
+        "job_output": (
+            "Read a job's new output and status, waiting up to `wait` seconds for something new.",
+            [
+                "job_id": string("The job's id."), "wait": number("Seconds to wait for new output (default 30)."),
+                "since": integer("The cursor from the previous call, to get only new output (default 0)."),
+            ], ["job_id"]
+        ),
+        "job_kill": (
+            "Stop a job: its whole process tree gets the signal, then SIGKILL.",
+            ["job_id": string("The job's id."), "signal": string("TERM (default), INT, HUP, QUIT or KILL.")],
+            ["job_id"]
+        ),
+        "project_info": (
+            "The project's workspace root, whether it changed, when it expires, its running jobs and its limits.",
+            [:], []
+        ),
+        "read_file": (
+            "Read a text file as numbered lines. Large files: use offset and limit; the answer says how to continue.",
+            [
+                "path": string("Path relative to /workspace (or absolute inside it)."),
+                "offset": integer("First line, from 1 (default 1)."),
+                "limit": integer("Lines to read (default 2000)."),
+            ], ["path"]
+        ),
+        "write_file": (
+            "Write a whole file atomically, creating parent directories.",
+            ["path": string("Path relative to /workspace."), "content": string("The file's new content.")],
+            ["path", "content"]
+        ),
+        "edit_file": (
+            "Replace an exact string in a file: old_str must match exactly and once (or use replace_all). edits applies several replacements all or nothing. Returns the changed lines.",
+            [
+                "path": string("Path relative to /workspace."), "old_str": string("The exact text to replace."),
+                "new_str": string("The replacement."),
+                "replace_all": boolean("Replace every occurrence (default false)."),
+                "edits": [
+                    "type": "array", "description": "Several {old_str, new_str, replace_all} edits, applied together.",
+                    "items": [
+                        "type": "object",
+                        "properties": [
+                            "old_str": ["type": "string"], "new_str": ["type": "string"],
+                            "replace_all": ["type": "boolean"],
+                        ], "required": ["old_str", "new_str"],
+                    ],
+                ],
+            ], ["path"]
+        ),
+        "list_dir": (
+            "List a directory tree (skips .git, node_modules and ignored files, and says so).",
+            [
+                "path": string("Directory (default the workspace root)."), "depth": integer("Levels (default 2)."),
+                "limit": integer("Most entries (default 500)."),
+            ], []
+        ),
+        "glob": (
+            "Find files by glob pattern, newest first.",
+            [
+                "pattern": string("A glob such as **/*.py."), "path": string("Directory to search (default root)."),
+                "limit": integer("Most results (default 100)."),
+            ], ["pattern"]
+        ),
+        "grep": (
+            "Search file contents with a regular expression (ripgrep syntax).",
+            [
+                "pattern": string("The regular expression."), "path": string("File or directory (default root)."),
+                "glob": string("Only files matching this glob."),
+                "case_insensitive": boolean("Ignore case (default false)."),
+                "fixed_strings": boolean("Treat the pattern as plain text (default false)."),
+                "context": integer("Lines of context around each match (default 0)."),
+                "max_results": integer("Most matches (default 200)."),
+            ], ["pattern"]
+        ),
+        "file_info": (
+            "Type, size, line count and modification time of a path.", ["path": string("The path.")], ["path"]
+        ),
+    ]
+}

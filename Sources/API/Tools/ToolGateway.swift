@@ -1,0 +1,98 @@
+import Foundation
+import Host
+
+/// A tool's answer, before it is wrapped for REST (`{content, structuredContent, isError}`)
+/// or MCP (the same, inside a JSON-RPC result).
+struct ToolOutcome: Sendable {
+    var text: String
+    var structured: JSON
+    /// Only for mistakes the model can fix; a non-zero exit is not one.
+    var isError: Bool
+    var errorCode: String?
+
+    /// An argument the model got wrong, as a result it can read and fix.
+    static func invalid(_ error: APIError) -> ToolOutcome {
+        ToolOutcome(
+            text: "Error: \(error.message)",
+            structured: ["error": ["code": .string(error.code), "message": .string(error.message)]], isError: true,
+            errorCode: error.code)
+    }
+
+    /// The REST/MCP result envelope.
+    var envelope: JSON {
+        var fields: [String: JSON] = [
+            "content": [["type": "text", "text": .string(text)]], "isError": .bool(isError),
+        ]
+        if case .object = structured { fields["structuredContent"] = structured }
+        return .object(fields)
+    }
+}
+
+/// Receives progress while a tool runs (MCP `notifications/progress`).
+typealias ToolProgress = @Sendable (_ progress: Double, _ message: String) async -> Void
+
+/// Dispatches tool calls by name: the command tools here, the file tools to the host's
+/// ``FileToolBackend``. REST and MCP share it, so both see the same tools.
+struct ToolGateway: Sendable {
+    let backend: any HostBackend
+    let files: (any FileToolBackend)?
+    let commands: Commands
+    let limits: APILimits
+    let metrics: APIMetrics
+
+    static let commandTools = ["bash", "job_output", "job_kill", "project_info"]
+    static let fileTools = ["read_file", "write_file", "edit_file", "list_dir", "glob", "grep", "file_info"]
+
+    /// The tools offered to models (canonical names; aliases are accepted, not listed).
+    var listed: [String] {
+        let available = Set(files?.fileToolNames ?? [])
+        return Self.commandTools + Self.fileTools.filter(available.contains)
+    }
+
+    /// Every name a call may use.
+    var accepted: [String] { (Self.commandTools + (files?.fileToolNames ?? [])).sorted() }
+
+    /// Runs `name`. Throws ``APIError`` for an unknown tool or bad arguments (`invalid_argument`,
+    /// `limit_exceeded`: the caller turns them into a model-readable error) and host errors.
+    func call(
+        project: String, name: String, arguments: JSON, principal: Principal, caller: String?,
+        progress: ToolProgress? = nil
+    ) async throws -> ToolOutcome {
+        guard case .object(let fields) = arguments else {
+            throw APIError.invalidArgument("arguments", "must be a JSON object, got \(arguments.typeName)")
+        }
+        var args = Arguments(fields)
+        let tools = CommandTools(
+            backend: backend, commands: commands, limits: limits, project: project, principal: principal)
+        let outcome: ToolOutcome
+        do {
+            switch name {
+            case "bash": outcome = try await tools.bash(&args, progress: progress)
+            case "job_output": outcome = try await tools.jobOutput(&args)
+            case "job_kill": outcome = try await tools.jobKill(&args)
+            case "project_info": outcome = try await tools.projectInfo(&args)
+            default:
+                guard let files, files.fileToolNames.contains(name) else {
+                    throw APIError.unknownTool(name, known: accepted)
+                }
+                let reply = try await files.callFileTool(
+                    project: project, name: name, argumentsJSON: arguments.encoded(), caller: caller)
+                let structured = (try? JSON.parse(reply.structuredJSON)) ?? [:]
+                outcome = ToolOutcome(
+                    text: reply.text, structured: structured, isError: reply.isError, errorCode: reply.errorCode)
+            }
+        } catch {
+            metrics.toolCall(name, outcome: APIError.from(error).code)
+            throw error
+        }
+        metrics.toolCall(name, outcome: outcome.isError ? (outcome.errorCode ?? "error") : "ok")
+        return outcome
+    }
+}
+
+extension APIError {
+    /// Errors the model made in its arguments (and can fix by calling again differently).
+    var isModelFixable: Bool {
+        status == .unprocessableContent || code == "job_not_found" || code == "invalid_argument"
+    }
+}

@@ -1,0 +1,219 @@
+import API
+import Foundation
+import HTTPTypes
+import Host
+import HummingbirdTesting
+import Sandbox
+import TestSupport
+import Testing
+
+/// Every endpoint over a real socket against a real host: real sandboxes, real processes.
+@Suite(.serialized, .enabled(if: LiveHost.available, "needs root and rootfs/out/minimal (make rootfs-minimal)"))
+struct LiveTests {
+    @Test func projectLifecycleOverHTTP() async throws {
+        try await LiveHost.run { client, _ in
+            let upload = try await client.call(
+                .put, "/v1/projects/second/archive?timeout_s=60", raw: try LiveHost.archive(["a.txt": "one\n"]))
+            #expect(upload.status == .created)
+            #expect(upload.json["limits"]?["timeout_s"] == "60")
+            let warm = try await client.call(
+                .post, "/v1/projects/second/warm", headers: ["Accept": "text/event-stream"])
+            let events = SSE.parse(warm.text)
+            #expect(events.map(\.event).suffix(3) == ["progress", "progress", "project"])
+            #expect(events.last?.data["state"] == "ready")
+            #expect(events.last?.data["sandbox"] == true)
+            let edit = try await client.call(.post, "/v1/projects/second/exec", json: ["command": "echo two >> a.txt"])
+            #expect(edit.json["exit_code"] == 0)
+            let snapshot = try await client.call(.post, "/v1/projects/second/snapshot")
+            #expect(snapshot.json["snapshot"]?["files"] == 1)
+            let evict = try await client.call(.delete, "/v1/projects/second/workspace")
+            #expect(evict.json["evicted"] == true)
+            #expect(try await client.call(.get, "/v1/projects/second").json["state"] == "cold")
+            let back = try await client.call(.post, "/v1/projects/second/exec", json: ["command": "cat a.txt"])
+            #expect(back.json["stdout"] == "one\ntwo\n")
+            let list = try await client.call(.get, "/v1/projects")
+            guard case .array(let projects)? = list.json["projects"] else { Issue.record("no list"); return }
+            #expect(Set(projects.compactMap { $0["id"]?.stringValue }) == ["demo", "second"])
+            let file = try await client.call(.put, "/v1/projects/third", json: ["source": "file:///etc/passwd"])
+            #expect(file.status == .unprocessableContent)
+            #expect(file.code == "unsupported_source")
+            let corrupt = try await client.call(.put, "/v1/projects/third/archive", raw: Array("garbage".utf8))
+            #expect(corrupt.status == .unprocessableContent)
+            #expect(try await client.call(.get, "/v1/projects/third").status == .notFound)
+        }
+    }
+
+    @Test func commandsTimeoutsBudgetsAndCancelInRealSandboxes() async throws {
+        try await LiveHost.run { client, _ in
+            let exec = try await client.call(
+                .post, "/v1/projects/demo/exec",
+                json: [
+                    "command": "sh hello.sh; echo err >&2; cat; echo $GREETING; pwd; exit 5", "stdin": "in\n",
+                    "env": ["GREETING": "hey"], "cwd": "/workspace",
+                ])
+            #expect(exec.json["status"] == "completed")
+            #expect(exec.json["exit_code"] == 5)
+            #expect(exec.json["stdout"] == "hello from sh\nin\nhey\n/workspace\n")
+            #expect(exec.json["stderr"] == "err\n")
+            #expect(exec.json["oom_killed"] == false)
+            let timeout = try await client.call(
+                .post, "/v1/projects/demo/exec", json: ["command": "echo partial; sleep 30", "timeout_s": 1])
+            #expect(timeout.json["status"] == "timed_out")
+            #expect(timeout.json["exit_code"] == 124)
+            #expect(timeout.json["output"] == "partial\n")
+            #expect(
+                timeout.json["message"]?.stringValue?.hasPrefix("The command did not finish within its timeout of 1 s")
+                    == true)
+            let above = try await client.call(
+                .post, "/v1/projects/demo/exec", json: ["command": "true", "timeout_s": 100_000])
+            #expect(above.status == .unprocessableContent)
+            #expect(above.json["error"]?["message"] == "timeout 100000.0 s is above the project's maximum of 1800 s")
+            let running = try await client.call(
+                .post, "/v1/projects/demo/exec", json: ["command": "sleep 1; echo late", "wait_s": 0.2])
+            #expect(running.json["status"] == "running")
+            let id = try #require(running.json["job_id"]?.stringValue)
+            let done = try await client.call(.get, "/v1/projects/demo/jobs/\(id)?wait=10&since=0")
+            #expect(done.json["output"] == "late\n")
+            let final = try await client.call(.get, "/v1/projects/demo/jobs/\(id)?wait=10&since=5")
+            #expect(final.json["status"] == "completed")
+            let cwd = try await client.call(.post, "/v1/projects/demo/exec", json: ["command": "pwd", "cwd": "../../"])
+            #expect(cwd.json["status"] == "failed_to_start")
+            let background = try await client.call(
+                .post, "/v1/projects/demo/jobs", json: ["command": "echo started; sleep 60"])
+            #expect(background.status == .accepted)
+            let job = try #require(background.json["job_id"]?.stringValue)
+            _ = try await client.call(.get, "/v1/projects/demo/jobs/\(job)?wait=5")
+            let start = ContinuousClock.now
+            let cancel = try await client.call(.post, "/v1/projects/demo/jobs/\(job)/cancel")
+            #expect(cancel.json["status"] == "cancelled")
+            #expect(ContinuousClock.now - start < .seconds(10))
+            let events = try await client.call(.get, "/v1/projects/demo/jobs/\(job)/events")
+            let parsed = SSE.parse(events.text)
+            #expect(parsed.first { $0.event == "output" }?.data["text"] == "started\n")
+            #expect(parsed.last?.event == "exit")
+            #expect(parsed.last?.data["status"] == "cancelled")
+        }
+    }
+
+    @Test func toolsOverHTTPRunInTheSandbox() async throws {
+        let files = FakeFiles()
+        files.put("demo", "hello.py", "print('hi')\n")
+        try await LiveHost.run(files: files) { client, _ in
+            let bash = try await client.call(
+                .post, "/v1/projects/demo/tools/bash", json: ["command": "python3 -V 2>&1 || echo no python; id -u"])
+            #expect(bash.json["isError"] == false)
+            #expect(bash.json["structuredContent"]?["stdout"]?.stringValue?.hasSuffix("1000\n") == true)
+            let start = try await client.call(
+                .post, "/v1/projects/demo/tools/bash", json: ["command": "echo bg; sleep 30", "background": true])
+            let id = try #require(start.json["structuredContent"]?["job_id"]?.stringValue)
+            let output = try await client.call(
+                .post, "/v1/projects/demo/tools/job_output", json: ["job_id": .string(id), "wait": 5])
+            #expect(output.json["structuredContent"]?["output"] == "bg\n")
+            let kill = try await client.call(.post, "/v1/projects/demo/tools/job_kill", json: ["job_id": .string(id)])
+            #expect(kill.json["structuredContent"]?["status"] == "cancelled")
+            let info = try await client.call(.post, "/v1/projects/demo/tools/project_info", json: [:])
+            #expect(info.json["structuredContent"]?["state"] == "ready")
+            #expect(info.json["structuredContent"]?["limits"]?["pids"] == "256")
+            let read = try await client.call(.post, "/v1/projects/demo/tools/read_file", json: ["path": "hello.py"])
+            #expect(read.json["content"] == [["type": "text", "text": "1\tprint('hi')"]])
+        }
+    }
+
+    @Test func theHostsFileToolsBehindTheGateway() async throws {
+        @Sendable func firstText(_ json: JSON) -> String? {
+            guard case .array(let items)? = json["content"] else { return nil }
+            return items.first?["text"]?.stringValue
+        }
+        try await LiveHost.run(realFiles: true) { client, _ in
+            let read = try await client.call(.post, "/v1/projects/demo/tools/read_file", json: ["path": "hello.py"])
+            #expect(read.json["isError"] == false)
+            #expect(firstText(read.json)?.contains("1\tprint('hello from python')") == true)
+            let edit = try await client.call(
+                .post, "/v1/projects/demo/tools/edit_file",
+                json: ["path": "hello.py", "old_str": "hello from python", "new_str": "edited"])
+            #expect(edit.json["isError"] == false)
+            let run = try await client.call(.post, "/v1/projects/demo/tools/bash", json: ["command": "cat hello.py"])
+            #expect(run.json["structuredContent"]?["stdout"] == "print('edited')\n")
+            let escape = try await client.call(
+                .post, "/v1/projects/demo/tools/read_file", json: ["path": "../../etc/passwd"])
+            #expect(escape.json["isError"] == true)
+            #expect(escape.json["structuredContent"]?["code"] == "path_outside_project")
+            let grep = try await client.call(
+                .post, "/v1/projects/demo/tools/grep", json: ["pattern": "needle", "case_insensitive": true])
+            #expect(firstText(grep.json)?.contains("notes.txt:1:a needle here") == true, "\(grep.text)")
+        }
+    }
+
+    @Test func compatibilityEndpointsAgainstARealWorkspace() async throws {
+        try await LiveHost.run { client, _ in
+            let execute = try await client.call(
+                .post, "/execute", json: ["project_id": "demo", "command": "sh hello.sh; exit 2"])
+            #expect(execute.json == ["stdout": "hello from sh\n", "stderr": "", "return_code": 2])
+            let read = try await client.call(
+                .post, "/file/read", json: ["project_id": "demo", "file_path": "hello.py"])
+            #expect(read.json == ["content": "print('hello from python')\n", "error": nil, "exists": true, "size": 27])
+            let missing = try await client.call(
+                .post, "/file/read", json: ["project_id": "demo", "file_path": "nope.txt"])
+            #expect(
+                missing.json == [
+                    "content": nil, "error": "not_found: nope.txt does not exist", "exists": false, "size": nil,
+                ])
+            let dir = try await client.call(
+                .post, "/file/read", json: ["project_id": "demo", "file_path": "/workspace/src"])
+            #expect(dir.json["error"] == "is_directory: /workspace/src is a directory")
+            // A symlink planted by a job reads the sandbox's own /etc, never the host's.
+            _ = try await client.call(
+                .post, "/execute", json: ["project_id": "demo", "command": "ln -s /etc/hostname host"])
+            let link = try await client.call(.post, "/file/read", json: ["project_id": "demo", "file_path": "host"])
+            let image = try String(contentsOfFile: LiveHost.rootfs + "/minimal/etc/hostname", encoding: .utf8)
+            #expect(link.json["content"]?.stringValue == image)
+            #expect(
+                link.json["content"]?.stringValue != (try? String(contentsOfFile: "/etc/hostname", encoding: .utf8)))
+            let search = try await client.call(.post, "/search", json: ["project_id": "demo", "query": "needle"])
+            #expect(search.json["count"] == 2)
+            let hits = search.json["results"]
+            #expect(
+                hits == [
+                    ["file": "notes.txt", "line": 1, "text": "a needle here"],
+                    ["file": "src/app.js", "line": 1, "text": "console.log('needle in js')"],
+                ]
+                    || hits == [
+                        ["file": "src/app.js", "line": 1, "text": "console.log('needle in js')"],
+                        ["file": "notes.txt", "line": 1, "text": "a needle here"],
+                    ])
+            let folded = try await client.call(
+                .post, "/search",
+                json: ["project_id": "demo", "query": "needle", "case_insensitive": true, "glob": "*.txt"])
+            #expect(folded.json["count"] == 2)
+            let injection = try await client.call(
+                .post, "/search", json: ["project_id": "demo", "query": "\"; touch /workspace/pwned; echo \""])
+            #expect(injection.json["count"] == 0)
+            let check = try await client.call(
+                .post, "/execute", json: ["project_id": "demo", "command": "test -e pwned; echo $?"])
+            #expect(check.json["stdout"] == "1\n")
+        }
+    }
+
+    @Test func operationsAndMetricsFromLoopback() async throws {
+        let configuration = APIConfiguration(port: 0, tokens: TestTokens.store)
+        try await LiveHost.run(configuration) { client, _ in
+            let ready = try await client.call(.get, "/ready", token: TestTokens.alpha)
+            #expect(ready.status == .ok, "\(ready.text)")
+            #expect(ready.json["checks"] == ["blob_store": true, "cgroups": true, "queue": true, "rootfs": true])
+            let status = try await client.call(.get, "/status", token: TestTokens.admin)
+            #expect(status.json["cgroup_mode"] == "hybrid")
+            #expect(status.json["projects"] == 1)
+            // Over a real socket the peer is loopback: metrics need no token, but a user
+            // token is still only a user's.
+            let metrics = try await client.call(.get, "/metrics")
+            #expect(metrics.status == .ok)
+            #expect(metrics.text.contains("corral_http_requests_total"))
+            #expect(try await client.call(.get, "/metrics", token: TestTokens.alpha).status == .forbidden)
+            #expect(try await client.call(.get, "/v1/projects/demo").status == .unauthorized)
+            #expect(try await client.call(.get, "/v1/projects/demo", token: TestTokens.beta).status == .forbidden)
+            let exec = try await client.call(
+                .post, "/v1/projects/demo/exec", json: ["command": "echo ok"], token: TestTokens.admin)
+            #expect(exec.json["stdout"] == "ok\n")
+        }
+    }
+}

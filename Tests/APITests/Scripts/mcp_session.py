@@ -1,0 +1,43 @@
+"""Drives Corral's MCP endpoint with the official Python MCP client.
+
+Usage: mcp_session.py URL TOKEN. Prints one JSON object describing what it saw.
+"""
+import asyncio
+import json
+import sys
+
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+
+def wire(result):
+    return result.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+async def main(url, token):
+    http = create_mcp_http_client(headers={"Authorization": "Bearer " + token})
+    progress = []
+
+    async def on_progress(value, total, message):
+        progress.append(message)
+
+    async with Client(streamable_http_client(url, http_client=http)) as client:
+        tools = await client.list_tools()
+        bash = wire(await client.call_tool("bash", {"command": "echo hi; exit 3"}))
+        slow = wire(await client.call_tool(
+            "bash", {"command": "for i in 1 2 3; do echo tick $i; sleep 1; done"}, progress_callback=on_progress))
+        read = wire(await client.call_tool("read_file", {"path": "hello.py"}))
+        edit = wire(await client.call_tool("edit_file", {"path": "hello.py", "old_str": "hi", "new_str": "bye"}))
+        reread = wire(await client.call_tool("read_file", {"path": "hello.py"}))
+        missing = wire(await client.call_tool("edit_file", {"path": "hello.py", "old_str": "nope", "new_str": "x"}))
+        wrong = wire(await client.call_tool("bash", {"command": 42}))
+    print(json.dumps({
+        "tools": sorted(t.name for t in tools.tools),
+        "schemas": {t.name: t.input_schema for t in tools.tools if t.name == "bash"},
+        "bash": bash, "slow": slow, "progress": progress, "read": read, "edit": edit, "reread": reread,
+        "missing": missing, "wrong": wrong,
+    }))
+
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))

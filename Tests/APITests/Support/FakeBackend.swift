@@ -1,0 +1,231 @@
+import API
+import Foundation
+import Sandbox
+import Synchronization
+
+@testable import Host
+
+/// A host without sandboxes: projects in memory, and the real job system over a runner
+/// that understands `echo X`, `exit N`, `sleep S` and `lines N` (N lines, 50 ms apart).
+actor FakeBackend: HostBackend {
+    var infos: [String: ProjectInfo] = [:]
+    let jobsystem: JobSystem
+    /// When set, submits are refused as the real queue refuses them when full.
+    var overloaded = false
+    var shutdownCalls = 0
+    let reloads: AsyncStream<Int>
+    let reloadSink: AsyncStream<Int>.Continuation
+
+    init(projects: [String] = ["alpha", "beta"], limits: JobLimits = JobLimits()) throws {
+        jobsystem = try JobSystem(runner: FakeRunner(), limits: limits)
+        (reloads, reloadSink) = AsyncStream.makeStream(of: Int.self)
+        for id in projects { infos[id] = Self.info(id) }
+    }
+
+    static func info(_ id: String, source: String = "file:///src") -> ProjectInfo {
+        ProjectInfo(
+            id: id, source: source, state: "cold", sourceVersion: nil, dirty: nil, diskBytes: 0, runningJobs: 0,
+            queuedJobs: 0, expiresAt: Date(timeIntervalSince1970: 2_000_000_000), policy: "default", sandbox: false,
+            limits: ["timeout_s": "120"])
+    }
+
+    func setOverloaded(_ value: Bool) { overloaded = value }
+
+    func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
+        async throws -> ProjectInfo
+    {
+        if let policy, policy != "default" { throw HostError.unknownPolicy(policy) }
+        if let cpus = limits.cpus, cpus > 1 {
+            throw HostError.policyLimits("cpus: requested \(cpus) is above the policy's maximum of 1.0")
+        }
+        guard source.hasPrefix("file://") || source.hasPrefix("s3://") || source.hasPrefix("https://") else {
+            throw CacheError.unsupportedSource(source)
+        }
+        infos[id] = Self.info(id, source: source)
+        return infos[id]!
+    }
+
+    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws -> ProjectInfo {
+        guard archive.starts(with: [0x1F, 0x8B]) else { throw CacheError.corruptArchive("not gzip") }
+        infos[id] = Self.info(id, source: "blob:uploads/\(id)")
+        return infos[id]!
+    }
+
+    func project(_ id: String) async throws -> ProjectInfo {
+        guard let info = infos[id] else { throw HostError.projectNotFound(id) }
+        return info
+    }
+
+    func projects() async -> [ProjectInfo] { infos.values.sorted { $0.id < $1.id } }
+
+    func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
+        guard var info = infos[id] else { throw HostError.projectNotFound(id) }
+        progress?(.downloading(TransferProgress(bytes: 10, total: 20, bytesPerSecond: 100)))
+        progress?(.extracting)
+        progress?(.ready)
+        info.state = "ready"
+        info.sandbox = true
+        infos[id] = info
+        return info
+    }
+
+    func snapshot(_ id: String) async throws -> SnapshotResult? {
+        guard infos[id]?.state == "ready" else { return nil }
+        return SnapshotResult(key: "snapshots/\(id)", version: "v1", bytes: 10, files: 1, skipped: 0)
+    }
+
+    func evict(_ id: String, discard: Bool) async throws {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        infos[id]?.state = "cold"
+    }
+
+    func submit(_ request: JobRequest) async throws -> JobRecord {
+        guard infos[request.project] != nil else { throw HostError.projectNotFound(request.project) }
+        if overloaded { throw JobError.overloaded(retryAfterSeconds: 7, scope: "host") }
+        if request.timeoutSeconds > 1800 {
+            throw HostError.policyLimits(
+                "timeout \(request.timeoutSeconds) s is above the policy's maximum of 1800 s")
+        }
+        return try await jobsystem.submit(request)
+    }
+
+    func waitJob(_ id: String, timeout: Duration, since: Int, untilFinished: Bool) async throws -> JobSnapshot {
+        try await jobsystem.wait(id, timeout: timeout, since: since, untilFinished: untilFinished)
+    }
+
+    func jobSnapshot(_ id: String, since: Int) async throws -> JobSnapshot {
+        try await jobsystem.snapshot(id, since: since)
+    }
+    func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobsystem.cancel(id) }
+    func jobs(project: String, limit: Int) async throws -> [JobRecord] {
+        try await jobsystem.list(project: project, limit: limit)
+    }
+    func queueDepth() async -> (queued: Int, running: Int) { await jobsystem.depth }
+
+    func status() async -> HostStatus {
+        HostStatus(
+            version: "test", projects: infos.count, sandboxes: 0, queuedJobs: 0, runningJobs: 0, workerSlots: [:],
+            cgroupMode: "none", enforcedLimits: [:], policies: ["default": "sha256:x"], policyErrors: [])
+    }
+
+    func readiness() async -> [String: Bool] { ["queue": !overloaded, "rootfs": true] }
+    func policyReloads() async -> AsyncStream<Int> { reloads }
+    func policySummary() async -> (digests: [String: String], errors: [String]) { (["default": "sha256:x"], []) }
+    func shutdown(grace: Duration) async {
+        shutdownCalls += 1
+        await jobsystem.shutdown(grace: grace)
+    }
+}
+
+/// Runs the fake command language of ``FakeBackend``.
+struct FakeRunner: JobRunner {
+    func start(
+        _ request: JobRequest, jobID: String, onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void
+    ) async throws -> any JobExecution {
+        let words = request.command.split(separator: " ", maxSplits: 1).map(String.init)
+        if words.first == "unstartable" { throw JobError.invalidRequest("cannot start") }
+        return FakeExecution(words: words, timeout: request.timeoutSeconds, onOutput: onOutput)
+    }
+}
+
+final class FakeExecution: JobExecution {
+    let task: Task<JobResult, Never>
+
+    init(words: [String], timeout: Double, onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void) {
+        task = Task {
+            let start = ContinuousClock.now
+            var stdout = ""
+            func emit(_ text: String) {
+                stdout += text
+                onOutput(.stdout, Array(text.utf8))
+            }
+            var code: Int32 = 0
+            var status = JobResult.Status.completed
+            let argument = words.count > 1 ? words[1] : ""
+            switch words.first ?? "" {
+            case "echo": emit(argument + "\n")
+            case "exit": code = Int32(argument) ?? 1
+            case "sleep", "lines":
+                let seconds = words[0] == "sleep" ? Double(argument) ?? 1 : 0.05 * (Double(argument) ?? 1)
+                let steps = words[0] == "lines" ? Int(argument) ?? 1 : 1
+                for step in 1...max(1, steps) {
+                    let slice = min(seconds / Double(steps), timeout)
+                    if (try? await Task.sleep(for: .milliseconds(Int(slice * 1000)))) == nil {
+                        status = .cancelled
+                        code = 143
+                        break
+                    }
+                    if words[0] == "lines" { emit("line \(step)\n") }
+                    if ContinuousClock.now - start >= .milliseconds(Int(timeout * 1000)) {
+                        status = .timedOut
+                        code = 124
+                        break
+                    }
+                }
+            default: emit("ran: \(words.joined(separator: " "))\n")
+            }
+            let elapsed = ContinuousClock.now - start
+            return JobResult(
+                status: status, exitCode: code, signal: nil, timedOut: status == .timedOut, oomKilled: false,
+                durationMs: Int(
+                    elapsed.components.seconds * 1000 + elapsed.components.attoseconds / 1_000_000_000_000_000),
+                cpuMs: 0, peakMemoryBytes: 0, stdout: stdout, stderr: "", truncated: false, omittedBytes: 0,
+                logPath: nil)
+        }
+    }
+
+    func wait() async -> JobResult { await task.value }
+
+    func cancel() async -> JobResult {
+        task.cancel()
+        return await task.value
+    }
+}
+
+/// File tools over an in-memory tree per project: enough to route and wrap calls.
+final class FakeFiles: FileToolBackend {
+    let files = Mutex<[String: [String: String]]>([:])
+    let fileToolNames = [
+        "read_file", "write_file", "edit_file", "read_text_file", "list_dir", "glob", "grep", "file_info",
+    ]
+
+    func put(_ project: String, _ path: String, _ text: String) {
+        files.withLock { $0[project, default: [:]][path] = text }
+    }
+
+    func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
+        -> FileToolReply
+    {
+        let arguments = try JSONSerialization.jsonObject(with: Data(argumentsJSON)) as? [String: Any] ?? [:]
+        let path = arguments["path"] as? String ?? ""
+        switch name {
+        case "read_file", "read_text_file":
+            guard let text = files.withLock({ $0[project]?[path] }) else {
+                return FileToolReply(
+                    text: "not_found: \(path)", structuredJSON: Array(#"{"code":"not_found"}"#.utf8), isError: true,
+                    errorCode: "not_found")
+            }
+            let numbered = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().enumerated()
+                .map { "\($0.offset + 1)\t\($0.element)" }.joined(separator: "\n")
+            return FileToolReply(text: numbered, structuredJSON: Array(#"{"path":"\#(path)"}"#.utf8), isError: false)
+        case "write_file":
+            put(project, path, arguments["content"] as? String ?? "")
+            return FileToolReply(text: "wrote \(path)", structuredJSON: Array("{}".utf8), isError: false)
+        case "edit_file":
+            let old = arguments["old_str"] as? String ?? ""
+            let new = arguments["new_str"] as? String ?? ""
+            let ok = files.withLock { tree -> Bool in
+                guard let text = tree[project]?[path], text.contains(old), !old.isEmpty else { return false }
+                tree[project]?[path] = text.replacingOccurrences(of: old, with: new)
+                return true
+            }
+            return ok
+                ? FileToolReply(text: "edited \(path)", structuredJSON: Array("{}".utf8), isError: false)
+                : FileToolReply(
+                    text: "old_str_not_found in \(path)", structuredJSON: Array("{}".utf8), isError: true,
+                    errorCode: "old_str_not_found")
+        default:
+            return FileToolReply(text: "\(name) ok", structuredJSON: Array("{}".utf8), isError: false)
+        }
+    }
+}

@@ -1,0 +1,1 @@
+console.log(`hello from Node ${process.version} in the sandbox`);

@@ -1,0 +1,3 @@
+import platform
+
+print(f"hello from Python {platform.python_version()} in the sandbox")
