@@ -6,7 +6,10 @@
 /// keys a route touches depends on what the script reads. That is fine for a single Redis
 /// or a replicated one; Redis Cluster (sharded) would need hash tags and is not supported.
 enum ClusterScripts {
-    /// Helpers shared by the scripts: choosing an owner and ending a job.
+    /// Helpers shared by the scripts: choosing an owner and ending a job. A project whose
+    /// lease lapsed goes back to the live host that still lists it (it has the project
+    /// materialized: a slow renewal must not move it); otherwise to the live host with the
+    /// fewest leases.
     static let prelude = """
         local function pick(prefix)
           local best, fewest = false, -1
@@ -18,11 +21,18 @@ enum ClusterScripts {
           end
           return best
         end
+        local function sticky(prefix, project)
+          for _, host in ipairs(redis.call('SMEMBERS', prefix .. ':workers')) do
+            if redis.call('SISMEMBER', prefix .. ':leases:' .. host, project) == 1
+              and redis.call('EXISTS', prefix .. ':worker:' .. host) == 1 then return host end
+          end
+          return false
+        end
         local function route(prefix, project, ttl)
           local key = prefix .. ':owner:' .. project
           local owner = redis.call('GET', key)
           if owner then return owner end
-          owner = pick(prefix)
+          owner = sticky(prefix, project) or pick(prefix)
           if owner then
             redis.call('SET', key, owner, 'PX', ttl)
             redis.call('SADD', prefix .. ':leases:' .. owner, project)

@@ -160,6 +160,8 @@ extension ClusterWorker {
                 guard phase != .crashed, phase != .stopped else { return false }
                 try? await Task.sleep(for: delay)
                 delay = min(delay * 2, .seconds(1))
+            } catch ClusterError.closed {
+                return false
             } catch {
                 logger.error("worker \(host): redis refused a write: \(error)")
                 return false

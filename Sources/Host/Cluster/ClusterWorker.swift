@@ -35,6 +35,9 @@ public actor ClusterWorker {
     var consumer: Task<Void, Never>?
     var renewer: Task<Void, Never>?
     var janitor: Task<Void, Never>?
+    /// When this host last failed to reach Redis. Peers had no chance to renew during an
+    /// outage either, so nobody is declared dead until a full lease has passed since.
+    var troubleAt: ContinuousClock.Instant?
 
     struct Tracked {
         var entry: String
@@ -143,6 +146,7 @@ public actor ClusterWorker {
             } catch {
                 if !failing { logger.warning("worker \(host): cannot renew heartbeat and leases: \(error)") }
                 failing = true
+                troubleAt = .now
             }
             do { try await Task.sleep(for: configuration.leaseTTL / 3) } catch { return }
         }
@@ -154,11 +158,13 @@ public actor ClusterWorker {
             do { try await Task.sleep(for: configuration.leaseTTL / 3) } catch { return }
             guard phase == .running else { return }
             await sweepOwnPending()
+            if let troubleAt, ContinuousClock.now - troubleAt < configuration.leaseTTL { continue }
             do {
                 for dead in try await leases.deadWorkers() where dead != host {
                     _ = try await rescue(dead)
                 }
             } catch {
+                troubleAt = .now
                 logger.debug("worker \(host): failover pass failed: \(error)")
             }
         }

@@ -195,8 +195,9 @@ final class RedisConnection: Sendable {
     /// Forgets a broken connection. The next request reconnects at once: Redis may only have
     /// closed an idle socket.
     private func drop(reason: String) {
-        if !reportedDown { logger.warning("redis connection lost (\(name)): \(reason)") }
-        reportedDown = true
+        let closing = queue.withLock { $0.closed }
+        if !reportedDown && !closing { logger.warning("redis connection lost (\(name)): \(reason)") }
+        reportedDown = !closing
         disconnect()
         nextAttempt = .now
     }
