@@ -40,7 +40,8 @@ struct ClusterFailoverTests {
 
         let interrupted = try await client.wait(running.id, timeout: .seconds(5), untilFinished: true)
         #expect(interrupted.record.state == .interrupted)
-        #expect(interrupted.record.error == "the worker host host-a stopped while this job was running; it was not re-run")
+        #expect(
+            interrupted.record.error == "the worker host host-a stopped while this job was running; it was not re-run")
         // Exactly once each: the running job only ever on host-a, the others only on host-b.
         #expect(f.ledger.hosts(of: "block-running") == ["host-a"])
         for i in 0..<3 { #expect(f.ledger.hosts(of: "queued-\(i)") == ["host-b"]) }

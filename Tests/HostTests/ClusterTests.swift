@@ -18,7 +18,8 @@ struct ClusterTests {
             for p in 0..<20 {
                 for j in 0..<3 {
                     group.addTask {
-                        try await client.run(JobRequest(project: "p\(p)", command: "echo \(p)-\(j)"), budget: .seconds(10))
+                        try await client.run(
+                            JobRequest(project: "p\(p)", command: "echo \(p)-\(j)"), budget: .seconds(10))
                     }
                 }
             }

@@ -27,7 +27,9 @@ struct RedisClientTests {
         #expect(throws: ClusterError.invalidURL("database must be a number, not x")) {
             try RedisConfiguration(url: "redis://h/x")
         }
-        #expect(throws: ClusterError.invalidURL("unknown option tls")) { try RedisConfiguration(url: "redis://h?tls=1") }
+        #expect(throws: ClusterError.invalidURL("unknown option tls")) {
+            try RedisConfiguration(url: "redis://h?tls=1")
+        }
     }
 
     @Test func commandsPipelinesAndScriptsGetTypedReplies() async throws {
@@ -47,7 +49,8 @@ struct RedisClientTests {
         }
         let script = RedisScript("return {KEYS[1], ARGV[1], redis.call('GET', KEYS[1])}")
         #expect(
-            try await redis.eval(script, keys: ["n"], arguments: ["a"]) == .array([.string("n"), .string("a"), .string("42")]))
+            try await redis.eval(script, keys: ["n"], arguments: ["a"])
+                == .array([.string("n"), .string("a"), .string("42")]))
         // Redis forgets scripts (as after a restart): the client loads it again by itself.
         try await redis.command(["SCRIPT", "FLUSH"])
         #expect(try await redis.eval(script, keys: ["n"], arguments: ["b"]).array?[1] == .string("b"))
@@ -105,7 +108,8 @@ struct RedisClientTests {
         #expect(ContinuousClock.now - started < .seconds(2))
         #expect(reply.array?.first?.array?.first == .string("s"))
         // A block that runs out is a nil reply, not an error.
-        #expect(try await reader.blocking(["XREAD", "BLOCK", "50", "STREAMS", "s", "$"], for: .milliseconds(50)) == .null)
+        #expect(
+            try await reader.blocking(["XREAD", "BLOCK", "50", "STREAMS", "s", "$"], for: .milliseconds(50)) == .null)
     }
 
     @Test func whileRedisIsDownCallsFailFastWithRetryAfterAndRecoverWhenItReturns() async throws {
@@ -137,7 +141,9 @@ struct RedisClientTests {
         let server = try RedisServer()
         let reader = RedisClient(try RedisConfiguration(url: server.url))
         let start = ContinuousClock.now
-        let read = Task { try await reader.blocking(["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"], for: .seconds(10)) }
+        let read = Task {
+            try await reader.blocking(["XREAD", "BLOCK", "10000", "STREAMS", "s", "$"], for: .seconds(10))
+        }
         try await Task.sleep(for: .milliseconds(100))
         reader.close()
         await #expect(throws: ClusterError.self) { try await read.value }

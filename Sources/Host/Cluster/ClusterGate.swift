@@ -29,10 +29,11 @@ final class ClusterGate: Sendable {
         var delay: Duration = .milliseconds(50)
         while true {
             do {
-                let won = try await redis.eval(
-                    ClusterScripts.start, keys: [],
-                    arguments: [configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp()]
-                ).integer == 1
+                let won =
+                    try await redis.eval(
+                        ClusterScripts.start, keys: [],
+                        arguments: [configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp()]
+                    ).integer == 1
                 outcomes.withLock { $0[id] = won ? .won : .lost }
                 if won { return }
                 throw ClusterError.claimLost(id)

@@ -48,6 +48,8 @@ extension ClusterWorker {
             if let local = tracked[id]?.local {
                 let jobs = self.jobs
                 Task { _ = try? await jobs.cancel(local) }
+            } else if tracked[id] != nil {
+                tracked[id]?.cancelled = true
             }
             _ = try? await redis.command(["XACK", keys.jobs(host), ClusterKeys.group, entry.id])
             return
@@ -71,6 +73,10 @@ extension ClusterWorker {
             request.idempotencyKey = id
             let record = try await jobs.submit(request)
             tracked[id]?.local = record.id
+            if tracked[id]?.cancelled == true {
+                let jobs = self.jobs
+                Task { _ = try? await jobs.cancel(record.id) }
+            }
             Task { await self.forward(id, local: record.id, entry: entry.id) }
         } catch {
             // The entry stays pending for this host; the next sweep takes it again.
@@ -84,6 +90,11 @@ extension ClusterWorker {
     func sweepOwnPending() async {
         guard phase == .running else { return }
         let stream = keys.jobs(host)
+        // Entries a rescuer took from this stream while this host looked dead (it came back
+        // just then) are pending for the rescuer: take them back once they sit idle.
+        _ = try? await redis.command([
+            "XAUTOCLAIM", stream, ClusterKeys.group, host, configuration.leaseMilliseconds, "0-0", "COUNT", "100",
+        ])
         guard
             let reply = try? await redis.command([
                 "XREADGROUP", "GROUP", ClusterKeys.group, host, "COUNT", "500", "STREAMS", stream, "0",

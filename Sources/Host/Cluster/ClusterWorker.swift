@@ -42,6 +42,8 @@ public actor ClusterWorker {
     struct Tracked {
         var entry: String
         var local: String?
+        /// A cancel that arrived before the local job existed.
+        var cancelled = false
     }
 
     /// The submitter name on local jobs that came from the cluster (the gate looks for it).

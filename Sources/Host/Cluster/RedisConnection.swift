@@ -141,7 +141,9 @@ final class RedisConnection: Sendable {
         if let context { return .success(context) }
         let now = ContinuousClock.now
         if now < nextAttempt { return .failure(.redisUnavailable(retryAfterSeconds: Self.seconds(nextAttempt - now))) }
-        guard let c = redisConnectWithTimeout(configuration.host, Int32(configuration.port), timeval(configuration.connectTimeout))
+        guard
+            let c = redisConnectWithTimeout(
+                configuration.host, Int32(configuration.port), timeval(configuration.connectTimeout))
         else { return .failure(failedAttempt("out of memory")) }
         if c.pointee.err != 0 {
             let reason = Self.errorText(c)
