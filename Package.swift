@@ -71,7 +71,8 @@ let package = Package(
             swiftSettings: strict),
 
         .executableTarget(
-            name: "corral-bench-cluster", dependencies: ["Host", "Sandbox"], path: "benchmarks/ClusterBench",
+            name: "corral-bench-cluster", dependencies: ["Host", "Sandbox", "TestSupport"],
+            path: "benchmarks/ClusterBench",
             swiftSettings: strict),
 
         // MARK: - Tests

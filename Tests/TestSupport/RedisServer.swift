@@ -11,13 +11,16 @@ public final class RedisServer: @unchecked Sendable {
     public let port: Int
     public let directory: String
     public let password: String?
+    /// `always` (every write on disk before Redis answers) or `everysec` (Redis's default).
+    public let appendfsync: String
     private var process: Process?
 
     public static let binary = "/usr/bin/redis-server"
     public static var isAvailable: Bool { FileManager.default.isExecutableFile(atPath: binary) }
 
-    public init(password: String? = nil) throws {
+    public init(password: String? = nil, appendfsync: String = "always") throws {
         self.password = password
+        self.appendfsync = appendfsync
         var template = Array((FileManager.default.temporaryDirectory.path + "/corral-redis-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { throw TestSupportError("mkdtemp: errno \(errno)") }
         directory = String(cString: made)
@@ -37,7 +40,7 @@ public final class RedisServer: @unchecked Sendable {
         p.executableURL = URL(fileURLWithPath: Self.binary)
         var arguments = [
             "--bind", "127.0.0.1", "--port", String(port), "--dir", directory, "--appendonly", "yes",
-            "--appendfsync", "always", "--save", "", "--daemonize", "no", "--protected-mode", "yes",
+            "--appendfsync", appendfsync, "--save", "", "--daemonize", "no", "--protected-mode", "yes",
             "--logfile", directory + "/redis.log",
         ]
         if let password { arguments += ["--requirepass", password] }

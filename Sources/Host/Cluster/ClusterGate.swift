@@ -32,7 +32,10 @@ final class ClusterGate: Sendable {
                 let won =
                     try await redis.eval(
                         ClusterScripts.start, keys: [],
-                        arguments: [configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp()]
+                        arguments: [
+                        configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp(),
+                        configuration.retentionMilliseconds,
+                    ]
                     ).integer == 1
                 outcomes.withLock { $0[id] = won ? .won : .lost }
                 if won { return }

@@ -81,8 +81,13 @@ public final class ClusterJobClient: Sendable {
     /// Submits and waits up to `budget` for the result; if the budget runs out first the
     /// snapshot says `queued` or `running` and the job goes on.
     public func run(_ request: JobRequest, budget: Duration) async throws -> JobSnapshot {
+        let start = ContinuousClock.now
         let record = try await submit(request)
-        return try await wait(record.id, timeout: budget, since: 0, untilFinished: true)
+        // A new job has nothing to read yet: wait for its end straight away and read once.
+        do {
+            _ = try await watcher.next(on: keys.events(record.id), after: .zero, kinds: ["final"], timeout: budget)
+        } catch ClusterError.redisUnavailable {}
+        return try await wait(record.id, timeout: budget - (ContinuousClock.now - start), untilFinished: true)
     }
 
     // MARK: - Waiting
@@ -100,7 +105,8 @@ public final class ClusterJobClient: Sendable {
                 let remaining = deadline - .now
                 let changed = !untilFinished && snap.cursor > since
                 if snap.record.state.isFinal || changed || remaining <= .zero { return snap }
-                _ = try await watcher.next(on: keys.events(id), after: last, timeout: remaining)
+                let kinds: Set<String> = untilFinished ? ["final"] : ["final", "output"]
+                _ = try await watcher.next(on: keys.events(id), after: last, kinds: kinds, timeout: remaining)
             } catch ClusterError.redisUnavailable(let after) {
                 let remaining = deadline - .now
                 if remaining <= .zero { throw ClusterError.redisUnavailable(retryAfterSeconds: after) }

@@ -86,7 +86,7 @@ extension ClusterScripts {
             end
             local id = ARGV[5]
             local job = prefix .. ':job:' .. id
-            local f = redis.call('HMGET', job, 'state', 'host', 'project')
+            local f = redis.call('HMGET', job, 'state', 'host', 'project', 'request')
             if (f[1] ~= 'queued' and f[1] ~= 'running') or f[2] ~= dead then
               redis.call('XACK', stream, 'workers', entry)
               return 'done'
@@ -101,7 +101,7 @@ extension ClusterScripts {
             local owner = route(prefix, f[3], ARGV[7])
             if not owner then return 'wait' end
             redis.call('HSET', job, 'host', owner)
-            redis.call('XADD', prefix .. ':jobs:' .. owner, '*', 'type', 'job', 'id', id)
+            redis.call('XADD', prefix .. ':jobs:' .. owner, '*', 'type', 'job', 'id', id, 'request', f[4])
             redis.call('XACK', stream, 'workers', entry)
             return 'moved'
             """)

@@ -39,6 +39,14 @@ enum ClusterScripts {
           end
           return owner
         end
+        local function append(job, offset, text, cap)
+          local total = tonumber(redis.call('HGET', job, 'outlen') or '0')
+          if text == '' or offset < total then return end
+          if redis.call('STRLEN', job .. ':out') < cap then redis.call('APPEND', job .. ':out', text) end
+          total = offset + string.len(text)
+          redis.call('HSET', job, 'outlen', total)
+          redis.call('XADD', job .. ':events', 'MAXLEN', '~', '256', '*', 't', 'output', 'end', total)
+        end
         local function finish(prefix, id, state, now, result, err, retention)
           local job = prefix .. ':job:' .. id
           redis.call('HSET', job, 'state', state, 'finished', now)
@@ -73,7 +81,7 @@ enum ClusterScripts {
             redis.call('ZADD', recent, ARGV[6], id)
             redis.call('ZREMRANGEBYRANK', recent, 0, -1001)
             redis.call('PEXPIRE', recent, ARGV[8])
-            redis.call('XADD', prefix .. ':jobs:' .. owner, '*', 'type', 'job', 'id', id)
+            redis.call('XADD', prefix .. ':jobs:' .. owner, '*', 'type', 'job', 'id', id, 'request', ARGV[4])
             return {'queued', id, owner}
             """)
 
@@ -101,47 +109,49 @@ enum ClusterScripts {
             return {'run', f[4]}
             """)
 
-    /// ARGV: prefix, id, me, incarnation, now. 1 if this host may start the job now.
-    /// The only way into `running`: the job must still be queued and routed here. A retry
-    /// whose first reply was lost finds its own incarnation and wins again.
+    /// ARGV: prefix, id, me, incarnation, now, retention ms. 1 if this host may start the
+    /// job now. The only way into `running`: the job must still be queued and routed here.
+    /// A retry whose first reply was lost finds its own incarnation and wins again; a job
+    /// an earlier life of this host left running is marked interrupted, never re-run.
     static let start = RedisScript(
-        """
-        local job = ARGV[1] .. ':job:' .. ARGV[2]
-        local f = redis.call('HMGET', job, 'state', 'host', 'inc')
-        if f[1] == 'queued' and f[2] == ARGV[3] then
-          redis.call('HSET', job, 'state', 'running', 'inc', ARGV[4], 'started', ARGV[5])
-          redis.call('XADD', job .. ':events', 'MAXLEN', '~', '256', '*', 't', 'state', 's', 'running')
-          return 1
-        end
-        if f[1] == 'running' and f[3] == ARGV[4] then return 1 end
-        return 0
-        """)
+        prelude + """
+            local job = ARGV[1] .. ':job:' .. ARGV[2]
+            local f = redis.call('HMGET', job, 'state', 'host', 'inc')
+            if f[1] == 'queued' and f[2] == ARGV[3] then
+              redis.call('HSET', job, 'state', 'running', 'inc', ARGV[4], 'started', ARGV[5])
+              redis.call('XADD', job .. ':events', 'MAXLEN', '~', '256', '*', 't', 'state', 's', 'running')
+              return 1
+            end
+            if f[1] == 'running' and f[2] == ARGV[3] then
+              if f[3] == ARGV[4] then return 1 end
+              finish(ARGV[1], ARGV[2], 'interrupted', ARGV[5], '',
+                'the worker host ' .. ARGV[3] .. ' restarted while this job was running; it was not re-run', ARGV[6])
+            end
+            return 0
+            """)
 
     /// ARGV: prefix, id, incarnation, offset, text, cap. Appends output once: a retry of
     /// an append that already landed (same offset) changes nothing.
     static let output = RedisScript(
-        """
-        local job = ARGV[1] .. ':job:' .. ARGV[2]
-        local f = redis.call('HMGET', job, 'state', 'inc', 'outlen')
-        if f[1] ~= 'running' or f[2] ~= ARGV[3] then return 0 end
-        local total, offset = tonumber(f[3] or '0'), tonumber(ARGV[4])
-        if offset < total then return 1 end
-        if redis.call('STRLEN', job .. ':out') < tonumber(ARGV[6]) then redis.call('APPEND', job .. ':out', ARGV[5]) end
-        total = offset + string.len(ARGV[5])
-        redis.call('HSET', job, 'outlen', total)
-        redis.call('XADD', job .. ':events', 'MAXLEN', '~', '256', '*', 't', 'output', 'end', total)
-        return 1
-        """)
+        prelude + """
+            local job = ARGV[1] .. ':job:' .. ARGV[2]
+            local f = redis.call('HMGET', job, 'state', 'inc')
+            if f[1] ~= 'running' or f[2] ~= ARGV[3] then return 0 end
+            append(job, tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6]))
+            return 1
+            """)
 
-    /// ARGV: prefix, id, incarnation, state, now, result JSON, error, retention ms, me, entry.
-    /// Records the result (only if this incarnation runs the job) and acknowledges the
-    /// stream entry in the same step, so an entry is never acknowledged without its result.
+    /// ARGV: prefix, id, incarnation, state, now, result JSON, error, retention ms, me, entry,
+    /// output offset, last output, output cap. Records the last output and the result (only
+    /// if this incarnation runs the job) and acknowledges the stream entry in the same step,
+    /// so an entry is never acknowledged without its result.
     static let finish = RedisScript(
         prelude + """
             local job = ARGV[1] .. ':job:' .. ARGV[2]
             local f = redis.call('HMGET', job, 'state', 'inc')
             local recorded = 0
             if f[1] == 'running' and f[2] == ARGV[3] then
+              append(job, tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]))
               finish(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
               recorded = 1
             end

@@ -57,18 +57,15 @@ extension ClusterWorker {
         guard tracked[id] == nil else { return }
         tracked[id] = Tracked(entry: entry.id, local: nil)
         do {
-            let reply = try await redis.eval(
-                ClusterScripts.adopt, keys: [],
-                arguments: [
-                    configuration.keyPrefix, host, incarnation, id, entry.id, ClusterRecords.timestamp(),
-                    configuration.retentionMilliseconds,
-                ])
-            let parts = (reply.array ?? []).compactMap(\.string)
-            guard parts.first == "run", parts.count > 1 else {
+            // Entries carry their request, so taking a job costs no round trip: whether it
+            // may still run is the gate's decision, made when it reaches a slot.
+            var carried = entry.fields["request"]
+            if carried == nil { carried = try await adopt(id, entry: entry.id) }
+            guard let json = carried else {
                 untrack(id)
                 return
             }
-            var request = try JSONDecoder().decode(JobRequest.self, from: Data(parts[1].utf8))
+            var request = try JSONDecoder().decode(JobRequest.self, from: Data(json.utf8))
             request.submitter = Self.submitter
             request.idempotencyKey = id
             let record = try await jobs.submit(request)
@@ -83,6 +80,19 @@ extension ClusterWorker {
             logger.warning("worker \(host): cannot take job \(id): \(error)")
             untrack(id)
         }
+    }
+
+    /// For an entry without its request: the request if the job should run here, nil if
+    /// it ended or moved (the entry is then acknowledged).
+    private func adopt(_ id: String, entry: String) async throws -> String? {
+        let reply = try await redis.eval(
+            ClusterScripts.adopt, keys: [],
+            arguments: [
+                configuration.keyPrefix, host, incarnation, id, entry, ClusterRecords.timestamp(),
+                configuration.retentionMilliseconds,
+            ])
+        let parts = (reply.array ?? []).compactMap(\.string)
+        return parts.first == "run" && parts.count > 1 ? parts[1] : nil
     }
 
     /// Entries pending for this host that nobody here is handling: replies lost to a
@@ -118,7 +128,8 @@ extension ClusterWorker {
         let prefix = configuration.keyPrefix
         while true {
             guard let snap = try? await jobs.wait(local, timeout: .seconds(600), since: cursor) else { return }
-            if !snap.output.isEmpty, gate.outcome(id) == .won {
+            // The last output goes with the result, in one round trip.
+            if !snap.output.isEmpty, !snap.record.state.isFinal, gate.outcome(id) == .won {
                 let text = snap.output
                 let at = String(offset)
                 let saved = await persist {
@@ -136,13 +147,14 @@ extension ClusterWorker {
             case .won:
                 let record = snap.record
                 let result = try? record.result.map(ClusterRecords.json)
+                let (at, text) = (String(offset), snap.output)
                 _ = await persist {
                     try await self.redis.eval(
                         ClusterScripts.finish, keys: [],
                         arguments: [
                             prefix, id, self.incarnation, record.state.rawValue, ClusterRecords.timestamp(),
                             result ?? "", record.error ?? "", self.configuration.retentionMilliseconds, self.host,
-                            entry,
+                            entry, at, text, String(self.configuration.outputCap),
                         ])
                 }
             case .lost:

@@ -10,7 +10,9 @@ import Synchronization
 /// its stream gets an entry.
 final class EventWatcher: Sendable {
     private struct Waiter {
-        let after: StreamID
+        var after: StreamID
+        /// Event types (`t`) that end the wait; nil for any.
+        let kinds: Set<String>?
         let continuation: CheckedContinuation<Bool, any Error>
         let timer: Task<Void, any Error>
     }
@@ -38,9 +40,10 @@ final class EventWatcher: Sendable {
         self.interval = interval
     }
 
-    /// Waits until `key` has an entry after `after`: true when one arrived, false when
-    /// `timeout` passed first. Throws when the connection to Redis broke meanwhile.
-    func next(on key: String, after: StreamID, timeout: Duration) async throws -> Bool {
+    /// Waits until `key` has an entry after `after` (of one of `kinds`, when given): true
+    /// when one arrived, false when `timeout` passed first. Throws when the connection to
+    /// Redis broke meanwhile.
+    func next(on key: String, after: StreamID, kinds: Set<String>? = nil, timeout: Duration) async throws -> Bool {
         let token = state.withLock { s in
             s.nextToken += 1
             return s.nextToken
@@ -53,7 +56,8 @@ final class EventWatcher: Sendable {
                 }
                 let (accepted, start, poke) = state.withLock { s -> (Bool, Bool, Bool) in
                     guard !s.closed else { return (false, false, false) }
-                    s.waiters[key, default: [:]][token] = Waiter(after: after, continuation: continuation, timer: timer)
+                    s.waiters[key, default: [:]][token] = Waiter(
+                        after: after, kinds: kinds, continuation: continuation, timer: timer)
                     let start = !s.running
                     s.running = true
                     return (true, start, !start && !s.watching.contains(key))
@@ -123,7 +127,7 @@ final class EventWatcher: Sendable {
                     if key == wakeKey {
                         state.withLock { $0.wakeID = max($0.wakeID, last) }
                     } else {
-                        deliver(key, upTo: last)
+                        deliver(key, entries, last: last)
                     }
                 }
             } catch {
@@ -141,12 +145,24 @@ final class EventWatcher: Sendable {
         }
     }
 
-    private func deliver(_ key: String, upTo last: StreamID) {
+    /// Resumes the waiters an entry is for; the others now wait for entries after these.
+    private func deliver(_ key: String, _ entries: [StreamEntry], last: StreamID) {
         let ready = state.withLock { s -> [Waiter] in
             guard let waiters = s.waiters[key] else { return [] }
-            let ready = waiters.filter { $0.value.after < last }
-            for token in ready.keys { s.waiters[key]?[token] = nil }
-            return Array(ready.values)
+            var ready: [Waiter] = []
+            for (token, waiter) in waiters where waiter.after < last {
+                let wanted = entries.contains { entry in
+                    guard let id = StreamID(entry.id), waiter.after < id else { return false }
+                    return waiter.kinds.map { kinds in entry.fields["t"].map(kinds.contains) ?? false } ?? true
+                }
+                if wanted {
+                    ready.append(waiter)
+                    s.waiters[key]?[token] = nil
+                } else {
+                    s.waiters[key]?[token]?.after = last
+                }
+            }
+            return ready
         }
         for waiter in ready {
             waiter.timer.cancel()
