@@ -21,13 +21,14 @@ import Testing
             contentsOf: repository.appendingPathComponent("policies/default.toml"), encoding: .utf8)
         try shipped.replacingOccurrences(of: "rootfs = \"devtools\"", with: "rootfs = \"minimal\"")
             .write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
-        let rootfs =
-            ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"]
-            ?? repository.appendingPathComponent("rootfs/out").path
         return try await CorralHost.open(
             HostConfiguration(
                 dataDirectory: data.path + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,
                 cgroups: TestCgroups.driver))
+    }
+
+    static var rootfs: String {
+        ProcessInfo.processInfo.environment["CORRAL_ROOTFS_DIR"] ?? repository.appendingPathComponent("rootfs/out").path
     }
 
     /// A tar.gz of `files`, made by bsdtar.

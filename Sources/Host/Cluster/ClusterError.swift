@@ -15,6 +15,8 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidURL(String)
     /// `rediss://` asked for TLS, but the hiredis this was built against has no TLS support.
     case tlsUnavailable
+    /// A cluster setting cannot work (e.g. a host name with a space).
+    case invalidConfiguration(String)
     /// The client or worker was closed.
     case closed
     /// The job was claimed by another host or ended before this host could start it.
@@ -24,7 +26,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     public var httpStatus: Int {
         switch self {
         case .redisUnavailable, .noLiveWorkers, .closed: 503
-        case .invalidURL, .tlsUnavailable, .server, .protocolViolation: 500
+        case .invalidURL, .tlsUnavailable, .server, .protocolViolation, .invalidConfiguration: 500
         case .claimLost: 409
         }
     }
@@ -47,6 +49,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidURL(let why): "invalid redis URL: \(why)"
         case .tlsUnavailable:
             "rediss:// needs TLS, but this build's hiredis has no TLS support (hiredis_ssl, hiredis >= 1.0)"
+        case .invalidConfiguration(let why): "invalid cluster configuration: \(why)"
         case .closed: "the redis connection was closed"
         case .claimLost(let id): "job \(id) was claimed elsewhere or ended before it started here"
         }

@@ -33,9 +33,9 @@ final class ClusterGate: Sendable {
                     try await redis.eval(
                         ClusterScripts.start, keys: [],
                         arguments: [
-                        configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp(),
-                        configuration.retentionMilliseconds,
-                    ]
+                            configuration.keyPrefix, id, host, incarnation, ClusterRecords.timestamp(),
+                            configuration.retentionMilliseconds,
+                        ]
                     ).integer == 1
                 outcomes.withLock { $0[id] = won ? .won : .lost }
                 if won { return }

@@ -165,6 +165,23 @@ public final class ClusterJobClient: Sendable {
     /// The worker host that owns a project now, or nil.
     public func owner(of project: String) async throws -> String? { try await leases.owner(of: project) }
 
+    /// The project's owner, leasing the project to the least-loaded live worker first if
+    /// nobody holds it: where a file call for the project must go. Throws
+    /// ``ClusterError/noLiveWorkers(retryAfterSeconds:)`` when no worker is alive.
+    public func route(_ project: String) async throws -> String {
+        let reply = try await redis.eval(
+            ClusterScripts.route, keys: [],
+            arguments: [configuration.keyPrefix, project, configuration.leaseMilliseconds])
+        guard let host = reply.string else {
+            throw ClusterError.noLiveWorkers(retryAfterSeconds: RedisConnection.seconds(configuration.leaseTTL / 3))
+        }
+        return host
+    }
+
+    /// The address a live worker advertised (``ClusterWorker/init(configuration:host:address:runner:limits:journalPath:beforeRelease:)``),
+    /// for forwarding calls to it; nil if it is not alive or advertised none.
+    public func address(of host: String) async throws -> String? { try await leases.address(of: host) }
+
     /// Worker hosts whose heartbeat is current.
     public func liveWorkers() async throws -> [String] { try await leases.liveWorkers() }
 

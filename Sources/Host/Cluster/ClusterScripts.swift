@@ -85,6 +85,14 @@ enum ClusterScripts {
             return {'queued', id, owner}
             """)
 
+    /// ARGV: prefix, project, lease ms. The project's owner, leasing it to a live worker
+    /// first if nobody holds it; false if no worker is alive. For calls that are not jobs
+    /// (file reads and writes), which go to the owner too.
+    static let route = RedisScript(
+        prelude + """
+            return route(ARGV[1], ARGV[2], ARGV[3])
+            """)
+
     /// ARGV: prefix, me, incarnation, id, entry, now, retention ms.
     /// What a worker should do with a job entry from its own stream: run it, skip it (it
     /// ended or was moved elsewhere), or nothing because it runs here already. A job left

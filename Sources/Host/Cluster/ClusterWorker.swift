@@ -15,6 +15,9 @@ public actor ClusterWorker {
     /// The local execution engine; cluster jobs run here like any other job.
     public nonisolated let jobs: JobSystem
     public nonisolated let leases: ProjectLeases
+    /// Where API nodes can reach this host for calls that are not jobs (file tools), if
+    /// it serves any; advertised in the heartbeat.
+    public nonisolated let address: String?
     /// Changes every time a worker starts, so a restarted host can tell its own running
     /// jobs from those of its previous life.
     nonisolated let incarnation: String
@@ -54,10 +57,16 @@ public actor ClusterWorker {
     /// its lease is given up on a graceful shutdown: the host writes the workspace back
     /// there, so the next owner materializes the latest changes.
     public init(
-        configuration: ClusterConfiguration, host: String, runner: any JobRunner, limits: JobLimits = JobLimits(),
-        journalPath: String? = nil, beforeRelease: @escaping @Sendable (String) async -> Void = { _ in }
+        configuration: ClusterConfiguration, host: String, address: String? = nil, runner: any JobRunner,
+        limits: JobLimits = JobLimits(), journalPath: String? = nil,
+        beforeRelease: @escaping @Sendable (String) async -> Void = { _ in }
     ) throws {
+        guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == ":" }) else {
+            throw ClusterError.invalidConfiguration(
+                "a worker host name must be non-empty, without spaces or colons: \(host)")
+        }
         self.host = host
+        self.address = address
         self.configuration = configuration
         incarnation = "\(host)-\(UInt64(Date().timeIntervalSince1970 * 1000))-\(UInt32.random(in: 0...UInt32.max))"
         redis = RedisClient(configuration.redis, name: "corral-worker-\(host)")
@@ -83,7 +92,7 @@ public actor ClusterWorker {
         // The group exists before the heartbeat does, so nothing is routed to a stream
         // nobody reads.
         try await ensureGroup()
-        try await leases.renew(for: host, heartbeat: incarnation)
+        try await leases.renew(for: host, heartbeat: heartbeat)
         phase = .running
         consumer = Task { await self.consume() }
         renewer = Task { await self.renewLoop() }
@@ -131,6 +140,9 @@ public actor ClusterWorker {
         Task { await jobs.shutdown(grace: .zero) }
     }
 
+    /// What the heartbeat key holds: this life's incarnation and the advertised address.
+    nonisolated var heartbeat: String { address.map { "\(incarnation) \($0)" } ?? incarnation }
+
     /// The projects this host holds leases for.
     public func ownedProjects() async throws -> [String] { try await leases.projects(of: host) }
 
@@ -142,7 +154,7 @@ public actor ClusterWorker {
         var failing = false
         while phase == .running || phase == .draining {
             do {
-                try await leases.renew(for: host, heartbeat: incarnation)
+                try await leases.renew(for: host, heartbeat: heartbeat)
                 if failing { logger.info("worker \(host): renewing again") }
                 failing = false
             } catch {

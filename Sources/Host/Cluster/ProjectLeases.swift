@@ -49,6 +49,12 @@ public struct ProjectLeases: Sendable {
         return (members.array ?? []).compactMap(\.string).sorted()
     }
 
+    /// The address a live host advertises in its heartbeat (`incarnation address`), if any.
+    public func address(of host: String) async throws -> String? {
+        let beat = try await redis.command(["GET", configuration.keys.heartbeat(host)]).string
+        return beat?.split(separator: " ", maxSplits: 1).dropFirst().first.map(String.init)
+    }
+
     /// Registered hosts whose heartbeat is current.
     public func liveWorkers() async throws -> [String] {
         let keys = configuration.keys
