@@ -181,4 +181,53 @@ struct ClusterProcessTests {
         #expect(ledger.hosts(started: "sleep-500-build") == ["host-a"])
         #expect(b.shutdown())
     }
+
+    @Test func redisRestartedUnderLoadWithWorkerProcessesLosesNothingAccepted() async throws {
+        let server = try RedisServer()
+        let dir = try TemporaryDirectory()
+        let ledger = NodeLedger(path: dir.path + "/ledger")
+        let nodes = try ["host-a", "host-b"].map {
+            try ClusterNodeProcess(
+                host: $0, redis: server.url, ledger: ledger.path, leaseMilliseconds: 3000, perProject: 4)
+        }
+        var configuration = ClusterConfiguration(redis: try RedisConfiguration(url: server.url))
+        configuration.leaseTTL = .seconds(3)
+        configuration.redis.maxBackoff = .milliseconds(200)
+        let client = ClusterJobClient(configuration: configuration, outageRetry: .zero)
+        defer { client.close() }
+        let accepted = Locked<[String: String]>([:])
+        let refusals = Locked(0)
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for i in 0..<60 {
+                    let request = JobRequest(
+                        project: "p\(i % 6)", command: "job-\(i)", idempotencyKey: "k\(i)", submitter: "load")
+                    while true {
+                        do {
+                            let record = try await client.submit(request)
+                            accepted.update { $0[record.id] = request.command }
+                            break
+                        } catch ClusterError.redisUnavailable {
+                            refusals.update { $0 += 1 }
+                            try await Task.sleep(for: .milliseconds(100))
+                        }
+                    }
+                    try await Task.sleep(for: .milliseconds(25))
+                }
+            }
+            group.addTask {
+                try await Task.sleep(for: .milliseconds(400))
+                try server.restart(after: 1.0)
+            }
+            try await group.waitForAll()
+        }
+        #expect(refusals.value > 0, "the outage was never seen")
+        #expect(accepted.value.count == 60)
+        for (id, command) in accepted.value {
+            let snap = try await client.wait(id, timeout: .seconds(20), untilFinished: true)
+            #expect(snap.record.state == .completed, "\(command): \(snap.record.state) \(snap.record.error ?? "")")
+            #expect(ledger.hosts(started: command).count == 1, "\(command) started \(ledger.hosts(started: command))")
+        }
+        for node in nodes { #expect(node.shutdown()) }
+    }
 }

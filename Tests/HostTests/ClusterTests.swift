@@ -41,6 +41,12 @@ struct ClusterTests {
         #expect(perHost == ["host-a": 10, "host-b": 10])
         #expect(try await a.ownedProjects().count == 10)
         #expect(try await client.list(project: "p7").count == 3)
+        // Settled entries are deleted: a host's stream holds only work not yet done.
+        let redis = RedisClient(f.configuration.redis)
+        defer { redis.close() }
+        for host in ["host-a", "host-b"] {
+            #expect(try await redis.command(["XLEN", "corral:jobs:\(host)"]) == .integer(0))
+        }
         await a.shutdown(grace: .seconds(1))
         await b.shutdown(grace: .seconds(1))
         client.close()

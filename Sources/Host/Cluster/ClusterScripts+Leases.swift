@@ -81,20 +81,20 @@ extension ClusterScripts {
             if redis.call('EXISTS', prefix .. ':worker:' .. dead) == 1 then return 'alive' end
             local stream = prefix .. ':jobs:' .. dead
             if ARGV[4] ~= 'job' then
-              redis.call('XACK', stream, 'workers', entry)
+              settle(stream, entry)
               return 'acked'
             end
             local id = ARGV[5]
             local job = prefix .. ':job:' .. id
             local f = redis.call('HMGET', job, 'state', 'host', 'project', 'request')
             if (f[1] ~= 'queued' and f[1] ~= 'running') or f[2] ~= dead then
-              redis.call('XACK', stream, 'workers', entry)
+              settle(stream, entry)
               return 'done'
             end
             if f[1] == 'running' then
               finish(prefix, id, 'interrupted', ARGV[6], '',
                 'the worker host ' .. dead .. ' stopped while this job was running; it was not re-run', ARGV[8])
-              redis.call('XACK', stream, 'workers', entry)
+              settle(stream, entry)
               return 'interrupted'
             end
             if redis.call('GET', prefix .. ':owner:' .. f[3]) == dead then return 'wait' end
@@ -102,7 +102,7 @@ extension ClusterScripts {
             if not owner then return 'wait' end
             redis.call('HSET', job, 'host', owner)
             redis.call('XADD', prefix .. ':jobs:' .. owner, '*', 'type', 'job', 'id', id, 'request', f[4])
-            redis.call('XACK', stream, 'workers', entry)
+            settle(stream, entry)
             return 'moved'
             """)
 

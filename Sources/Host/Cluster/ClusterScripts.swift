@@ -9,7 +9,8 @@ enum ClusterScripts {
     /// Helpers shared by the scripts: choosing an owner and ending a job. A project whose
     /// lease lapsed goes back to the live host that still lists it (it has the project
     /// materialized: a slow renewal must not move it); otherwise to the live host with the
-    /// fewest leases.
+    /// fewest leases. A settled entry is acknowledged and deleted, so a host's stream only
+    /// holds work that is not done.
     static let prelude = """
         local function pick(prefix)
           local best, fewest = false, -1
@@ -38,6 +39,10 @@ enum ClusterScripts {
             redis.call('SADD', prefix .. ':leases:' .. owner, project)
           end
           return owner
+        end
+        local function settle(stream, entry)
+          redis.call('XACK', stream, 'workers', entry)
+          redis.call('XDEL', stream, entry)
         end
         local function append(job, offset, text, cap)
           local total = tonumber(redis.call('HGET', job, 'outlen') or '0')
@@ -104,14 +109,14 @@ enum ClusterScripts {
             local stream = prefix .. ':jobs:' .. me
             local f = redis.call('HMGET', job, 'state', 'host', 'inc', 'request')
             if (f[1] ~= 'queued' and f[1] ~= 'running') or f[2] ~= me then
-              redis.call('XACK', stream, 'workers', entry)
+              settle(stream, entry)
               return {'skip'}
             end
             if f[1] == 'running' then
               if f[3] == inc then return {'mine'} end
               finish(prefix, id, 'interrupted', ARGV[6], '',
                 'the worker host ' .. me .. ' restarted while this job was running; it was not re-run', ARGV[7])
-              redis.call('XACK', stream, 'workers', entry)
+              settle(stream, entry)
               return {'interrupted'}
             end
             return {'run', f[4]}
@@ -163,7 +168,7 @@ enum ClusterScripts {
               finish(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
               recorded = 1
             end
-            if ARGV[10] ~= '' then redis.call('XACK', ARGV[1] .. ':jobs:' .. ARGV[9], 'workers', ARGV[10]) end
+            if ARGV[10] ~= '' then settle(ARGV[1] .. ':jobs:' .. ARGV[9], ARGV[10]) end
             return recorded
             """)
 

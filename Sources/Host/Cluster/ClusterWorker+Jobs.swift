@@ -41,7 +41,7 @@ extension ClusterWorker {
     /// by the gate.
     func handle(_ entry: StreamEntry) async {
         guard let id = entry.fields["id"] else {
-            _ = try? await redis.command(["XACK", keys.jobs(host), ClusterKeys.group, entry.id])
+            _ = try? await settle(entry.id)
             return
         }
         if entry.fields["type"] == "cancel" {
@@ -51,7 +51,7 @@ extension ClusterWorker {
             } else if tracked[id] != nil {
                 tracked[id]?.cancelled = true
             }
-            _ = try? await redis.command(["XACK", keys.jobs(host), ClusterKeys.group, entry.id])
+            _ = try? await settle(entry.id)
             return
         }
         guard tracked[id] == nil else { return }
@@ -160,7 +160,7 @@ extension ClusterWorker {
             case .lost:
                 // Cancelled before it started, or moved to another host: nothing to report.
                 _ = await persist {
-                    try await self.redis.command(["XACK", self.keys.jobs(self.host), ClusterKeys.group, entry])
+                    try await self.settle(entry)
                 }
             case nil:
                 // Never reached the gate (this host is shutting down): the job is still
@@ -168,6 +168,16 @@ extension ClusterWorker {
                 break
             }
             return
+        }
+    }
+
+    /// Acknowledges and deletes an entry of this host's stream: it needs nothing more.
+    func settle(_ entry: String) async throws {
+        let stream = keys.jobs(host)
+        for reply in try await redis.pipeline([
+            ["XACK", stream, ClusterKeys.group, entry], ["XDEL", stream, entry],
+        ]) {
+            _ = try RedisClient.check(reply)
         }
     }
 
