@@ -88,8 +88,18 @@ let package = Package(
             name: "corral-bench-jobs", dependencies: ["Host", "Sandbox"], path: "benchmarks/JobsBench",
             swiftSettings: strict),
 
+        .executableTarget(
+            name: "corral-bench-cluster", dependencies: ["Host", "Sandbox", "TestSupport"],
+            path: "benchmarks/ClusterBench",
+            swiftSettings: strict),
+
         // MARK: - Tests
         .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
+        // One worker host as its own process, for the multi-process cluster tests (kill -9)
+        // and the cluster benchmark.
+        .executableTarget(
+            name: "corral-cluster-testnode", dependencies: ["Host", "Sandbox"], path: "Tests/ClusterTestNode",
+            swiftSettings: strict),
         .testTarget(
             name: "BindingTests",
             dependencies: ["TestSupport", "CShim", "CCurl", "CArchive", "CCap", "CSeccomp", "CHiredis"],

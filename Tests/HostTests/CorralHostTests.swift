@@ -21,12 +21,13 @@ import Testing
             contentsOf: repository.appendingPathComponent("policies/default.toml"), encoding: .utf8)
         try shipped.replacingOccurrences(of: "rootfs = \"devtools\"", with: "rootfs = \"minimal\"")
             .write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
-        let rootfs = TestPaths.rootfsDirectory
         return try await CorralHost.open(
             HostConfiguration(
                 dataDirectory: data.path + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,
                 cgroups: TestCgroups.driver))
     }
+
+    static var rootfs: String { TestPaths.rootfsDirectory }
 
     /// A tar.gz of `files`, made by bsdtar.
     static func archive(_ files: [String: String]) throws -> [UInt8] {

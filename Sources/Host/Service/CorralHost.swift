@@ -31,6 +31,18 @@ public actor CorralHost {
     /// Opens the host's state under the data directory: policies (watched for edits), the
     /// cache index, the job journal (unfinished jobs of a previous run become interrupted).
     public static func open(_ configuration: HostConfiguration) async throws -> CorralHost {
+        try await open(configuration) { runner in
+            try JobSystem(
+                runner: runner, limits: configuration.jobLimits,
+                journalPath: configuration.dataDirectory + "/jobs.sqlite")
+        }
+    }
+
+    /// Like ``open(_:)``, with the job system built by `makeJobs` over the host's sandbox
+    /// runner (a cluster worker puts its start gate in front of it).
+    static func open(
+        _ configuration: HostConfiguration, makeJobs: (any JobRunner) async throws -> JobSystem
+    ) async throws -> CorralHost {
         let data = configuration.dataDirectory
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         let policies = PolicyStore(directory: configuration.policiesDirectory)
@@ -45,7 +57,7 @@ public actor CorralHost {
         let runner = HostJobRunner(cache: cache, pool: pool, resolve: resolve) { project, workspace in
             Self.sandboxConfiguration(project, workspace: workspace, configuration: configuration)
         }
-        let jobs = try JobSystem(runner: runner, limits: configuration.jobLimits, journalPath: data + "/jobs.sqlite")
+        let jobs = try await makeJobs(runner)
         return CorralHost(
             configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings)
     }

@@ -1,0 +1,57 @@
+/// Why a cluster operation failed. Each case maps to one HTTP status, so the API can answer
+/// `503 Retry-After` for an outage instead of a generic 500.
+public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// Redis cannot be reached (down, restarting, loading its data). Nothing was changed
+    /// that the caller cannot safely retry; retry after the hint.
+    case redisUnavailable(retryAfterSeconds: Int)
+    /// No worker host is alive to own the project. Retry after the hint.
+    case noLiveWorkers(retryAfterSeconds: Int)
+    /// Redis answered with an error the cluster code did not expect (a bug or a
+    /// misconfigured server, e.g. a wrong password).
+    case server(String)
+    /// A reply had a shape the code did not expect.
+    case protocolViolation(String)
+    /// The Redis URL could not be understood.
+    case invalidURL(String)
+    /// `rediss://` asked for TLS, but the hiredis this was built against has no TLS support.
+    case tlsUnavailable
+    /// A cluster setting cannot work (e.g. a host name with a space).
+    case invalidConfiguration(String)
+    /// The client or worker was closed.
+    case closed
+    /// The job was claimed by another host or ended before this host could start it.
+    case claimLost(String)
+
+    /// The HTTP status the API answers with.
+    public var httpStatus: Int {
+        switch self {
+        case .redisUnavailable, .noLiveWorkers, .closed: 503
+        case .invalidURL, .tlsUnavailable, .server, .protocolViolation, .invalidConfiguration: 500
+        case .claimLost: 409
+        }
+    }
+
+    /// The `Retry-After` header value, when the failure is transient.
+    public var retryAfterSeconds: Int? {
+        switch self {
+        case .redisUnavailable(let after), .noLiveWorkers(let after): after
+        case .closed: 1
+        default: nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .redisUnavailable(let after): "redis is unavailable; retry after \(after) s"
+        case .noLiveWorkers(let after): "no worker host is alive; retry after \(after) s"
+        case .server(let message): "redis: \(message)"
+        case .protocolViolation(let what): "unexpected redis reply: \(what)"
+        case .invalidURL(let why): "invalid redis URL: \(why)"
+        case .tlsUnavailable:
+            "rediss:// needs TLS, but this build's hiredis has no TLS support (hiredis_ssl, hiredis >= 1.0)"
+        case .invalidConfiguration(let why): "invalid cluster configuration: \(why)"
+        case .closed: "the redis connection was closed"
+        case .claimLost(let id): "job \(id) was claimed elsewhere or ended before it started here"
+        }
+    }
+}
