@@ -88,6 +88,37 @@ import Testing
         await f.destroy()
     }
 
+    @Test func cgroupEscapesAreDenied() async throws {
+        // CVE-2022-0492 needs a cgroup v1 mount to set release_agent; the job sees no cgroup
+        // filesystem, may not mount one, and its own cgroup path is namespaced.
+        let f = try await SandboxFixture()
+        let r = try await f.sandbox.exec(
+            JobSpec(
+                [
+                    "/bin/sh", "-c",
+                    """
+                    ls /sys/fs/cgroup 2>&1 | head -1
+                    mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>&1; echo mount=$?
+                    echo 0 > /sys/fs/cgroup/cgroup.procs 2>/dev/null; echo write=$?
+                    grep memory /proc/self/cgroup
+                    """,
+                ], seccomp: Self.defaultFilter))
+        #expect(
+            r.stdout
+                == "ls: /sys/fs/cgroup: No such file or directory\n"
+                + "mount: permission denied (are you root?)\nmount=1\nwrite=1\n4:memory:/jobs/job-1\n",
+            "\(r.stdout)")
+        await f.destroy()
+    }
+
+    @Test func kernelAddressesReadAsZero() async throws {
+        let f = try await SandboxFixture()
+        let r = try await f.sandbox.exec(
+            JobSpec(["/bin/sh", "-c", "head -3 /proc/kallsyms | cut -d' ' -f1 | sort -u"], seccomp: Self.defaultFilter))
+        #expect(r.stdout == "0000000000000000\n")
+        await f.destroy()
+    }
+
     @Test func ordinaryWorkStillRunsUnderTheFilter() async throws {
         let f = try await SandboxFixture()
         let r = try await f.sandbox.exec(
