@@ -49,6 +49,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The most any wait (exec's wait_s, a long-poll's ?wait=) may ask for, in seconds.")
     var maxWaitS: Double = 300
 
+    @Option(help: "Name of this host's cgroup subtree (beside the machine's own cgroups).")
+    var cgroupPrefix: String = "corral"
+
     @Flag(inversion: .prefixedNo, help: "Serve GET /metrics without a token to loopback peers.")
     var metricsLoopback: Bool = true
 
@@ -74,7 +77,8 @@ struct Serve: AsyncParsableCommand {
         try api.validate()
         // Sandboxes of a previous run of this host outlive it (their inits do not die with
         // the host); their cgroups find and kill them.
-        if let cgroups = CgroupDriver.host {
+        let cgroups = try? CgroupDriver.detect(prefix: cgroupPrefix)
+        if let cgroups {
             let swept = (try? cgroups.sweepOrphans(keeping: [])) ?? []
             if !swept.isEmpty {
                 logger.warning("swept sandboxes left by a previous run", metadata: ["count": "\(swept.count)"])
@@ -85,7 +89,7 @@ struct Serve: AsyncParsableCommand {
         let corral = try await CorralHost.open(
             HostConfiguration(
                 dataDirectory: absolute(dataDir), rootfsDirectory: absolute(rootfsDir),
-                policiesDirectory: absolute(policiesDir), defaultPolicy: defaultPolicy))
+                policiesDirectory: absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups))
         let app = try buildApplication(
             api, host: corral, files: HostFileTools(host: corral), logger: Logger(label: "corral.api"))
         logger.info(
@@ -93,7 +97,7 @@ struct Serve: AsyncParsableCommand {
             metadata: [
                 "version": "\(HostModule.version)", "bind": "\(bind)", "tokens": "\(api.tokens.count)",
                 "open": "\(api.tokens.isEmpty)", "rootfs_dir": "\(rootfsDir)", "policies_dir": "\(policiesDir)",
-                "data_dir": "\(dataDir)", "cgroups": "\(CgroupDriver.host?.mode.rawValue ?? "none")",
+                "data_dir": "\(dataDir)", "cgroups": "\(cgroups?.mode.rawValue ?? "none")",
             ])
         // The host service is told to stop first (services stop in reverse order): new jobs
         // get 503 while running ones finish within the grace; then the HTTP server drains.
