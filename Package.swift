@@ -83,6 +83,14 @@ let package = Package(
             name: "corral-bench-sandbox", dependencies: ["Sandbox"], path: "benchmarks/SandboxBench",
             swiftSettings: strict),
 
+        .executableTarget(
+            name: "corral-bench-api",
+            dependencies: [
+                "API", "Host", "Sandbox", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "benchmarks/APIBench", swiftSettings: strict),
+
         // MARK: - Tests
         .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
         .testTarget(
