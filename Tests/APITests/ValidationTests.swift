@@ -98,6 +98,36 @@ import Testing
         }
     }
 
+    @Test func deepNestingNULBytesAndHostileHeadersAreRefusedCleanly() async throws {
+        try await withAPI(backend: try FakeBackend()) { client in
+            let deep =
+                Array(repeating: UInt8(ascii: "["), count: 100_000)
+                + Array(repeating: UInt8(ascii: "]"), count: 100_000)
+            let nested = try await client.call(.post, "/v1/projects/alpha/exec", raw: deep)
+            #expect(nested.status == .badRequest)
+            #expect(nested.code == "malformed_json")
+            let nul = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo a\u{0}b"])
+            #expect(nul.json["error"]?["message"] == "`command` must not contain NUL bytes")
+            let key = try await client.call(
+                .post, "/v1/projects/alpha/jobs", json: ["command": "echo"],
+                headers: ["Idempotency-Key": String(repeating: "k", count: 300)])
+            #expect(key.json["error"]?["message"] == "`Idempotency-Key` must be 1-255 printable ASCII characters")
+            let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo ok"])
+            #expect(after.json["stdout"] == "ok\n")
+        }
+    }
+
+    @Test func tooManyRequestsInFlightAre503WithRetryAfter() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.maxInFlight = 0
+        try await withAPI(configuration, backend: try FakeBackend()) { client in
+            let reply = try await client.call(.get, "/v1/projects/alpha")
+            #expect(reply.status == .serviceUnavailable)
+            #expect(reply.code == "overloaded")
+            #expect(reply.header("Retry-After") == "1")
+        }
+    }
+
     @Test func badProjectIDsAndUnknownRoutes() async throws {
         try await withAPI(backend: try FakeBackend()) { client in
             let bad = try await client.call(.get, "/v1/projects/bad!id")
