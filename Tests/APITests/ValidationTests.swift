@@ -94,6 +94,7 @@ import Testing
             let tool = try await client.call(.post, "/v1/projects/alpha/tools/bash", json: big)
             #expect(tool.status == .contentTooLarge)
             let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo still here"])
+            #expect(after.status == .ok)
             #expect(after.json["stdout"] == "still here\n")
         }
     }
@@ -114,6 +115,17 @@ import Testing
             #expect(key.json["error"]?["message"] == "`Idempotency-Key` must be 1-255 printable ASCII characters")
             let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo ok"])
             #expect(after.json["stdout"] == "ok\n")
+        }
+    }
+
+    @Test func uploadsBeyondTheConcurrentCapAre503() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.maxConcurrentUploads = 0
+        try await withAPI(configuration, backend: try FakeBackend()) { client in
+            let reply = try await client.call(.put, "/v1/projects/alpha/archive", raw: [0x1F, 0x8B])
+            #expect(reply.status == .serviceUnavailable)
+            #expect(reply.header("Retry-After") == "5")
+            #expect(reply.json["error"]?["message"] == "0 uploads are in progress; retry shortly")
         }
     }
 

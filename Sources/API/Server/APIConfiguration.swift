@@ -62,6 +62,8 @@ public struct APILimits: Sendable {
     public var maxJSONBytes: Int
     /// Archive uploads (held in memory while the host checks and stores them).
     public var maxArchiveBytes: Int
+    /// Uploads at once, host-wide; more get 503.
+    public var maxConcurrentUploads: Int
     /// How long `exec` and `bash` wait for a result before answering `running`.
     public var defaultWaitSeconds: Double
     /// The most any wait (exec's `wait_s`, a long-poll's `?wait=`) may ask for.
@@ -74,12 +76,14 @@ public struct APILimits: Sendable {
     public var defaultRate: RateLimit
 
     public init(
-        maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, defaultWaitSeconds: Double = 110,
+        maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, maxConcurrentUploads: Int = 4,
+        defaultWaitSeconds: Double = 110,
         maxWaitSeconds: Double = 300, maxCommandBytes: Int = 256 << 10, maxInFlight: Int = 4096,
         defaultRate: RateLimit = RateLimit(perSecond: 50, burst: 100)
     ) {
         self.maxJSONBytes = maxJSONBytes
         self.maxArchiveBytes = maxArchiveBytes
+        self.maxConcurrentUploads = maxConcurrentUploads
         self.defaultWaitSeconds = defaultWaitSeconds
         self.maxWaitSeconds = maxWaitSeconds
         self.maxCommandBytes = maxCommandBytes

@@ -12,6 +12,7 @@ public struct APIState: Sendable {
     public let metrics: APIMetrics
     public let audit: AuditLog?
     let limiter = RateLimiter()
+    let uploads = UploadSlots()
     let commands: Commands
     let tools: ToolGateway
 
