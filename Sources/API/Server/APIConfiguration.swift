@@ -2,7 +2,9 @@ import Foundation
 
 /// How the HTTP server behaves: where it listens, whom it lets in, how much it accepts.
 public struct APIConfiguration: Sendable {
+    /// The address to listen on; a loopback one unless there are tokens.
     public var host: String
+    /// 0 picks a free port (tests).
     public var port: Int
     /// Bearer tokens; empty runs an open server, which is allowed on loopback only.
     public var tokens: TokenStore
