@@ -7,7 +7,7 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 
 APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev \
 	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
-	redis-server hyperfine util-linux iproute2 python3
+	redis-server hyperfine util-linux iproute2 python3 wrk
 # Python test peers: moto's S3 server, Microsoft's SDK as the reference Shared Key signer, the
 # official MCP client (API tests drive an MCP session with it) and schemathesis (API fuzzing).
 PIP_PACKAGES := moto[server] boto3 azure-storage-blob mcp schemathesis

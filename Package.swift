@@ -93,6 +93,14 @@ let package = Package(
             path: "benchmarks/ClusterBench",
             swiftSettings: strict),
 
+        .executableTarget(
+            name: "corral-bench-api",
+            dependencies: [
+                "API", "Host", "Sandbox", .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            path: "benchmarks/APIBench", swiftSettings: strict),
+
         // MARK: - Tests
         .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
         // One worker host as its own process, for the multi-process cluster tests (kill -9)

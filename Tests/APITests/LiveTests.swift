@@ -214,6 +214,18 @@ struct LiveTests {
             let exec = try await client.call(
                 .post, "/v1/projects/demo/exec", json: ["command": "echo ok"], token: TestTokens.admin)
             #expect(exec.json["stdout"] == "ok\n")
+            #expect(try await client.call(.get, "/health").json["status"] == "ok")
+            #expect(try await client.call(.get, "/").json["service"] == "corral")
+            let spec = try await client.call(.get, "/openapi.json", token: TestTokens.alpha)
+            #expect(spec.body == OpenAPIDocument.bytes)
+            let jobs = try await client.call(.get, "/v1/projects/demo/jobs?limit=5", token: TestTokens.admin)
+            #expect(jobs.json["jobs"]?.arrayCount == 1)
+            let tools = try await client.call(.get, "/v1/projects/demo/tools", token: TestTokens.admin)
+            #expect(tools.json["tools"]?.arrayCount == 4)
+            let ping = try await client.call(
+                .post, "/v1/projects/demo/mcp", json: ["jsonrpc": "2.0", "id": 1, "method": "ping"],
+                token: TestTokens.admin)
+            #expect(ping.json == ["jsonrpc": "2.0", "id": 1, "result": [:]])
         }
     }
 }

@@ -69,9 +69,12 @@ import Testing
             _ = try await client.call(
                 .post, "/v1/projects/alpha/exec", json: ["command": "sleep 5", "timeout_s": 0.05])
             _ = try await client.call(.get, "/v1/projects/ghost")
-            // The watcher records outcomes when jobs end; give it a moment.
-            try await Task.sleep(for: .milliseconds(200))
-            let metrics = try await client.call(.get, "/metrics")
+            // The watcher records outcomes when jobs end, on its own task.
+            var metrics = try await client.call(.get, "/metrics")
+            for _ in 0..<100 where !metrics.text.contains(#"corral_jobs_total{outcome="timed_out"} 1"#) {
+                try await Task.sleep(for: .milliseconds(50))
+                metrics = try await client.call(.get, "/metrics")
+            }
             #expect(metrics.header("Content-Type") == "text/plain; version=0.0.4; charset=utf-8")
             let text = metrics.text
             #expect(
@@ -101,7 +104,12 @@ import Testing
             _ = try await client.call(
                 .post, "/v1/projects/alpha/exec", json: ["command": "echo refused"], token: TestTokens.alpha)
             backend.reloadSink.yield(7)
-            try await Task.sleep(for: .milliseconds(300))
+            // The watcher and the reload audit write on their own tasks.
+            for _ in 0..<100 {
+                let text = (try? String(contentsOfFile: data + "/audit.log", encoding: .utf8)) ?? ""
+                if text.contains("policy_reload") && text.contains("\"exit_code\":4") { break }
+                try await Task.sleep(for: .milliseconds(50))
+            }
         }
         let lines = try String(contentsOfFile: data + "/audit.log", encoding: .utf8).split(separator: "\n")
         let events = lines.map { try? JSON.parse(Array($0.utf8)) }

@@ -94,7 +94,49 @@ import Testing
             let tool = try await client.call(.post, "/v1/projects/alpha/tools/bash", json: big)
             #expect(tool.status == .contentTooLarge)
             let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo still here"])
+            #expect(after.status == .ok)
             #expect(after.json["stdout"] == "still here\n")
+        }
+    }
+
+    @Test func deepNestingNULBytesAndHostileHeadersAreRefusedCleanly() async throws {
+        try await withAPI(backend: try FakeBackend()) { client in
+            let deep =
+                Array(repeating: UInt8(ascii: "["), count: 100_000)
+                + Array(repeating: UInt8(ascii: "]"), count: 100_000)
+            let nested = try await client.call(.post, "/v1/projects/alpha/exec", raw: deep)
+            #expect(nested.status == .badRequest)
+            #expect(nested.code == "malformed_json")
+            let nul = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo a\u{0}b"])
+            #expect(nul.json["error"]?["message"] == "`command` must not contain NUL bytes")
+            let key = try await client.call(
+                .post, "/v1/projects/alpha/jobs", json: ["command": "echo"],
+                headers: ["Idempotency-Key": String(repeating: "k", count: 300)])
+            #expect(key.json["error"]?["message"] == "`Idempotency-Key` must be 1-255 printable ASCII characters")
+            let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo ok"])
+            #expect(after.json["stdout"] == "ok\n")
+        }
+    }
+
+    @Test func uploadsBeyondTheConcurrentCapAre503() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.maxConcurrentUploads = 0
+        try await withAPI(configuration, backend: try FakeBackend()) { client in
+            let reply = try await client.call(.put, "/v1/projects/alpha/archive", raw: [0x1F, 0x8B])
+            #expect(reply.status == .serviceUnavailable)
+            #expect(reply.header("Retry-After") == "5")
+            #expect(reply.json["error"]?["message"] == "0 uploads are in progress; retry shortly")
+        }
+    }
+
+    @Test func tooManyRequestsInFlightAre503WithRetryAfter() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.maxInFlight = 0
+        try await withAPI(configuration, backend: try FakeBackend()) { client in
+            let reply = try await client.call(.get, "/v1/projects/alpha")
+            #expect(reply.status == .serviceUnavailable)
+            #expect(reply.code == "overloaded")
+            #expect(reply.header("Retry-After") == "1")
         }
     }
 

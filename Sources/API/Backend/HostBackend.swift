@@ -31,6 +31,7 @@ public protocol HostBackend: Sendable {
     func shutdown(grace: Duration) async
 }
 
+/// The real host: project calls go to ``CorralHost`` itself, job calls to its ``JobSystem``.
 extension CorralHost: HostBackend {
     public func waitJob(_ id: String, timeout: Duration, since: Int, untilFinished: Bool) async throws -> JobSnapshot {
         try await jobs.wait(id, timeout: timeout, since: since, untilFinished: untilFinished)

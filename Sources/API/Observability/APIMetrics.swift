@@ -6,6 +6,7 @@ import Prometheus
 /// The server's metrics, in a registry of its own (never the process-global one, so tests
 /// can build many servers), exposed as Prometheus text at `GET /metrics`.
 public final class APIMetrics: Sendable {
+    /// Everything `GET /metrics` renders.
     public let registry: PrometheusCollectorRegistry
     let factory: PrometheusMetricsFactory
     private let queued: CoreMetrics.Gauge

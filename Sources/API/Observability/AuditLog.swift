@@ -11,6 +11,7 @@ public final class AuditLog: Sendable {
     private let lock = Mutex(())
     public let path: String
 
+    /// Opens (creating, never following a symlink) the log for appending.
     public init(path: String) throws {
         self.path = path
         fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0o600)

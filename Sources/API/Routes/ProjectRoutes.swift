@@ -1,6 +1,7 @@
 import Foundation
 import Host
 import Hummingbird
+import Synchronization
 
 /// `/v1/projects…`: register, upload, inspect, warm, snapshot and evict projects.
 struct ProjectRoutes {
@@ -70,6 +71,15 @@ struct ProjectRoutes {
         let policy = try fields.string("policy", maxBytes: 128)
         let requested = try Self.limits(&fields)
         try fields.finish("an archive upload's query")
+        // Archives are held in memory while the host checks them: a few at a time, so
+        // uploads can never add up to more than maxConcurrentUploads × maxArchiveBytes.
+        guard state.uploads.acquire(limit: limits.maxConcurrentUploads) else {
+            throw APIError(
+                .serviceUnavailable, "overloaded",
+                "\(limits.maxConcurrentUploads) uploads are in progress; retry shortly",
+                retryAfter: 5)
+        }
+        defer { state.uploads.release() }
         let archive = try await request.collect(limit: limits.maxArchiveBytes, what: "the archive")
         guard !archive.isEmpty else { throw APIError.invalidArgument("body", "is empty; send the archive's bytes") }
         let existed = (try? await backend.project(id)) != nil
@@ -145,4 +155,17 @@ struct ProjectRoutes {
             stdoutBytes: try fields.int("stdout_bytes", in: bytes).map(UInt64.init),
             stderrBytes: try fields.int("stderr_bytes", in: bytes).map(UInt64.init))
     }
+}
+
+/// A count of uploads in progress.
+final class UploadSlots: Sendable {
+    private let used = Atomic<Int>(0)
+
+    func acquire(limit: Int) -> Bool {
+        if used.wrappingAdd(1, ordering: .relaxed).newValue <= limit { return true }
+        used.wrappingSubtract(1, ordering: .relaxed)
+        return false
+    }
+
+    func release() { used.wrappingSubtract(1, ordering: .relaxed) }
 }

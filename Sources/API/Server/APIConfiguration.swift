@@ -2,7 +2,9 @@ import Foundation
 
 /// How the HTTP server behaves: where it listens, whom it lets in, how much it accepts.
 public struct APIConfiguration: Sendable {
+    /// The address to listen on; a loopback one unless there are tokens.
     public var host: String
+    /// 0 picks a free port (tests).
     public var port: Int
     /// Bearer tokens; empty runs an open server, which is allowed on loopback only.
     public var tokens: TokenStore
@@ -62,6 +64,8 @@ public struct APILimits: Sendable {
     public var maxJSONBytes: Int
     /// Archive uploads (held in memory while the host checks and stores them).
     public var maxArchiveBytes: Int
+    /// Uploads at once, host-wide; more get 503.
+    public var maxConcurrentUploads: Int
     /// How long `exec` and `bash` wait for a result before answering `running`.
     public var defaultWaitSeconds: Double
     /// The most any wait (exec's `wait_s`, a long-poll's `?wait=`) may ask for.
@@ -74,12 +78,14 @@ public struct APILimits: Sendable {
     public var defaultRate: RateLimit
 
     public init(
-        maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, defaultWaitSeconds: Double = 110,
+        maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, maxConcurrentUploads: Int = 4,
+        defaultWaitSeconds: Double = 110,
         maxWaitSeconds: Double = 300, maxCommandBytes: Int = 256 << 10, maxInFlight: Int = 4096,
         defaultRate: RateLimit = RateLimit(perSecond: 50, burst: 100)
     ) {
         self.maxJSONBytes = maxJSONBytes
         self.maxArchiveBytes = maxArchiveBytes
+        self.maxConcurrentUploads = maxConcurrentUploads
         self.defaultWaitSeconds = defaultWaitSeconds
         self.maxWaitSeconds = maxWaitSeconds
         self.maxCommandBytes = maxCommandBytes

@@ -11,6 +11,7 @@ public struct APIContext: RequestContext {
     /// Whether the peer is on this machine (127.0.0.0/8 or ::1).
     public let peerIsLoopback: Bool
 
+    /// Notes whether the peer is loopback, for the tokenless `GET /metrics`.
     public init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
         let peer = source.channel.remoteAddress?.ipAddress ?? ""

@@ -12,9 +12,11 @@ public struct APIState: Sendable {
     public let metrics: APIMetrics
     public let audit: AuditLog?
     let limiter = RateLimiter()
+    let uploads = UploadSlots()
     let commands: Commands
     let tools: ToolGateway
 
+    /// Opens the audit log under `configuration.dataDirectory` (when set) and joins the parts.
     public init(
         configuration: APIConfiguration, backend: any HostBackend, files: (any FileToolBackend)? = nil,
         metrics: APIMetrics = APIMetrics()
@@ -99,6 +101,7 @@ public struct HostShutdownService: Service {
     let host: any HostBackend
     let grace: Duration
 
+    /// `grace`: how long running jobs may finish before they are killed.
     public init(host: any HostBackend, grace: Duration) {
         self.host = host
         self.grace = grace

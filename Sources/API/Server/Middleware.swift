@@ -58,7 +58,9 @@ extension String {
     }
 }
 
-/// Request counts and latency by route, method and status.
+/// Request counts and latency by route, method and status, and one access-log line per
+/// request (method, route, status and ms, with the request id the context's logger
+/// carries).
 struct MetricsMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let metrics: APIMetrics
@@ -69,9 +71,16 @@ struct MetricsMiddleware: RouterMiddleware {
         let start = ContinuousClock.now
         let status: HTTPResponse.Status
         defer {
-            metrics.request(
-                route: context.endpointPath ?? "unmatched", method: request.method.rawValue, status: status.code,
-                duration: ContinuousClock.now - start)
+            let elapsed = ContinuousClock.now - start
+            let route = context.endpointPath ?? "unmatched"
+            metrics.request(route: route, method: request.method.rawValue, status: status.code, duration: elapsed)
+            context.logger.info(
+                "request",
+                metadata: [
+                    "method": .string(request.method.rawValue), "route": .string(route),
+                    "status": .stringConvertible(status.code),
+                    "ms": .stringConvertible(Double(elapsed.nanoseconds / 1000) / 1000),
+                ])
         }
         do {
             let response = try await next(request, context)

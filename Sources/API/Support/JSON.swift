@@ -40,6 +40,7 @@ public enum JSON: Sendable, Equatable {
         }
     }
 
+    /// The field `key` of an object; nil for a missing field or a value that is not an object.
     public subscript(key: String) -> JSON? {
         if case .object(let fields) = self { return fields[key] }
         return nil

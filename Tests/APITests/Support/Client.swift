@@ -64,3 +64,11 @@ func withAPI(
     let app = try buildApplication(configuration, host: backend, files: files)
     try await app.test(mode) { client in try await body(client) }
 }
+
+extension JSON {
+    /// The number of items of an array, nil for anything else.
+    var arrayCount: Int? {
+        if case .array(let items) = self { return items.count }
+        return nil
+    }
+}

@@ -1,0 +1,185 @@
+import API
+import Foundation
+import Host
+import Logging
+import Sandbox
+import ServiceLifecycle
+import Synchronization
+
+// The HTTP API under load on loopback, driven by wrk: `corral-bench-api ROOTFS_DIR SECONDS`.
+//
+// Serves a real host (minimal rootfs, one warm project) and measures, at 1 and 32
+// connections: GET /health (the HTTP floor, baseline), POST exec `true` (a real job in a
+// real sandbox per request) and POST tools/read_file (the gateway over an in-memory file
+// tool, until the real file tools are wired). Beside them, the same `true` through the job
+// system in-process, so the figures say what HTTP adds.
+
+let arguments = CommandLine.arguments
+let rootfs = URL(fileURLWithPath: arguments.count > 1 ? arguments[1] : "rootfs/out").standardizedFileURL.path
+let seconds = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
+let token = "bench-secret-0123456789"
+
+/// read_file over one 200-line file held in memory, formatted as the real tool does.
+struct MemoryFiles: FileToolBackend {
+    let text = (1...200).map { "\($0)\tline \($0) of a file the benchmark reads" }.joined(separator: "\n")
+    var fileToolNames: [String] { ["read_file"] }
+
+    func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
+        -> FileToolReply
+    {
+        FileToolReply(
+            text: text, structuredJSON: Array(#"{"path":"bench.txt","start_line":1,"end_line":200}"#.utf8),
+            isError: false)
+    }
+}
+
+/// One wrk run's figures.
+struct Load {
+    var p50: Double
+    var p99: Double
+    var perSecond: Double
+}
+
+/// Runs wrk with `--latency` and reads its p50, p99 (ms) and requests/s.
+func wrk(_ port: Int, path: String, body: String?, connections: Int) throws -> Load {
+    let script = FileManager.default.temporaryDirectory.appendingPathComponent("corral-bench-\(UUID()).lua")
+    var lua = "wrk.headers[\"Authorization\"] = \"Bearer \(token)\"\n"
+    if let body {
+        lua += "wrk.method = \"POST\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\nwrk.body = [[\(body)]]\n"
+    }
+    try lua.write(to: script, atomically: true, encoding: .utf8)
+    defer { try? FileManager.default.removeItem(at: script) }
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/usr/bin/wrk")
+    process.arguments = [
+        "-t", String(min(connections, 2)), "-c", String(connections), "-d", "\(seconds)s", "--latency", "-s",
+        script.path,
+        "http://127.0.0.1:\(port)\(path)",
+    ]
+    let out = Pipe()
+    process.standardOutput = out
+    try process.run()
+    let data = out.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    let text = String(decoding: data, as: UTF8.self)
+    func milliseconds(_ label: String) -> Double {
+        guard
+            let line = text.split(separator: "\n").first(where: {
+                $0.trimmingCharacters(in: .whitespaces).hasPrefix(label)
+            }),
+            let value = line.split(separator: " ", omittingEmptySubsequences: true).last
+        else { return .nan }
+        let units: [(String, Double)] = [("us", 0.001), ("ms", 1), ("s", 1000)]
+        for (suffix, scale) in units where value.hasSuffix(suffix) {
+            return (Double(value.dropLast(suffix.count)) ?? .nan) * scale
+        }
+        return .nan
+    }
+    let rate =
+        text.split(separator: "\n").first { $0.hasPrefix("Requests/sec:") }
+        .flatMap { Double($0.split(separator: " ").last ?? "") } ?? .nan
+    if text.contains("Non-2xx") { print("warning: non-2xx answers on \(path):\n\(text)") }
+    return Load(p50: milliseconds("50%"), p99: milliseconds("99%"), perSecond: rate)
+}
+
+func percentile(_ values: [Double], _ p: Double) -> Double {
+    let sorted = values.sorted()
+    return sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))]
+}
+
+func format(_ value: Double) -> String { String(format: "%.3f", value) }
+
+// MARK: - A host with one warm project
+
+let data = FileManager.default.temporaryDirectory.appendingPathComponent("corral-bench-api-\(UUID())").path
+let policies = data + "/policies"
+try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
+defer { try? FileManager.default.removeItem(atPath: data) }
+let shipped = try String(contentsOfFile: "policies/default.toml", encoding: .utf8)
+try shipped.split(separator: "\n", omittingEmptySubsequences: false)
+    .map { $0.hasPrefix("rootfs = ") ? "rootfs = \"minimal\"" : String($0) }.joined(separator: "\n")
+    .write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+LoggingSystem.bootstrap { label in
+    var handler = StreamLogHandler.standardError(label: label)
+    handler.logLevel = .warning
+    return handler
+}
+let host = try await CorralHost.open(
+    HostConfiguration(
+        dataDirectory: data + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,
+        jobLimits: JobLimits(perProject: [.short: 32, .long: 4])))
+let tar = Process()
+let source = data + "/src"
+try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+try "bench\n".write(toFile: source + "/bench.txt", atomically: true, encoding: .utf8)
+tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
+tar.arguments = ["-czf", data + "/src.tar.gz", "-C", source, "."]
+try tar.run()
+tar.waitUntilExit()
+_ = try await host.upload("bench", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/src.tar.gz"))))
+_ = try await host.warm("bench")
+
+/// `rounds` of the same `true` through the job system in-process (no HTTP), in ms.
+func inProcessExec(_ runs: Int) async throws -> [Double] {
+    var samples: [Double] = []
+    for _ in 0..<runs {
+        let start = ContinuousClock.now
+        _ = try await host.exec(JobRequest(project: "bench", command: "true", timeoutSeconds: 30), budget: .seconds(30))
+        let elapsed = ContinuousClock.now - start
+        samples.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+    }
+    return samples
+}
+
+// MARK: - The API on loopback
+
+let tokens = TokenStore([(Principal(name: "bench", projects: ["*"], admin: true, rate: .unlimited), token)])
+let port = Mutex(0)
+let app = try buildApplication(
+    APIConfiguration(port: 0, tokens: tokens), host: host, files: MemoryFiles(),
+    logger: Logger(label: "bench")
+) { bound in port.withLock { $0 = bound } }
+let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
+let server = Task { try await group.run() }
+while port.withLock({ $0 }) == 0 { try await Task.sleep(for: .milliseconds(20)) }
+let bound = port.withLock { $0 }
+
+print("## HTTP API on loopback (\(seconds) s per row, wrk, \(ProcessInfo.processInfo.activeProcessorCount) cores)")
+print("")
+print("| call | connections | p50 ms | p99 ms | req/s |")
+print("|---|---|---|---|---|")
+var rows: [String: Load] = [:]
+let calls: [(String, String, String?)] = [
+    ("GET /health (baseline)", "/health", nil),
+    ("POST exec `true`", "/v1/projects/bench/exec", #"{"command": "true", "timeout_s": 30}"#),
+    ("POST tools/read_file", "/v1/projects/bench/tools/read_file", #"{"path": "bench.txt"}"#),
+]
+for (name, path, body) in calls {
+    for connections in [1, 32] {
+        let load = try wrk(bound, path: path, body: body, connections: connections)
+        rows["\(name) \(connections)"] = load
+        print("| \(name) | \(connections) | \(format(load.p50)) | \(format(load.p99)) | \(Int(load.perSecond)) |")
+    }
+}
+// Exec over HTTP and in-process, interleaved in rounds so load drift hits both alike.
+var inProcess: [Double] = []
+var overHTTP: [Double] = []
+for _ in 0..<5 {
+    inProcess += try await inProcessExec(50)
+    overHTTP.append(try wrk(bound, path: "/v1/projects/bench/exec", body: calls[1].2, connections: 1).p50)
+}
+let base = percentile(inProcess, 0.5)
+rows["POST exec `true` 1"]?.p50 = percentile(overHTTP, 0.5)
+print("")
+print("interleaved: exec over HTTP p50 (median of 5 rounds) \(format(percentile(overHTTP, 0.5))) ms")
+print("")
+print("| in-process `host.exec(true)` (baseline) | 1 | \(format(base)) | \(format(percentile(inProcess, 0.99))) | |")
+if let exec = rows["POST exec `true` 1"], let health = rows["GET /health (baseline) 1"] {
+    print("")
+    print(
+        "exec over HTTP p50 / in-process p50 = \(String(format: "%.2f", exec.p50 / base))×; "
+            + "HTTP adds \(format(exec.p50 - base)) ms (GET /health p50 \(format(health.p50)) ms)")
+}
+await group.triggerGracefulShutdown()
+_ = try? await server.value
+await host.shutdown(grace: .seconds(5))
