@@ -56,10 +56,27 @@ struct HostCounts: Equatable, CustomStringConvertible {
             fds: (try? fm.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1,
             threads: (try? fm.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1,
             children: children ?? -1,
-            mounts: (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8))?.split(separator: "\n").count
-                ?? -1
+            mounts: sandboxKindMounts()
         )
     }
 
     var description: String { "fds=\(fds) threads=\(threads) children=\(children) mounts=\(mounts)" }
+
+    /// Host mounts of the kinds a sandbox's init makes (proc, tmpfs, devpts, mqueue, binds
+    /// under /tmp or a rootfs image): what a sandbox that leaked into the host's namespace
+    /// would add. Workspace volumes (loop devices) that the cache or another test run mounts
+    /// on purpose do not count.
+    static func sandboxKindMounts() -> Int {
+        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").filter { line in
+            let fields = line.split(separator: " ")
+            guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return false }
+            let point = fields[4]
+            let type = fields[dash + 1]
+            // Workspace volumes are loop devices the cache mounts on purpose, not a leak.
+            if dash + 2 < fields.count, fields[dash + 2].hasPrefix("/dev/loop") { return false }
+            return ["proc", "tmpfs", "devpts", "mqueue"].contains(type) || point.hasPrefix("/tmp/")
+                || point.contains("rootfs/out")
+        }.count
+    }
 }
