@@ -116,12 +116,10 @@ struct LiveLoadTests {
 
     @Test(.enabled(if: PythonProcess.hasModule("mcp"), "needs the Python mcp package (make deps)"))
     func theOfficialPythonClientListsToolsRunsBashAndEditsAFile() async throws {
-        let files = FakeFiles()
-        files.put("demo", "hello.py", "print('hi')\n")
         let tokens = TokenStore([
             (Principal(name: "agent", projects: ["demo"], admin: false), "agent-secret-0123456789")
         ])
-        try await LiveHost.run(APIConfiguration(port: 0, tokens: tokens), files: files) { client, _ in
+        try await LiveHost.run(APIConfiguration(port: 0, tokens: tokens), realFiles: true) { client, _ in
             let port = try #require(client.port)
             let script = try String(
                 contentsOf: LiveHost.repository.appendingPathComponent("Tests/APITests/Scripts/mcp_session.py"),
@@ -144,11 +142,20 @@ struct LiveLoadTests {
             } else {
                 Issue.record("no progress")
             }
-            #expect(seen["read"]?["content"] == [["type": "text", "text": "1\tprint('hi')"]])
+            // The host's own file tools, on the real workspace.
+            #expect(Self.text(seen["read"])?.contains("1\tprint('hello from python')") == true)
             #expect(seen["edit"]?["isError"] == false)
-            #expect(seen["reread"]?["content"] == [["type": "text", "text": "1\tprint('bye')"]])
+            #expect(Self.text(seen["reread"])?.contains("1\tprint('edited over mcp')") == true)
+            #expect(seen["landed"]?["structuredContent"]?["stdout"] == "print('edited over mcp')\n")
             #expect(seen["missing"]?["isError"] == true)
+            #expect(seen["missing"]?["structuredContent"]?["code"] == "old_str_not_found")
             #expect(seen["wrong"]?["isError"] == true)
         }
+    }
+
+    /// The first text block of a tool result.
+    static func text(_ result: JSON?) -> String? {
+        guard case .array(let items)? = result?["content"] else { return nil }
+        return items.first?["text"]?.stringValue
     }
 }

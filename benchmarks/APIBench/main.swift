@@ -10,24 +10,30 @@ import Synchronization
 //
 // Serves a real host (minimal rootfs, one warm project) and measures, at 1 and 32
 // connections: GET /health (the HTTP floor, baseline), POST exec `true` (a real job in a
-// real sandbox per request) and POST tools/read_file (the gateway over an in-memory file
-// tool, until the real file tools are wired). Beside them, the same `true` through the job
-// system in-process, so the figures say what HTTP adds.
+// real sandbox per request), POST tools/read_file (the host's file tool on a 200-line file)
+// and POST tools/read_memory (the same answer from memory: the gateway alone). Beside them,
+// the same `true` through the job system in-process, so the figures say what HTTP adds.
 
 let arguments = CommandLine.arguments
 let rootfs = URL(fileURLWithPath: arguments.count > 1 ? arguments[1] : "rootfs/out").standardizedFileURL.path
 let seconds = arguments.count > 2 ? Int(arguments[2]) ?? 10 : 10
 let token = "bench-secret-0123456789"
 
-/// read_file over one 200-line file held in memory, formatted as the real tool does.
-struct MemoryFiles: FileToolBackend {
+/// The host's file tools, plus `read_memory`: the same 200 numbered lines from memory, so
+/// the gateway's own cost shows beside the real tool's.
+struct BenchFiles: FileToolBackend {
+    let host: HostFileTools
     let text = (1...200).map { "\($0)\tline \($0) of a file the benchmark reads" }.joined(separator: "\n")
-    var fileToolNames: [String] { ["read_file"] }
+    var fileToolNames: [String] { host.fileToolNames + ["read_memory"] }
 
     func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
         -> FileToolReply
     {
-        FileToolReply(
+        guard name == "read_memory" else {
+            return try await host.callFileTool(
+                project: project, name: name, argumentsJSON: argumentsJSON, caller: caller)
+        }
+        return FileToolReply(
             text: text, structuredJSON: Array(#"{"path":"bench.txt","start_line":1,"end_line":200}"#.utf8),
             isError: false)
     }
@@ -111,7 +117,8 @@ let host = try await CorralHost.open(
 let tar = Process()
 let source = data + "/src"
 try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
-try "bench\n".write(toFile: source + "/bench.txt", atomically: true, encoding: .utf8)
+try (1...200).map { "line \($0) of a file the benchmark reads\n" }.joined()
+    .write(toFile: source + "/bench.txt", atomically: true, encoding: .utf8)
 tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
 tar.arguments = ["-czf", data + "/src.tar.gz", "-C", source, "."]
 try tar.run()
@@ -136,7 +143,7 @@ func inProcessExec(_ runs: Int) async throws -> [Double] {
 let tokens = TokenStore([(Principal(name: "bench", projects: ["*"], admin: true, rate: .unlimited), token)])
 let port = Mutex(0)
 let app = try buildApplication(
-    APIConfiguration(port: 0, tokens: tokens), host: host, files: MemoryFiles(),
+    APIConfiguration(port: 0, tokens: tokens), host: host, files: BenchFiles(host: HostFileTools(host: host)),
     logger: Logger(label: "bench")
 ) { bound in port.withLock { $0 = bound } }
 let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
@@ -152,7 +159,8 @@ var rows: [String: Load] = [:]
 let calls: [(String, String, String?)] = [
     ("GET /health (baseline)", "/health", nil),
     ("POST exec `true`", "/v1/projects/bench/exec", #"{"command": "true", "timeout_s": 30}"#),
-    ("POST tools/read_file", "/v1/projects/bench/tools/read_file", #"{"path": "bench.txt"}"#),
+    ("POST tools/read_file (host's tool, 200 lines)", "/v1/projects/bench/tools/read_file", #"{"path": "bench.txt"}"#),
+    ("POST tools/read_memory (gateway only)", "/v1/projects/bench/tools/read_memory", #"{"path": "bench.txt"}"#),
 ]
 for (name, path, body) in calls {
     for connections in [1, 32] {

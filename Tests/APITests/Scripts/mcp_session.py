@@ -28,14 +28,16 @@ async def main(url, token):
         slow = wire(await client.call_tool(
             "bash", {"command": "for i in 1 2 3; do echo tick $i; sleep 1; done"}, progress_callback=on_progress))
         read = wire(await client.call_tool("read_file", {"path": "hello.py"}))
-        edit = wire(await client.call_tool("edit_file", {"path": "hello.py", "old_str": "hi", "new_str": "bye"}))
+        edit = wire(await client.call_tool(
+            "edit_file", {"path": "hello.py", "old_str": "hello from python", "new_str": "edited over mcp"}))
         reread = wire(await client.call_tool("read_file", {"path": "hello.py"}))
+        landed = wire(await client.call_tool("bash", {"command": "cat hello.py"}))
         missing = wire(await client.call_tool("edit_file", {"path": "hello.py", "old_str": "nope", "new_str": "x"}))
         wrong = wire(await client.call_tool("bash", {"command": 42}))
     print(json.dumps({
         "tools": sorted(t.name for t in tools.tools),
         "schemas": {t.name: t.input_schema for t in tools.tools if t.name == "bash"},
-        "bash": bash, "slow": slow, "progress": progress, "read": read, "edit": edit, "reread": reread,
+        "bash": bash, "slow": slow, "progress": progress, "read": read, "edit": edit, "reread": reread, "landed": landed,
         "missing": missing, "wrong": wrong,
     }))
 
