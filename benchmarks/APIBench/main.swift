@@ -190,4 +190,7 @@ if let exec = rows["POST exec `true` 1"], let health = rows["GET /health (baseli
 }
 await group.triggerGracefulShutdown()
 _ = try? await server.value
+// The data directory is thrown away: its workspace volumes go with it (a kept host
+// would leave them mounted for its next start to adopt).
+for project in await host.projects() { try? await host.evict(project.id, discard: true) }
 await host.shutdown(grace: .seconds(5))

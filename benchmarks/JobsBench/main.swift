@@ -115,6 +115,9 @@ for _ in 0..<4 {
 try await Task.sleep(for: .milliseconds(500))
 let loaded = try await reads(runs)
 for id in builds { _ = try await host.jobs.cancel(id) }
+// The data directory is thrown away: its workspace volumes go with it (a kept host
+// would leave them mounted for its next start to adopt).
+for project in await host.projects() { try? await host.evict(project.id, discard: true) }
 await host.shutdown(grace: .seconds(1))
 print("")
 print("| read_file (50 lines) via CorralHost | runs | p50 ms | p99 ms |")
