@@ -99,6 +99,9 @@ import Testing
             project: "tools", name: "read_file", arguments: ["path": .string("../../etc/passwd")], caller: nil)
         #expect(escape.isError)
         #expect(escape.errorCode == "path_outside_project")
+        // After file tools touched it, the workspace still evicts (its volume unmounts).
+        try await host.evict("tools", discard: true)
+        #expect(try await host.project("tools").state == "cold")
         await host.shutdown(grace: .seconds(1))
     }
 

@@ -137,6 +137,9 @@ public actor CorralHost {
     /// sandbox.
     public func evict(_ id: String, discard: Bool = false) async throws {
         await pool.destroy(id)
+        // The file tools hold a descriptor of the workspace root, which would keep its
+        // volume busy and the eviction from unmounting it.
+        toolsCache[id] = nil
         try await cache.evict(id, discard: discard)
     }
 
