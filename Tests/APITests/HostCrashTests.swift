@@ -87,6 +87,7 @@ import Testing
         let port = Self.freePort()
         let first = try Server(data: data, policies: policies, port: port)
         let archive = try LiveArchive.make(["a.txt": "kept\n"])
+        defer { unlink(archive) }
         _ = try first.curl([
             "-X", "PUT", "--data-binary", "@\(archive)", "http://127.0.0.1:\(port)/v1/projects/p/archive",
         ])
@@ -111,14 +112,9 @@ import Testing
 /// A tar.gz on disk for curl to upload.
 enum LiveArchive {
     static func make(_ files: [String: String]) throws -> String {
-        let dir = try TemporaryDirectory()
-        for (path, text) in files { try text.write(toFile: dir.path + "/" + path, atomically: false, encoding: .utf8) }
-        let out = dir.path + ".tar.gz"
-        let tar = Process()
-        tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
-        tar.arguments = ["-czf", out, "-C", dir.path, "."]
-        try tar.run()
-        tar.waitUntilExit()
-        return out
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "corral-crash-\(UUID().uuidString).tar.gz")
+        try Data(try ArchiveFixture.tarGz(files)).write(to: path)
+        return path.path
     }
 }

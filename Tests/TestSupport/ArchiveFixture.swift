@@ -49,6 +49,27 @@ public enum ArchiveFixture {
         case tar, tarGz = "tar.gz", tarXz = "tar.xz", tarBz2 = "tar.bz2", tarZst = "tar.zst", zip
     }
 
+    /// A tar.gz of plain `files` (relative path → text), made by bsdtar: what a user would
+    /// upload as a project.
+    public static func tarGz(_ files: [String: String]) throws -> [UInt8] {
+        let dir = try TemporaryDirectory()
+        for (path, text) in files {
+            let url = dir.url.appendingPathComponent(path)
+            try FileManager.default.createDirectory(
+                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+            try text.write(to: url, atomically: false, encoding: .utf8)
+        }
+        let out = dir.path + ".tar.gz"
+        let tar = Process()
+        tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
+        tar.arguments = ["-czf", out, "-C", dir.path, "."]
+        try tar.run()
+        tar.waitUntilExit()
+        defer { unlink(out) }
+        guard tar.terminationStatus == 0 else { throw TestSupportError("bsdtar failed to pack \(dir.path)") }
+        return Array(try Data(contentsOf: URL(fileURLWithPath: out)))
+    }
+
     /// Writes `entries` as an archive of `format` at `path`.
     public static func write(_ entries: [Entry], format: Format, to path: String) throws {
         let spec: [[String: Any]] = entries.map { e in

@@ -40,21 +40,7 @@ enum LiveHost {
 
     /// A tar.gz of `files`, made by bsdtar.
     static func archive(_ files: [String: String]) throws -> [UInt8] {
-        let dir = try TemporaryDirectory()
-        for (path, text) in files {
-            let url = dir.url.appendingPathComponent(path)
-            try FileManager.default.createDirectory(
-                at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
-            try text.write(to: url, atomically: false, encoding: .utf8)
-        }
-        let out = dir.path + ".tar.gz"
-        let tar = Process()
-        tar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
-        tar.arguments = ["-czf", out, "-C", dir.path, "."]
-        try tar.run()
-        tar.waitUntilExit()
-        defer { unlink(out) }
-        return Array(try Data(contentsOf: URL(fileURLWithPath: out)))
+        try ArchiveFixture.tarGz(files)
     }
 
     static let demo: [String: String] = [
