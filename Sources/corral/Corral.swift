@@ -10,6 +10,6 @@ struct Corral: AsyncParsableCommand {
         commandName: "corral",
         abstract: "A sandboxed container-per-project execution host for coding agents.",
         version: HostModule.version,
-        subcommands: [Serve.self, Exec.self, PolicyCommand.self]
+        subcommands: [Serve.self, Worker.self, APINode.self, Exec.self, PolicyCommand.self]
     )
 }

@@ -16,23 +16,44 @@ struct Serve: AsyncParsableCommand {
             """
     )
 
+    @OptionGroup var server: ServerOptions
+    @OptionGroup var sandboxes: SandboxHostOptions
+
+    func validate() throws { try server.check() }
+
+    func run() async throws {
+        server.bootstrapLogging()
+        let logger = Logger(label: "corral.serve")
+        let api = try server.apiConfiguration()
+        let configuration = try sandboxes.hostConfiguration(dataDir: server.dataDir, logger: logger)
+        let corral = try await CorralHost.open(configuration)
+        let app = try buildApplication(
+            api, host: corral, files: HostFileTools(host: corral), logger: Logger(label: "corral.api"))
+        logger.info(
+            "corral serve",
+            metadata: [
+                "version": "\(HostModule.version)", "bind": "\(server.bind)", "tokens": "\(api.tokens.count)",
+                "open": "\(api.tokens.isEmpty)", "rootfs_dir": "\(sandboxes.rootfsDir)",
+                "policies_dir": "\(sandboxes.policiesDir)", "data_dir": "\(server.dataDir)",
+                "cgroups": "\(configuration.cgroups?.mode.rawValue ?? "none")",
+            ])
+        // The host service is told to stop first (services stop in reverse order): new jobs
+        // get 503 while running ones finish within the grace; then the HTTP server drains.
+        try await runServices([app, HostShutdownService(host: corral, grace: api.shutdownGrace)], logger: logger)
+        logger.info("corral serve: stopped")
+    }
+}
+
+/// The options of every command that serves the HTTP API.
+struct ServerOptions: ParsableArguments {
     @Option(help: "Address to listen on, HOST:PORT.")
     var bind: String = APIModule.defaultBind
 
     @Option(help: "JSON file of bearer tokens (name, secret, project globs, admin, rate).")
     var tokens: String?
 
-    @Option(help: "Directory holding built rootfs images (rootfs/build writes them).")
-    var rootfsDir: String = "rootfs/out"
-
-    @Option(help: "Directory of policy files.")
-    var policiesDir: String = "policies"
-
     @Option(help: "Directory for the host's state: cache, journal, audit log.")
     var dataDir: String = "var"
-
-    @Option(help: "The policy of projects registered without one.")
-    var defaultPolicy: String = "default"
 
     @Option(help: "Seconds running jobs may finish when the server stops.")
     var shutdownGrace: Int = 30
@@ -49,34 +70,68 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "The most any wait (exec's wait_s, a long-poll's ?wait=) may ask for, in seconds.")
     var maxWaitS: Double = 300
 
-    @Option(help: "Name of this host's cgroup subtree (beside the machine's own cgroups).")
-    var cgroupPrefix: String = "corral"
-
     @Flag(inversion: .prefixedNo, help: "Serve GET /metrics without a token to loopback peers.")
     var metricsLoopback: Bool = true
 
-    func validate() throws {
+    func check() throws {
         guard ["json", "text"].contains(logFormat) else { throw ValidationError("--log-format is json or text") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more") }
         guard maxArchiveMib > 0 else { throw ValidationError("--max-archive-mib must be positive") }
         guard waitS >= 0, maxWaitS >= waitS else { throw ValidationError("need 0 <= --wait-s <= --max-wait-s") }
     }
 
-    func run() async throws {
+    func bootstrapLogging() {
         if logFormat == "json" { LoggingSystem.bootstrap { JSONLogHandler(label: $0) } }
-        let logger = Logger(label: "corral.serve")
+        // A parent may hand down a blocked SIGTERM/SIGINT (a test runner does): the
+        // graceful shutdown must still hear them.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+    }
+
+    /// The API's configuration, validated (an open server may only listen on loopback);
+    /// `extraToken` is added as an admin (a cluster's worker token).
+    func apiConfiguration(extraToken: (name: String, secret: String)? = nil) throws -> APIConfiguration {
         let (host, port) = try APIConfiguration.parseBind(bind)
+        var store = try tokens.map(TokenStore.load) ?? TokenStore([])
+        if let extraToken {
+            store = store.adding(
+                Principal(name: extraToken.name, projects: ["*"], admin: true), secret: extraToken.secret)
+        }
         var api = APIConfiguration(
-            host: host, port: port, tokens: try tokens.map(TokenStore.load) ?? TokenStore([]),
-            dataDirectory: URL(fileURLWithPath: dataDir).standardizedFileURL.path,
+            host: host, port: port, tokens: store, dataDirectory: Self.absolute(dataDir),
             metricsOpenOnLoopback: metricsLoopback, shutdownGrace: .seconds(shutdownGrace))
         api.limits.maxArchiveBytes = maxArchiveMib << 20
         api.limits.defaultWaitSeconds = waitS
         api.limits.maxWaitSeconds = maxWaitS
         // Refuse an open non-loopback server before touching anything.
         try api.validate()
-        // Sandboxes of a previous run of this host outlive it (their inits do not die with
-        // the host); their cgroups find and kill them.
+        return api
+    }
+
+    /// Absolute, since sandboxes mount these from other working directories.
+    static func absolute(_ path: String) -> String { URL(fileURLWithPath: path).standardizedFileURL.path }
+}
+
+/// The options of every command that runs sandboxes.
+struct SandboxHostOptions: ParsableArguments {
+    @Option(help: "Directory holding built rootfs images (rootfs/build writes them).")
+    var rootfsDir: String = "rootfs/out"
+
+    @Option(help: "Directory of policy files.")
+    var policiesDir: String = "policies"
+
+    @Option(help: "The policy of projects registered without one.")
+    var defaultPolicy: String = "default"
+
+    @Option(help: "Name of this host's cgroup subtree (beside the machine's own cgroups).")
+    var cgroupPrefix: String = "corral"
+
+    /// The host's configuration. Sandboxes of a previous run of this host outlive it (their
+    /// inits do not die with the host); their cgroups find and kill them first.
+    func hostConfiguration(dataDir: String, logger: Logger) throws -> HostConfiguration {
         let cgroups = try? CgroupDriver.detect(prefix: cgroupPrefix)
         if let cgroups {
             let swept = (try? cgroups.sweepOrphans(keeping: [])) ?? []
@@ -84,28 +139,15 @@ struct Serve: AsyncParsableCommand {
                 logger.warning("swept sandboxes left by a previous run", metadata: ["count": "\(swept.count)"])
             }
         }
-        // Absolute, since sandboxes mount these from other working directories.
-        let absolute = { (path: String) in URL(fileURLWithPath: path).standardizedFileURL.path }
-        let corral = try await CorralHost.open(
-            HostConfiguration(
-                dataDirectory: absolute(dataDir), rootfsDirectory: absolute(rootfsDir),
-                policiesDirectory: absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups))
-        let app = try buildApplication(
-            api, host: corral, files: HostFileTools(host: corral), logger: Logger(label: "corral.api"))
-        logger.info(
-            "corral serve",
-            metadata: [
-                "version": "\(HostModule.version)", "bind": "\(bind)", "tokens": "\(api.tokens.count)",
-                "open": "\(api.tokens.isEmpty)", "rootfs_dir": "\(rootfsDir)", "policies_dir": "\(policiesDir)",
-                "data_dir": "\(dataDir)", "cgroups": "\(cgroups?.mode.rawValue ?? "none")",
-            ])
-        // The host service is told to stop first (services stop in reverse order): new jobs
-        // get 503 while running ones finish within the grace; then the HTTP server drains.
-        let group = ServiceGroup(
-            configuration: .init(
-                services: [app, HostShutdownService(host: corral, grace: api.shutdownGrace)],
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await group.run()
-        logger.info("corral serve: stopped")
+        return HostConfiguration(
+            dataDirectory: ServerOptions.absolute(dataDir), rootfsDirectory: ServerOptions.absolute(rootfsDir),
+            policiesDirectory: ServerOptions.absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups)
     }
+}
+
+/// Runs the services until SIGTERM or SIGINT; they stop in reverse order.
+func runServices(_ services: [any Service], logger: Logger) async throws {
+    let group = ServiceGroup(
+        configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+    try await group.run()
 }

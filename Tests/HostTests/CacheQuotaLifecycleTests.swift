@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Host
+import Sandbox
 import TestSupport
 import Testing
 
@@ -40,7 +41,7 @@ struct CacheQuotaLifecycleTests {
         #expect(
             waitUntil(seconds: 5) {
                 let ns = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(holder.pid)/ns/mnt")
-                let theirs = try? String(contentsOfFile: "/proc/\(holder.pid)/mountinfo", encoding: .utf8)
+                let theirs = try? KernelFile.read("/proc/\(holder.pid)/mountinfo")
                 return ns != nil && ns != ours && theirs?.contains(" \(q.mountPoint("p")) ") == true
             })
         await #expect(

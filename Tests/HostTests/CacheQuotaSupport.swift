@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Host
+import Sandbox
 import TestSupport
 
 /// A cache fixture for disk-capped workspaces: real images, loop devices and mounts, all
@@ -72,8 +73,9 @@ final class QuotaFixture: Sendable {
         files.allSatisfy { FileManager.default.contents(atPath: root + "/" + $0.key) == $0.value }
     }
 
-    /// The mounts this process sees and the bound loop devices: what must come back to
-    /// exactly its starting value once every capped workspace is gone.
+    /// The mounts and bound loop devices of this fixture (under its directory, so tests
+    /// running beside it cannot disturb the count): what must come back to exactly its
+    /// starting value once every capped workspace is gone.
     struct HostState: Equatable, CustomStringConvertible {
         var mounts: Int
         var loops: [String]
@@ -81,12 +83,13 @@ final class QuotaFixture: Sendable {
     }
 
     func hostState() throws -> HostState {
-        let mountinfo = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let mountinfo = try KernelFile.read("/proc/self/mountinfo")
         let (status, output) = try run(["/usr/sbin/losetup", "-a"])
         guard status == 0 else { throw TestSupportError("losetup -a: \(output)") }
+        let root = f.tmp.path
         return HostState(
-            mounts: mountinfo.split(separator: "\n").count,
-            loops: output.split(separator: "\n").map(String.init).sorted())
+            mounts: mountinfo.split(separator: "\n").filter { $0.contains(root) }.count,
+            loops: output.split(separator: "\n").filter { $0.contains(root) }.map(String.init).sorted())
     }
 
     /// The size of the filesystem `path` is on (`f_blocks * f_frsize`).
@@ -97,7 +100,7 @@ final class QuotaFixture: Sendable {
 
     /// The filesystem type and mount options of the mount at exactly `path`.
     func mountOptions(_ path: String) -> (type: String, options: Set<String>)? {
-        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let mounts = (try? KernelFile.read("/proc/self/mountinfo")) ?? ""
         for line in mounts.split(separator: "\n") {
             let fields = line.split(separator: " ").map(String.init)
             guard fields.count > 8, fields[4] == path, let dash = fields.firstIndex(of: "-") else { continue }
@@ -134,7 +137,7 @@ final class QuotaFixture: Sendable {
 
     deinit {
         // A failed test must not leak mounts or loop devices into the next one.
-        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let mounts = (try? KernelFile.read("/proc/self/mountinfo")) ?? ""
         let root = f.tmp.path
         for line in mounts.split(separator: "\n").reversed() {
             let point = line.split(separator: " ")[4]

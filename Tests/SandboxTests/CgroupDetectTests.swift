@@ -15,7 +15,7 @@ struct CgroupTestHost {
     let driver: CgroupDriver
 
     init(useKillFile: Bool = true) throws {
-        let mountinfo = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let mountinfo = try KernelFile.read("/proc/self/mountinfo")
         driver = try CgroupDriver.detect(
             root: "/sys/fs/cgroup", prefix: prefix, mountinfo: mountinfo, useKillFile: useKillFile)
     }
@@ -205,7 +205,7 @@ func readCgroupFile(_ path: String) throws -> String {
 
     @Test(.enabled(if: HostCgroups.hasV1, "hiding a controller needs separate cgroup v1 hierarchies"))
     func aLimitTheHostCannotEnforceIsATypedErrorNotASilentPass() throws {
-        let mountinfo = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+        let mountinfo = try KernelFile.read("/proc/self/mountinfo")
             .split(separator: "\n").filter { !$0.hasSuffix(",pids") }.joined(separator: "\n")
         let prefix = "corral-test-" + UUID().uuidString.prefix(8).lowercased()
         let driver = try CgroupDriver.detect(root: "/sys/fs/cgroup", prefix: prefix, mountinfo: mountinfo)

@@ -67,7 +67,7 @@ struct HostCounts: Equatable, CustomStringConvertible {
     /// would add. Workspace volumes (loop devices) that the cache or another test run mounts
     /// on purpose do not count.
     static func sandboxKindMounts() -> Int {
-        let text = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let text = (try? KernelFile.read("/proc/self/mountinfo")) ?? ""
         return text.split(separator: "\n").filter { line in
             let fields = line.split(separator: " ")
             guard fields.count > 4, let dash = fields.firstIndex(of: "-"), dash + 1 < fields.count else { return false }

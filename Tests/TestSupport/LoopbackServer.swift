@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Sandbox
 
 /// A real HTTP file server on 127.0.0.1 with a free port, backed by Python's `http.server`.
 ///
@@ -79,7 +80,7 @@ public final class TemporaryDirectory: @unchecked Sendable {
     /// Unmounts whatever is mounted below the directory (a capped workspace is an ext4 image
     /// mounted there; a host keeps it mounted across its own shutdown), then deletes it.
     public func remove() {
-        let mounts = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        let mounts = (try? KernelFile.read("/proc/self/mountinfo")) ?? ""
         for line in mounts.split(separator: "\n").reversed() {
             let fields = line.split(separator: " ")
             // Lazy is fine here: the test is over, and the loop device detaches once it is idle.

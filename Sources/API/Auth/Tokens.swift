@@ -56,10 +56,17 @@ public struct TokenStore: Sendable {
         var digest: [UInt8]
     }
 
-    let entries: [Entry]
+    private(set) var entries: [Entry]
 
     public init(_ tokens: [(principal: Principal, secret: String)]) {
         entries = tokens.map { Entry(principal: $0.principal, digest: SHA256.hash(Array($0.secret.utf8))) }
+    }
+
+    /// This store with one more token (a cluster's worker token, say).
+    public func adding(_ principal: Principal, secret: String) -> TokenStore {
+        var copy = self
+        copy.entries.append(Entry(principal: principal, digest: SHA256.hash(Array(secret.utf8))))
+        return copy
     }
 
     /// No tokens: only a loopback server may run like this.

@@ -64,6 +64,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case let error as CacheError: return from(cache: error)
         case let error as HostError: return from(host: error)
         case let error as JobError: return from(job: error)
+        case let error as ClusterError:
+            return .init(
+                .init(code: error.httpStatus), error.httpStatus == 503 ? "unavailable" : "cluster_error",
+                error.description, retryAfter: error.retryAfterSeconds)
         case let error as LimitError: return .init(.unprocessableContent, "limit_exceeded", error.description)
         case is NIOTooManyBytesError: return .init(.contentTooLarge, "body_too_large", "request body is too large")
         case let error as HTTPError:

@@ -56,6 +56,7 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
     MCPRoutes(state: state).add(to: router)
     CompatRoutes(state: state).add(to: router)
     OperationsRoutes(state: state).add(to: router)
+    InternalRoutes(state: state).add(to: router)
     return router
 }
 
@@ -91,6 +92,9 @@ struct PolicyAuditService: Service {
                 }
             }
         }
+        // A backend without policies (an API node's) ends its reloads at once; the service
+        // must still run until shutdown, or the group takes its end for a failure.
+        try? await gracefulShutdown()
     }
 }
 

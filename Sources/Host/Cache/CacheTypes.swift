@@ -101,6 +101,14 @@ public struct SnapshotResult: Sendable, Equatable {
     public var files: Int
     /// Special files (FIFOs, sockets, devices) that were left out.
     public var skipped: Int
+
+    public init(key: String, version: String, bytes: Int64, files: Int, skipped: Int) {
+        self.key = key
+        self.version = version
+        self.bytes = bytes
+        self.files = files
+        self.skipped = skipped
+    }
 }
 
 /// What one ``ProjectCache/sweep(now:)`` did.

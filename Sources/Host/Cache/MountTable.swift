@@ -19,7 +19,7 @@ struct MountEntry: Sendable, Equatable {
 enum MountTable {
     /// Every mount of this process's mount namespace.
     static func read() throws(CacheError) -> [MountEntry] {
-        guard let text = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
+        guard let text = try? KernelFile.read("/proc/self/mountinfo") else {
             throw .system(SystemError("read(/proc/self/mountinfo)", errno: errno == 0 ? EIO : errno))
         }
         return text.split(separator: "\n").compactMap(parse)
@@ -109,7 +109,7 @@ enum MountTable {
         for pid in pids where out.count < limit {
             guard let ns = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/ns/mnt"),
                 seen.insert(ns).inserted,
-                let table = try? String(contentsOfFile: "/proc/\(pid)/mountinfo", encoding: .utf8),
+                let table = try? KernelFile.read("/proc/\(pid)/mountinfo"),
                 table.split(separator: "\n").compactMap(parse).contains(where: {
                     $0.major == major && $0.minor == minor
                 })

@@ -157,6 +157,21 @@ extension ProjectCache {
         try await evict(id, discard: true)
         if let pins = entries[id]?.pins, pins > 0 { throw .busy("\(id) has \(pins) running job(s)") }
         try await config.stores.primary.delete(entries[id]?.record.snapshotKey ?? layout.snapshotKey(id))
+        try drop(id)
+    }
+
+    /// Forgets this host's copy of a project: evicts it without write-back and drops it
+    /// from the index, leaving its snapshot in the store. A cluster worker does this when
+    /// another host owned the project since this copy was made: the store's snapshot is
+    /// then newer than anything here, and must not be overwritten by a stale write-back.
+    public func forget(_ id: String) async throws(CacheError) {
+        guard entries[id] != nil else { return }
+        try await evict(id, discard: true)
+        if let pins = entries[id]?.pins, pins > 0 { throw .busy("\(id) has \(pins) running job(s)") }
+        try drop(id)
+    }
+
+    private func drop(_ id: String) throws(CacheError) {
         entries[id] = nil
         do { try index.delete(id) } catch { throw .index(error.description) }
     }

@@ -242,6 +242,13 @@ public actor ProjectCache {
 
     // MARK: - Use, pins and status
 
+    /// The project's source as registered (credentials and SAS query included, unlike
+    /// ``status(_:)``) and its expected checksum: what a cluster registry records.
+    public func registration(_ id: String) throws(CacheError) -> (source: String, sha256: String?) {
+        guard let record = entries[id]?.record else { throw .unknownProject(id) }
+        return (record.source, record.sha256)
+    }
+
     /// Refreshes the sliding TTL: the project counts as used now.
     public func touch(_ id: String) throws(CacheError) {
         guard entries[id] != nil else { throw .unknownProject(id) }

@@ -67,6 +67,11 @@ struct ClusterKeys: Sendable {
     func idempotency(_ submitter: String, _ key: String) -> String { "\(prefix):idem:\(submitter):\(key)" }
     /// Sorted set: a project's recent job IDs by creation time.
     func projectJobs(_ project: String) -> String { "\(prefix):project:\(project):jobs" }
+    /// Hash: a project's registration (`spec`), ownership `epoch` and `last` owner
+    /// (``RedisProjectRegistry``).
+    func project(_ id: String) -> String { "\(prefix):project:\(id)" }
+    /// Set: every registered project.
+    var projects: String { "\(prefix):projects" }
     /// Stream: pokes an API node's event reader when it must watch a new job.
     func wake(_ node: String) -> String { "\(prefix):wake:\(node)" }
 

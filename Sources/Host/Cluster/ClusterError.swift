@@ -21,11 +21,14 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     case closed
     /// The job was claimed by another host or ended before this host could start it.
     case claimLost(String)
+    /// A project's owner could not be reached over HTTP (it is stopping, or just died and
+    /// its lease has not lapsed yet). Retry after the hint.
+    case workerUnreachable(String)
 
     /// The HTTP status the API answers with.
     public var httpStatus: Int {
         switch self {
-        case .redisUnavailable, .noLiveWorkers, .closed: 503
+        case .redisUnavailable, .noLiveWorkers, .closed, .workerUnreachable: 503
         case .invalidURL, .tlsUnavailable, .server, .protocolViolation, .invalidConfiguration: 500
         case .claimLost: 409
         }
@@ -35,7 +38,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     public var retryAfterSeconds: Int? {
         switch self {
         case .redisUnavailable(let after), .noLiveWorkers(let after): after
-        case .closed: 1
+        case .closed, .workerUnreachable: 1
         default: nil
         }
     }
@@ -52,6 +55,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidConfiguration(let why): "invalid cluster configuration: \(why)"
         case .closed: "the redis connection was closed"
         case .claimLost(let id): "job \(id) was claimed elsewhere or ended before it started here"
+        case .workerUnreachable(let what): "the project's worker host cannot be reached: \(what)"
         }
     }
 }

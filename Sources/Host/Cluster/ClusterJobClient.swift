@@ -162,6 +162,22 @@ public final class ClusterJobClient: Sendable {
         return try hashes.compactMap { try ClusterRecords.record(RedisClient.check($0).fields) }
     }
 
+    /// Jobs waiting and running across the cluster: every live worker's stream holds the
+    /// jobs routed to it that have not ended; those it has taken are pending in its group.
+    public func depth() async throws -> (queued: Int, running: Int) {
+        let hosts = try await leases.liveWorkers()
+        guard !hosts.isEmpty else { return (0, 0) }
+        let replies = try await redis.pipeline(
+            hosts.flatMap { [["XLEN", keys.jobs($0)], ["XPENDING", keys.jobs($0), ClusterKeys.group]] })
+        var total = 0
+        var taken = 0
+        for pair in stride(from: 0, to: replies.count, by: 2) {
+            total += replies[pair].integer ?? 0
+            taken += replies[pair + 1].array?.first?.integer ?? 0
+        }
+        return (max(total - taken, 0), taken)
+    }
+
     /// The worker host that owns a project now, or nil.
     public func owner(of project: String) async throws -> String? { try await leases.owner(of: project) }
 

@@ -19,6 +19,11 @@ extension ClusterScripts {
           elseif not owner then
             redis.call('SET', key, me, 'PX', ttl)
             kept[#kept + 1] = project
+            local record = prefix .. ':project:' .. project
+            if redis.call('HGET', record, 'last') ~= me then
+              redis.call('HSET', record, 'last', me)
+              redis.call('HINCRBY', record, 'epoch', 1)
+            end
           else
             redis.call('SREM', set, project)
           end
@@ -33,6 +38,11 @@ extension ClusterScripts {
         if redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[4]) or redis.call('GET', key) == ARGV[2] then
           redis.call('PEXPIRE', key, ARGV[4])
           redis.call('SADD', ARGV[1] .. ':leases:' .. ARGV[2], ARGV[3])
+          local record = ARGV[1] .. ':project:' .. ARGV[3]
+          if redis.call('HGET', record, 'last') ~= ARGV[2] then
+            redis.call('HSET', record, 'last', ARGV[2])
+            redis.call('HINCRBY', record, 'epoch', 1)
+          end
           return 1
         end
         return 0

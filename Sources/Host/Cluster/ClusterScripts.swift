@@ -29,6 +29,13 @@ enum ClusterScripts {
           end
           return false
         end
+        local function claim(prefix, project, host)
+          local key = prefix .. ':project:' .. project
+          if redis.call('HGET', key, 'last') ~= host then
+            redis.call('HSET', key, 'last', host)
+            redis.call('HINCRBY', key, 'epoch', 1)
+          end
+        end
         local function route(prefix, project, ttl)
           local key = prefix .. ':owner:' .. project
           local owner = redis.call('GET', key)
@@ -37,6 +44,7 @@ enum ClusterScripts {
           if owner then
             redis.call('SET', key, owner, 'PX', ttl)
             redis.call('SADD', prefix .. ':leases:' .. owner, project)
+            claim(prefix, project, owner)
           end
           return owner
         end

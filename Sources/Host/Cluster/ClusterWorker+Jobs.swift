@@ -68,6 +68,7 @@ extension ClusterWorker {
             var request = try JSONDecoder().decode(JobRequest.self, from: Data(json.utf8))
             request.submitter = Self.submitter
             request.idempotencyKey = id
+            await hooks.prepare(request.project)
             let record = try await jobs.submit(request)
             tracked[id]?.local = record.id
             if tracked[id]?.cancelled == true {

@@ -27,6 +27,7 @@ public actor ClusterWorker {
     nonisolated let gate: ClusterGate
     nonisolated let keys: ClusterKeys
     let beforeRelease: @Sendable (String) async -> Void
+    let hooks: Hooks
     let logger = Logger(label: "corral.cluster")
 
     enum Phase { case idle, running, draining, stopped, crashed }
@@ -41,6 +42,23 @@ public actor ClusterWorker {
     /// When this host last failed to reach Redis. Peers had no chance to renew during an
     /// outage either, so nobody is declared dead until a full lease has passed since.
     var troubleAt: ContinuousClock.Instant?
+
+    /// What the host under the worker does at points of the cluster's life.
+    public struct Hooks: Sendable {
+        /// Before a job of the project is queued here: bring the project's registration up
+        /// to date (``CorralHost`` adopts it from the registry).
+        public var prepare: @Sendable (_ project: String) async -> Void
+        /// After each renewal: the projects this host holds, as of when the renewal was sent.
+        public var leasesRenewed: @Sendable (_ held: Set<String>, _ asOf: ContinuousClock.Instant) async -> Void
+
+        public init(
+            prepare: @escaping @Sendable (String) async -> Void = { _ in },
+            leasesRenewed: @escaping @Sendable (Set<String>, ContinuousClock.Instant) async -> Void = { _, _ in }
+        ) {
+            self.prepare = prepare
+            self.leasesRenewed = leasesRenewed
+        }
+    }
 
     struct Tracked {
         var entry: String
@@ -58,9 +76,10 @@ public actor ClusterWorker {
     /// there, so the next owner materializes the latest changes.
     public init(
         configuration: ClusterConfiguration, host: String, address: String? = nil, runner: any JobRunner,
-        limits: JobLimits = JobLimits(), journalPath: String? = nil,
+        limits: JobLimits = JobLimits(), journalPath: String? = nil, hooks: Hooks = Hooks(),
         beforeRelease: @escaping @Sendable (String) async -> Void = { _ in }
     ) throws {
+        self.hooks = hooks
         guard !host.isEmpty, !host.contains(where: { $0 == " " || $0 == ":" }) else {
             throw ClusterError.invalidConfiguration(
                 "a worker host name must be non-empty, without spaces or colons: \(host)")
@@ -154,7 +173,9 @@ public actor ClusterWorker {
         var failing = false
         while phase == .running || phase == .draining {
             do {
-                try await leases.renew(for: host, heartbeat: heartbeat)
+                let sent = ContinuousClock.now
+                let held = try await leases.renew(for: host, heartbeat: heartbeat)
+                await hooks.leasesRenewed(Set(held), sent)
                 if failing { logger.info("worker \(host): renewing again") }
                 failing = false
             } catch {

@@ -15,10 +15,26 @@ extension CorralHost {
     ) async throws -> (host: CorralHost, worker: ClusterWorker) {
         let opened = OpenedHost()
         let logger = Logger(label: "corral.cluster")
+        var configuration = configuration
+        if configuration.registry == nil {
+            configuration.registry = RedisProjectRegistry(
+                redis: RedisClient(cluster.redis, name: "corral-registry-\(name)"), configuration: cluster)
+        }
+        let hooks = ClusterWorker.Hooks(
+            prepare: { project in
+                do {
+                    try await opened.host?.adopt(project)
+                } catch {
+                    // The job still runs and fails with the reason (e.g. no such project).
+                    logger.warning("cannot adopt \(project) from the registry: \(error)")
+                }
+            },
+            leasesRenewed: { held, asOf in await opened.host?.forgetProjects(notIn: held, asOf: asOf) })
         var made: ClusterWorker?
         let host = try await open(configuration) { runner in
             let worker = try ClusterWorker(
-                configuration: cluster, host: name, address: address, runner: runner, limits: configuration.jobLimits
+                configuration: cluster, host: name, address: address, runner: runner, limits: configuration.jobLimits,
+                hooks: hooks
             ) { project in
                 guard let host = opened.host else { return }
                 do {

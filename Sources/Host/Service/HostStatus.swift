@@ -19,6 +19,22 @@ public struct HostStatus: Sendable, Codable, Equatable {
     /// Policy files that failed to load (their last good version stays in force).
     public var policyErrors: [String]
 
+    public init(
+        version: String, projects: Int, sandboxes: Int, queuedJobs: Int, runningJobs: Int, workerSlots: [String: Int],
+        cgroupMode: String, enforcedLimits: [String: String], policies: [String: String], policyErrors: [String]
+    ) {
+        self.version = version
+        self.projects = projects
+        self.sandboxes = sandboxes
+        self.queuedJobs = queuedJobs
+        self.runningJobs = runningJobs
+        self.workerSlots = workerSlots
+        self.cgroupMode = cgroupMode
+        self.enforcedLimits = enforcedLimits
+        self.policies = policies
+        self.policyErrors = policyErrors
+    }
+
     enum CodingKeys: String, CodingKey {
         case version, projects, sandboxes, policies
         case queuedJobs = "queued_jobs"

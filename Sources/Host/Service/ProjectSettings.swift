@@ -11,6 +11,9 @@ struct ProjectSettings: Sendable, Codable, Equatable {
     var timeoutSeconds: Int?
     /// Absent in files written before workspaces were capped: then the policy's cap.
     var workspaceBytes: UInt64?
+    /// The cluster ownership epoch this host's copy of the project belongs to (see
+    /// ``ProjectClaim``); nil on an all-in-one host.
+    var epoch: Int? = nil
 
     var requested: RequestedLimits {
         RequestedLimits(
@@ -31,6 +34,9 @@ final class ProjectSettingsStore: Sendable {
     }
 
     subscript(_ project: String) -> ProjectSettings? { state.withLock { $0[project] } }
+
+    /// Every project with settings here.
+    var projects: [String] { state.withLock { $0.keys.sorted() } }
 
     func set(_ project: String, _ settings: ProjectSettings?) throws {
         let snapshot = state.withLock { all in

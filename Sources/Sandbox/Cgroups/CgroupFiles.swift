@@ -16,18 +16,7 @@ enum CgroupFiles {
 
     /// The file's whole content.
     static func read(_ path: String) throws -> String {
-        let fd = try call("open(\(path))") { open(path, O_RDONLY | O_CLOEXEC) }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let count = try call("read(\(path))") {
-                chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            }
-            if count == 0 { break }
-            bytes.append(contentsOf: chunk[0..<count])
-        }
-        return String(decoding: bytes, as: UTF8.self)
+        do { return try KernelFile.read(path) } catch let error as SystemError { throw CgroupError.system(error) }
     }
 
     /// The file's content, or nil when the file does not exist (a controller not enabled there).

@@ -1,0 +1,34 @@
+import Foundation
+import HTTPTypes
+import Host
+import Hummingbird
+
+/// Routes an API node of a cluster calls on a worker host, with an admin token:
+/// `POST /v1/internal/projects/{id}/files/{tool}` runs a file tool here and answers the
+/// tool's reply as it is (`{text, structured, is_error, error_code}`), for the node to
+/// wrap as REST or MCP. The caller's session comes in `X-Corral-Caller`.
+struct InternalRoutes {
+    let state: APIState
+
+    static let callerHeader = "X-Corral-Caller"
+
+    func add(to router: Router<APIContext>) {
+        router.post("/v1/internal/projects/:id/files/:tool") { request, context in
+            let id = try context.projectID()
+            _ = try context.requireAdmin()
+            let name = try context.parameters.require("tool")
+            guard let files = state.files, files.fileToolNames.contains(name) else {
+                throw APIError.unknownTool(name, known: state.files?.fileToolNames ?? [])
+            }
+            let arguments = try await request.collect(limit: state.configuration.limits.maxJSONBytes)
+            let caller = request.headers[HTTPField.Name(Self.callerHeader)!]
+            let reply = try await files.callFileTool(
+                project: id, name: name, argumentsJSON: Array(arguments), caller: caller)
+            let structured = (try? JSON.parse(reply.structuredJSON)) ?? [:]
+            return Response.json([
+                "text": .string(reply.text), "structured": structured, "is_error": .bool(reply.isError),
+                "error_code": .optional(reply.errorCode.map(JSON.string)),
+            ])
+        }
+    }
+}

@@ -1,0 +1,279 @@
+import Foundation
+import Sandbox
+import TestSupport
+import Testing
+
+/// The cluster as operators run it: a real `redis-server`, two `corral worker` processes
+/// with sandboxes and a `corral api` node, all separate processes talking HTTP and Redis
+/// on loopback, sharing one blob directory. Calls go to the API node only.
+@Suite(.serialized, .enabled(if: RedisServer.isAvailable, "needs redis-server (make test installs it)"))
+struct ClusterAPITests {
+    /// One `corral` process serving HTTP on a loopback port.
+    final class Node: @unchecked Sendable {
+        let name: String
+        let port: Int
+        let process = Process()
+
+        init(_ name: String, arguments: [String], port: Int, token: String) throws {
+            self.name = name
+            self.port = port
+            process.executableURL = URL(fileURLWithPath: HostCrashTests.corral)
+            process.arguments = arguments
+            process.environment = ["CORRAL_WORKER_TOKEN": token, "PATH": "/usr/bin:/bin"]
+            process.standardOutput = FileHandle.nullDevice
+            process.standardError = FileHandle.nullDevice
+            try process.run()
+            for _ in 0..<400 {
+                if Self.curl(["http://127.0.0.1:\(port)/health"]).contains("ok") { return }
+                usleep(50_000)
+            }
+            throw TestSupportError("\(name) did not come up")
+        }
+
+        static func curl(_ args: [String]) -> String {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/curl")
+            p.arguments = ["-s", "--max-time", "60"] + args
+            let out = Pipe()
+            p.standardOutput = out
+            guard (try? p.run()) != nil else { return "" }
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return String(decoding: data, as: UTF8.self)
+        }
+
+        func json(_ method: String, _ path: String, _ body: String? = nil) -> [String: Any] {
+            var args = ["-X", method, "http://127.0.0.1:\(port)\(path)"]
+            if let body { args += ["-H", "Content-Type: application/json", "--data-binary", body] }
+            let text = Self.curl(args)
+            return (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["raw": text]
+        }
+
+        func stop(_ signal: Int32) {
+            guard process.isRunning else { return }
+            kill(process.processIdentifier, signal)
+            process.waitUntilExit()
+        }
+    }
+
+    /// Redis, the shared blob directory, two workers and an API node.
+    final class Cluster: @unchecked Sendable {
+        let dir: TemporaryDirectory
+        let redis: RedisServer
+        let prefix = "t\(getpid())x\(UInt32.random(in: 0...UInt32.max))"
+        let token = "cluster-token-\(UUID().uuidString)"
+        let cgroupPrefix = "corral-tests-\(getpid())-cluster"
+        var workers: [String: Node] = [:]
+        var api: Node!
+
+        init() throws {
+            dir = try TemporaryDirectory()
+            redis = try RedisServer()
+            let policies = dir.path + "/policies"
+            try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
+            try "rootfs = \"minimal\"\n[limits]\nworkspace = \"64MiB\"\n".write(
+                toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+            do {
+                for name in ["w1", "w2"] { try startWorker(name) }
+                try startAPI()
+            } catch {
+                stop()
+                throw error
+            }
+        }
+
+        func startAPI() throws {
+            let port = HostCrashTests.freePort()
+            api = try Node(
+                "api",
+                arguments: [
+                    "api", "--bind", "127.0.0.1:\(port)", "--redis", redis.url, "--key-prefix", prefix,
+                    "--lease-ms", "1500", "--data-dir", dir.path + "/api", "--log-format", "text",
+                ], port: port, token: token)
+        }
+
+        func startWorker(_ name: String) throws {
+            let port = HostCrashTests.freePort()
+            workers[name] = try Node(
+                name,
+                arguments: [
+                    "worker", "--name", name, "--bind", "127.0.0.1:\(port)", "--redis", redis.url, "--key-prefix",
+                    prefix, "--lease-ms", "1500", "--blob-dir", dir.path + "/blobs", "--data-dir",
+                    dir.path + "/" + name, "--policies-dir", dir.path + "/policies", "--rootfs-dir",
+                    TestPaths.rootfsDirectory, "--cgroup-prefix", "\(cgroupPrefix)-\(name)", "--log-format", "text",
+                    "--shutdown-grace", "5",
+                ], port: port, token: token)
+        }
+
+        /// Redis as the test sees it, through redis-cli.
+        func redisGet(_ args: [String]) -> String {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+            p.arguments = ["-p", String(redis.port)] + args
+            let out = Pipe()
+            p.standardOutput = out
+            guard (try? p.run()) != nil else { return "" }
+            let data = out.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+
+        func owner(_ project: String) -> String { redisGet(["GET", "\(prefix):owner:\(project)"]) }
+        func jobHost(_ id: String) -> String { redisGet(["HGET", "\(prefix):job:\(id)", "host"]) }
+
+        func upload(_ project: String, _ files: [String: String]) throws -> [String: Any] {
+            let archive = try LiveArchive.make(files)
+            defer { unlink(archive) }
+            let text = Node.curl([
+                "-X", "PUT", "--data-binary", "@\(archive)",
+                "http://127.0.0.1:\(api.port)/v1/projects/\(project)/archive",
+            ])
+            return (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["raw": text]
+        }
+
+        func exec(_ project: String, _ command: String) -> [String: Any] {
+            let body = String(
+                decoding: try! JSONSerialization.data(withJSONObject: ["command": command]), as: UTF8.self)
+            return api.json("POST", "/v1/projects/\(project)/exec", body)
+        }
+
+        func tool(_ project: String, _ name: String, _ arguments: [String: Any]) -> [String: Any] {
+            let body = String(decoding: try! JSONSerialization.data(withJSONObject: arguments), as: UTF8.self)
+            return api.json("POST", "/v1/projects/\(project)/tools/\(name)", body)
+        }
+
+        /// Stops everything; the sandboxes of a killed worker are found by their cgroups.
+        func stop() {
+            api?.stop(SIGKILL)
+            for worker in workers.values { worker.stop(SIGTERM) }
+            for name in ["w1", "w2"] {
+                if let driver = try? CgroupDriver.detect(prefix: "\(cgroupPrefix)-\(name)") {
+                    _ = try? driver.sweepOrphans(keeping: [])
+                    for directory in driver.directories { rmdir(directory) }
+                }
+            }
+            redis.stop()
+            dir.remove()
+        }
+
+        /// Mounts, loop devices' backing files and cgroups of this cluster still present.
+        var leftovers: [String] {
+            let mounts = (try? KernelFile.read("/proc/self/mountinfo")) ?? ""
+            var found = mounts.split(separator: "\n").filter { $0.contains(dir.path + "/") }.map(String.init)
+            for root in ["/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup/memory", "/sys/fs/cgroup"] {
+                for name in (try? FileManager.default.contentsOfDirectory(atPath: root)) ?? []
+                where name.hasPrefix(cgroupPrefix) {
+                    found.append(root + "/" + name)
+                }
+            }
+            return found
+        }
+    }
+
+    static func text(_ reply: [String: Any]) -> String? {
+        ((reply["content"] as? [[String: Any]])?.first?["text"] as? String)
+    }
+
+    @Test func twentyProjectsSpreadOverBothWorkersAndEveryCallLandsOnTheOwner() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        var owners: [String: String] = [:]
+        for n in 0..<20 {
+            let project = "p\(n)"
+            let created = try cluster.upload(project, ["name.txt": "\(project)\n"])
+            #expect(created["id"] as? String == project, "\(created)")
+            let ran = cluster.exec(project, "cat name.txt")
+            #expect(ran["status"] as? String == "completed", "\(ran)")
+            #expect(ran["stdout"] as? String == "\(project)\n", "\(ran)")
+            owners[project] = cluster.owner(project)
+            let job = try #require(ran["job_id"] as? String)
+            #expect(cluster.jobHost(job) == owners[project], "job \(job) of \(project) ran off its owner")
+        }
+        // The least-loaded worker gets each new project: ten each.
+        #expect(owners.values.filter { $0 == "w1" }.count == 10, "\(owners)")
+        #expect(owners.values.filter { $0 == "w2" }.count == 10, "\(owners)")
+
+        // A file call and a job see the same workspace: both went to the owner.
+        for project in ["p0", "p1"] {
+            let wrote = cluster.tool(project, "write_file", ["path": "note.txt", "content": "from \(project)\n"])
+            #expect(wrote["isError"] as? Bool == false, "\(wrote)")
+            let cat = cluster.exec(project, "cat note.txt")
+            #expect(cat["stdout"] as? String == "from \(project)\n", "\(cat)")
+            let read = cluster.tool(project, "read_file", ["path": "name.txt"])
+            #expect(Self.text(read) == "     1\t\(project)", "\(read)")
+        }
+        // Model-facing errors come back from the owner as they are.
+        let missing = cluster.tool("p0", "read_file", ["path": "absent.txt"])
+        #expect(missing["isError"] as? Bool == true)
+        #expect((missing["structuredContent"] as? [String: Any])?["code"] as? String == "not_found", "\(missing)")
+        // A project the cluster does not know is not leased to anyone.
+        let unknown = cluster.api.json("GET", "/v1/projects/nope")
+        #expect((unknown["error"] as? [String: Any])?["code"] as? String == "project_not_found", "\(unknown)")
+        #expect(cluster.owner("nope") == "")
+        let info = cluster.api.json("GET", "/v1/projects/p3")
+        #expect(info["state"] as? String == "ready", "\(info)")
+        let listed = cluster.api.json("GET", "/v1/projects")
+        #expect((listed["projects"] as? [[String: Any]])?.count == 20)
+    }
+
+    @Test func killingAWorkerMovesItsProjectsWithTheirLastSnapshotAndInterruptsItsRunningJob() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        for n in 0..<4 {
+            _ = try cluster.upload("k\(n)", ["name.txt": "k\(n)\n"])
+            let wrote = cluster.tool("k\(n)", "write_file", ["path": "saved.txt", "content": "saved k\(n)\n"])
+            #expect(wrote["isError"] as? Bool == false, "\(wrote)")
+            let snap = cluster.api.json("POST", "/v1/projects/k\(n)/snapshot")
+            #expect((snap["snapshot"] as? [String: Any])?["key"] as? String == "snapshots/k\(n).tar.zst", "\(snap)")
+        }
+        let victim = cluster.owner("k0")
+        let survivor = victim == "w1" ? "w2" : "w1"
+        let moving = (0..<4).map { "k\($0)" }.filter { cluster.owner($0) == victim }
+        #expect(moving.count == 2)
+        // A job running on the victim when it dies is reported, never re-run.
+        let submitted = cluster.api.json("POST", "/v1/projects/k0/jobs", #"{"command": "echo started; sleep 60"}"#)
+        let job = try #require(submitted["job_id"] as? String, "\(submitted)")
+        let running = cluster.api.json("GET", "/v1/projects/k0/jobs/\(job)?wait=10&since=0")
+        #expect(running["status"] as? String == "running", "\(running)")
+
+        cluster.workers[victim]!.stop(SIGKILL)
+        for project in moving {
+            // Within the lease (1.5 s) and one job: the first exec may wait for the lease.
+            let ran = cluster.exec(project, "cat saved.txt name.txt")
+            #expect(ran["status"] as? String == "completed", "\(ran)")
+            #expect(ran["stdout"] as? String == "saved \(project)\n\(project)\n", "\(ran)")
+            #expect(cluster.owner(project) == survivor)
+        }
+        let after = cluster.api.json("GET", "/v1/projects/k0/jobs/\(job)?wait=10")
+        #expect(after["status"] as? String == "interrupted", "\(after)")
+    }
+
+    @Test func aGracefulShutdownHandsProjectsOverWithTheirUnsavedChanges() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        for n in 0..<2 { _ = try cluster.upload("g\(n)", ["name.txt": "g\(n)\n"]) }
+        let leaving = cluster.owner("g0")
+        let staying = leaving == "w1" ? "w2" : "w1"
+        // Changed after the last write-back: only the hand-over can carry it.
+        let wrote = cluster.tool("g0", "write_file", ["path": "late.txt", "content": "written late\n"])
+        #expect(wrote["isError"] as? Bool == false, "\(wrote)")
+        cluster.workers[leaving]!.stop(SIGTERM)
+        #expect(cluster.workers[leaving]!.process.terminationStatus == 0)
+        #expect(cluster.owner("g0") == "")
+        let read = cluster.tool("g0", "read_file", ["path": "late.txt"])
+        #expect(Self.text(read) == "     1\twritten late", "\(read)")
+        #expect(cluster.owner("g0") == staying)
+        // The status of the cluster counts what is left.
+        let status = cluster.api.json("GET", "/status")
+        #expect((status["worker_slots"] as? [String: Any])?["workers"] as? Int == 1, "\(status)")
+    }
+}
