@@ -1,5 +1,6 @@
 import Foundation
 import Sandbox
+import Synchronization
 import TestSupport
 import Testing
 
@@ -275,5 +276,59 @@ struct ClusterAPITests {
         // The status of the cluster counts what is left.
         let status = cluster.api.json("GET", "/status")
         #expect((status["worker_slots"] as? [String: Any])?["workers"] as? Int == 1, "\(status)")
+    }
+}
+
+extension ClusterAPITests {
+    @Test func redisRestartedMidLoadLosesNoAcceptedJobAndRunsNoneTwice() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        let projects = ["r0", "r1", "r2", "r3"]
+        for project in projects { _ = try cluster.upload(project, ["name.txt": "\(project)\n"]) }
+        /// Submits job `i`, which appends its number to ran.txt: the node's reply, as text.
+        let port = cluster.api.port
+        @Sendable func submit(_ i: Int) -> String {
+            Node.curl([
+                "-X", "POST", "http://127.0.0.1:\(port)/v1/projects/\(projects[i % projects.count])/jobs", "-H",
+                "Content-Type: application/json", "--data-binary",
+                #"{"command": "echo \#(i) >> ran.txt; echo job \#(i)"}"#,
+            ])
+        }
+        // Submissions keep coming while Redis is killed and started again.
+        let replies = Mutex<[Int: String]>([:])
+        let group = DispatchGroup()
+        DispatchQueue.global().async(group: group) {
+            for i in 0..<60 {
+                let reply = submit(i)
+                replies.withLock { $0[i] = reply }
+                usleep(20_000)
+            }
+        }
+        usleep(300_000)
+        try cluster.redis.restart(after: 0.5)
+        group.wait()
+        // The outage (0.5 s) is shorter than the node's retry window (2 s): every
+        // submission is accepted, none refused.
+        var accepted: [Int: (project: String, id: String)] = [:]
+        for i in 0..<60 {
+            let text = replies.withLock { $0[i] } ?? ""
+            let reply = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["raw": text]
+            let id = try #require(reply["job_id"] as? String, "job \(i): \(reply)")
+            accepted[i] = (projects[i % projects.count], id)
+        }
+        for (i, job) in accepted.sorted(by: { $0.key < $1.key }) {
+            let done = cluster.api.json("GET", "/v1/projects/\(job.project)/jobs/\(job.id)?wait=60")
+            #expect(done["status"] as? String == "completed", "job \(i): \(done)")
+            #expect(done["stdout"] as? String == "job \(i)\n", "job \(i): \(done)")
+        }
+        // Every accepted job ran exactly once, in its own project's workspace.
+        for project in projects {
+            let ran = cluster.exec(project, "sort -n ran.txt | tr '\\n' ' '")
+            let expected = accepted.filter { $0.value.project == project }.keys.sorted().map(String.init)
+            #expect(ran["stdout"] as? String == expected.joined(separator: " ") + " ", "\(project): \(ran)")
+        }
     }
 }

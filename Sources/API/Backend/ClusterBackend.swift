@@ -65,8 +65,11 @@ public struct ClusterBackend: HostBackend {
     }
 
     /// Throws `project_not_found` for a project the cluster does not know, without leasing it.
+    /// Rides out a Redis outage as a submit does, so a job is not refused for a blip.
     func requireRegistered(_ id: String) async throws {
-        if try await registry.load(id) == nil { throw HostError.projectNotFound(id) }
+        let registry = self.registry
+        let found = try await throughOutage(jobs.outageRetry) { try await registry.load(id) != nil }
+        if !found { throw HostError.projectNotFound(id) }
     }
 
     // MARK: - Projects

@@ -22,7 +22,8 @@ public final class ClusterJobClient: Sendable {
     private let reader: RedisClient
     private let watcher: EventWatcher
     private let keys: ClusterKeys
-    private let outageRetry: Duration
+    /// How long a submit (and an API node's registry check before it) rides out a Redis outage.
+    public let outageRetry: Duration
     private let sequence = Atomic<Int>(0)
 
     /// `outageRetry` is how long a submit keeps retrying through a Redis outage (with the
@@ -62,10 +63,18 @@ public final class ClusterJobClient: Sendable {
             ClusterRecords.timestamp(now), configuration.leaseMilliseconds, configuration.retentionMilliseconds,
             request.idempotencyKey.map { keys.idempotency(request.submitter, $0) } ?? "",
         ]
-        let reply = try await throughOutage(outageRetry) {
-            try await self.redis.eval(ClusterScripts.submit, keys: [], arguments: arguments)
+        // No live worker is usually a moment's gap (Redis just came back and the heartbeats
+        // with it): wait for one as for Redis itself. Nothing was written meanwhile.
+        let deadline = ContinuousClock.now + outageRetry
+        var parts: [String] = []
+        while true {
+            let reply = try await throughOutage(deadline - .now) {
+                try await self.redis.eval(ClusterScripts.submit, keys: [], arguments: arguments)
+            }
+            parts = (reply.array ?? []).compactMap(\.string)
+            guard parts.first == "nohost", ContinuousClock.now < deadline else { break }
+            try await Task.sleep(for: .milliseconds(50))
         }
-        let parts = (reply.array ?? []).compactMap(\.string)
         switch parts.first {
         case "queued":
             return JobRecord(id: id, request: request, lane: lane, state: .queued, createdAt: now)
@@ -214,7 +223,7 @@ public final class ClusterJobClient: Sendable {
 
 /// Runs `body`, retrying for up to `window` while Redis is unreachable; safe only for
 /// calls that are idempotent.
-func throughOutage<T: Sendable>(_ window: Duration, _ body: @Sendable () async throws -> T) async throws -> T {
+public func throughOutage<T: Sendable>(_ window: Duration, _ body: @Sendable () async throws -> T) async throws -> T {
     let deadline = ContinuousClock.now + window
     while true {
         do {
