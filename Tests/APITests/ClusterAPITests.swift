@@ -273,9 +273,19 @@ struct ClusterAPITests {
         let read = cluster.tool("g0", "read_file", ["path": "late.txt"])
         #expect(Self.text(read) == "     1\twritten late", "\(read)")
         #expect(cluster.owner("g0") == staying)
+        // The host that left comes back with its data (its old copy of g0 still on disk),
+        // g0 changes on the other, and then moves back: the old copy must not be served.
+        try cluster.startWorker(leaving)
+        let changed = cluster.tool("g0", "write_file", ["path": "late.txt", "content": "changed on \(staying)\n"])
+        #expect(changed["isError"] as? Bool == false, "\(changed)")
+        cluster.workers[staying]!.stop(SIGTERM)
+        let back = cluster.tool("g0", "read_file", ["path": "late.txt"])
+        #expect(Self.text(back) == "     1\tchanged on \(staying)", "\(back)")
+        #expect(cluster.owner("g0") == leaving)
         // The status of the cluster counts what is left.
         let status = cluster.api.json("GET", "/status")
         #expect((status["worker_slots"] as? [String: Any])?["workers"] as? Int == 1, "\(status)")
+        #expect(status["projects"] as? Int == 2, "\(status)")
     }
 }
 

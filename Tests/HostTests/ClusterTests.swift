@@ -140,4 +140,37 @@ struct ClusterTests {
         #expect(ClusterError.noLiveWorkers(retryAfterSeconds: 1).httpStatus == 503)
         client.close()
     }
+
+    @Test func aProjectsEpochRisesOnlyWhenItsLeaseChangesHands() async throws {
+        let f = try ClusterFixture()
+        let redis = RedisClient(f.configuration.redis)
+        defer { redis.close() }
+        let leases = ProjectLeases(redis: redis, configuration: f.configuration)
+        let registry = RedisProjectRegistry(redis: redis, configuration: f.configuration)
+        let spec = ProjectRegistration(
+            source: "blob:uploads/p/ab.archive", sha256: nil, policy: "default", limits: RequestedLimits(pids: 64))
+        // Registered before anyone held it: epoch 0.
+        #expect(try await registry.save("p", spec) == 0)
+        #expect(try await leases.acquire("p", for: "a"))
+        #expect(try await registry.load("p") == ProjectClaim(registration: spec, epoch: 1))
+        // Renewing, acquiring again, or taking it back after a release with nobody in
+        // between: the same holder, whose copy is current.
+        _ = try await leases.renew(for: "a")
+        #expect(try await leases.acquire("p", for: "a"))
+        #expect(try await leases.release("p", from: "a"))
+        #expect(try await leases.acquire("p", for: "a"))
+        #expect(try await registry.load("p")?.epoch == 1)
+        // Another host in between: each hand-over counts.
+        #expect(try await leases.release("p", from: "a"))
+        #expect(try await leases.acquire("p", for: "b"))
+        #expect(try await registry.load("p")?.epoch == 2)
+        #expect(try await leases.acquire("p", for: "a") == false)
+        #expect(try await leases.release("p", from: "b"))
+        #expect(try await leases.acquire("p", for: "a"))
+        #expect(try await registry.load("p")?.epoch == 3)
+        // Saving again keeps the epoch; an unknown project has no claim.
+        #expect(try await registry.save("p", spec) == 3)
+        #expect(try await registry.list() == ["p"])
+        #expect(try await registry.load("q") == nil)
+    }
 }

@@ -4,49 +4,41 @@ extension ClusterScripts {
     /// nobody else claimed (this host still has the project materialized). Returns the
     /// projects held.
     static let renew = RedisScript(
-        """
-        local prefix, me, ttl = ARGV[1], ARGV[2], ARGV[3]
-        redis.call('SET', prefix .. ':worker:' .. me, ARGV[4], 'PX', ttl)
-        redis.call('SADD', prefix .. ':workers', me)
-        local set = prefix .. ':leases:' .. me
-        local kept = {}
-        for _, project in ipairs(redis.call('SMEMBERS', set)) do
-          local key = prefix .. ':owner:' .. project
-          local owner = redis.call('GET', key)
-          if owner == me then
-            redis.call('PEXPIRE', key, ttl)
-            kept[#kept + 1] = project
-          elseif not owner then
-            redis.call('SET', key, me, 'PX', ttl)
-            kept[#kept + 1] = project
-            local record = prefix .. ':project:' .. project
-            if redis.call('HGET', record, 'last') ~= me then
-              redis.call('HSET', record, 'last', me)
-              redis.call('HINCRBY', record, 'epoch', 1)
+        prelude + """
+            local prefix, me, ttl = ARGV[1], ARGV[2], ARGV[3]
+            redis.call('SET', prefix .. ':worker:' .. me, ARGV[4], 'PX', ttl)
+            redis.call('SADD', prefix .. ':workers', me)
+            local set = prefix .. ':leases:' .. me
+            local kept = {}
+            for _, project in ipairs(redis.call('SMEMBERS', set)) do
+              local key = prefix .. ':owner:' .. project
+              local owner = redis.call('GET', key)
+              if owner == me then
+                redis.call('PEXPIRE', key, ttl)
+                kept[#kept + 1] = project
+              elseif not owner then
+                redis.call('SET', key, me, 'PX', ttl)
+                kept[#kept + 1] = project
+                claim(prefix, project, me)
+              else
+                redis.call('SREM', set, project)
+              end
             end
-          else
-            redis.call('SREM', set, project)
-          end
-        end
-        return kept
-        """)
+            return kept
+            """)
 
     /// ARGV: prefix, me, project, lease ms. 1 if the project is now (or already was) leased here.
     static let acquire = RedisScript(
-        """
-        local key = ARGV[1] .. ':owner:' .. ARGV[3]
-        if redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[4]) or redis.call('GET', key) == ARGV[2] then
-          redis.call('PEXPIRE', key, ARGV[4])
-          redis.call('SADD', ARGV[1] .. ':leases:' .. ARGV[2], ARGV[3])
-          local record = ARGV[1] .. ':project:' .. ARGV[3]
-          if redis.call('HGET', record, 'last') ~= ARGV[2] then
-            redis.call('HSET', record, 'last', ARGV[2])
-            redis.call('HINCRBY', record, 'epoch', 1)
-          end
-          return 1
-        end
-        return 0
-        """)
+        prelude + """
+            local key = ARGV[1] .. ':owner:' .. ARGV[3]
+            if redis.call('SET', key, ARGV[2], 'NX', 'PX', ARGV[4]) or redis.call('GET', key) == ARGV[2] then
+              redis.call('PEXPIRE', key, ARGV[4])
+              redis.call('SADD', ARGV[1] .. ':leases:' .. ARGV[2], ARGV[3])
+              claim(ARGV[1], ARGV[3], ARGV[2])
+              return 1
+            end
+            return 0
+            """)
 
     /// ARGV: prefix, me, project. Compare-and-delete: a lease another host holds by now is
     /// left alone.

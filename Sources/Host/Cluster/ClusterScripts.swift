@@ -6,7 +6,8 @@
 /// keys a route touches depends on what the script reads. That is fine for a single Redis
 /// or a replicated one; Redis Cluster (sharded) would need hash tags and is not supported.
 enum ClusterScripts {
-    /// Helpers shared by the scripts: choosing an owner and ending a job. A project whose
+    /// Helpers shared by the scripts: choosing an owner (and raising the project's ownership
+    /// epoch when it changes hands, ``RedisProjectRegistry``) and ending a job. A project whose
     /// lease lapsed goes back to the live host that still lists it (it has the project
     /// materialized: a slow renewal must not move it); otherwise to the live host with the
     /// fewest leases. A settled entry is acknowledged and deleted, so a host's stream only
