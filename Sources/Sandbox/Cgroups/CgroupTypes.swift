@@ -51,6 +51,27 @@ public struct CgroupLimits: Sendable, Hashable {
         return UInt64(quota)
     }
 
+    /// The resources these limits ask for, in the order errors name them.
+    public var requested: [CgroupResource] {
+        [(CgroupResource.cpu, cpus != nil), (.memory, memoryBytes != nil), (.pids, pids != nil)].compactMap {
+            $0.1 ? $0.0 : nil
+        }
+    }
+
+    /// These limits with `resources` left unlimited.
+    public func removing(_ resources: some Sequence<CgroupResource>) -> CgroupLimits {
+        var limits = self
+        for resource in resources {
+            switch resource {
+            case .cpu: limits.cpus = nil
+            case .memory: limits.memoryBytes = nil
+            case .pids: limits.pids = nil
+            case .swap: break
+            }
+        }
+        return limits
+    }
+
     func validate() throws(CgroupError) {
         _ = try cpuQuotaMicros()
         if let memoryBytes, memoryBytes == 0 { throw .invalidLimit(.memory, "memoryBytes must be positive") }
@@ -127,6 +148,15 @@ public struct CgroupEnforcement: Sendable, Equatable {
             "cpu": cpu.description, "memory": memory.description, "swap": swap.description,
             "pids": pids.description, "kill": kill.description,
         ]
+    }
+
+    /// The limits of `limits` this host cannot enforce, each with the reason.
+    public func unenforceable(_ limits: CgroupLimits) -> [CgroupResource: String] {
+        var missing: [CgroupResource: String] = [:]
+        for resource in limits.requested {
+            if case .unavailable(let reason) = status(of: resource) { missing[resource] = reason }
+        }
+        return missing
     }
 
     func status(of resource: CgroupResource) -> CgroupEnforcementStatus {

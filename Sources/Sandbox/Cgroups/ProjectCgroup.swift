@@ -35,13 +35,9 @@ public final class ProjectCgroup: Sendable {
     /// enforce; on any failure nothing is left behind.
     static func make(name: String, limits: CgroupLimits, node: CgroupNode) throws -> ProjectCgroup {
         try limits.validate()
-        let requested: [(CgroupResource, Bool)] = [
-            (.cpu, limits.cpus != nil), (.memory, limits.memoryBytes != nil), (.pids, limits.pids != nil),
-        ]
-        for (resource, wanted) in requested where wanted {
-            if case .unavailable(let reason) = node.layout.enforcement.status(of: resource) {
-                throw CgroupError.limitNotEnforceable(resource, reason: reason)
-            }
+        let missing = node.layout.enforcement.unenforceable(limits)
+        if let first = limits.requested.first(where: { missing[$0] != nil }) {
+            throw CgroupError.limitNotEnforceable(first, reason: missing[first]!)
         }
         try node.create()
         do {

@@ -18,6 +18,9 @@ public final class ProjectSandbox: Sendable {
     public let cgroup: ProjectCgroup?
     /// The group that carries the project's limits, with a leaf per job.
     public let jobsCgroup: ProjectCgroup?
+    /// Limits of the configuration this host could not enforce, and why; empty unless the
+    /// configuration allowed that (`requireLimits: false`). Every job's result repeats it.
+    public let unenforcedLimits: [CgroupResource: String]
     private let initPidfd: Int32
     private let state = Mutex(Lifecycle())
     private let reaped = Reaped()
@@ -30,7 +33,7 @@ public final class ProjectSandbox: Sendable {
 
     init(
         configuration: SandboxConfiguration, initPID: pid_t, initPidfd: Int32, hostIDBase: UInt32,
-        cgroup: ProjectCgroup?, jobsCgroup: ProjectCgroup?
+        cgroup: ProjectCgroup?, jobsCgroup: ProjectCgroup?, unenforcedLimits: [CgroupResource: String] = [:]
     ) {
         self.configuration = configuration
         self.initPID = initPID
@@ -38,6 +41,7 @@ public final class ProjectSandbox: Sendable {
         self.hostIDBase = hostIDBase
         self.cgroup = cgroup
         self.jobsCgroup = jobsCgroup
+        self.unenforcedLimits = unenforcedLimits
     }
 
     deinit {
@@ -101,7 +105,8 @@ public final class ProjectSandbox: Sendable {
             }
         }
         let running = RunningJob(
-            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid, leaf: leaf), spill: spill)
+            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid, leaf: leaf), spill: spill,
+            unenforcedLimits: unenforcedLimits)
         state.withLock { $0.jobs[id] = running }
         try running.watch(process, timeout: job.timeout)
         Task { [self] in

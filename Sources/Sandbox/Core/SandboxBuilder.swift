@@ -18,11 +18,12 @@ struct SandboxBuilder {
 
     func build() throws -> ProjectSandbox {
         try validate()
+        let (limits, unenforced) = try enforceableLimits()
         let base = try IdentityRanges.shared.allocate()
         do {
             try Ownership.chownTree(
                 configuration.workspace, uid: base + Self.workspaceOwner, gid: base + Self.workspaceOwner)
-            return try start(base: base)
+            return try start(base: base, limits: limits, unenforced: unenforced)
         } catch {
             IdentityRanges.shared.release(base)
             throw error
@@ -52,7 +53,24 @@ struct SandboxBuilder {
         }
     }
 
-    private func start(base: UInt32) throws -> ProjectSandbox {
+    /// The limits to apply and those this host cannot enforce (resource → why). When the
+    /// configuration requires its limits, a missing one is an error here, before anything
+    /// exists; otherwise it is left out and reported, never silently dropped.
+    func enforceableLimits() throws -> (CgroupLimits, [CgroupResource: String]) {
+        let limits = configuration.limits
+        let missing =
+            configuration.cgroups?.enforcement().unenforceable(limits)
+            ?? Dictionary(
+                uniqueKeysWithValues: limits.requested.map { ($0, "no cgroup hierarchy is usable on this host") })
+        if configuration.requireLimits, let first = limits.requested.first(where: { missing[$0] != nil }) {
+            throw CgroupError.limitNotEnforceable(first, reason: missing[first]!)
+        }
+        return (limits.removing(missing.keys), missing)
+    }
+
+    private func start(base: UInt32, limits: CgroupLimits, unenforced: [CgroupResource: String]) throws
+        -> ProjectSandbox
+    {
         let initFD = try syscall("open(\(initBinary))") { cor_open_path(initBinary) }
         defer { close(initFD) }
         var plan: [Int32] = [-1, -1]
@@ -95,7 +113,7 @@ struct SandboxBuilder {
             // init (lowering its oom_score_adj needs a capability some hosts withhold).
             try cgroup?.createLeaf("init").attach(pid: pid)
             try cgroup?.enableSubtreeControllers()
-            jobs = try cgroup?.createGroup("jobs", limits: configuration.limits)
+            jobs = try cgroup?.createGroup("jobs", limits: limits)
             try jobs?.enableSubtreeControllers()
         } catch {
             _ = cor_pidfd_send_signal(pidfd, SIGKILL)
@@ -107,7 +125,7 @@ struct SandboxBuilder {
         }
         let sandbox = ProjectSandbox(
             configuration: configuration, initPID: pid, initPidfd: pidfd, hostIDBase: base, cgroup: cgroup,
-            jobsCgroup: jobs)
+            jobsCgroup: jobs, unenforcedLimits: unenforced)
         try watchInit(pidfd: pidfd, sandbox: sandbox)
         return sandbox
     }

@@ -18,6 +18,9 @@ public struct SandboxConfiguration: Sendable {
     /// The host's cgroup driver; nil runs without cgroups (no limits, no accounting, and a
     /// timeout's kill reaches only the job's session). `CgroupDriver.host` is the default.
     public var cgroups: CgroupDriver?
+    /// Whether a limit of ``limits`` this host cannot enforce refuses the sandbox (true) or
+    /// is skipped and reported in ``ProjectSandbox/unenforcedLimits`` (false).
+    public var requireLimits: Bool
 
     public init(
         projectID: String,
@@ -27,7 +30,8 @@ public struct SandboxConfiguration: Sendable {
         shmBytes: UInt64 = 64 << 20,
         readOnlyBinds: [(source: String, target: String)] = [],
         limits: CgroupLimits = CgroupLimits(),
-        cgroups: CgroupDriver? = CgroupDriver.host
+        cgroups: CgroupDriver? = CgroupDriver.host,
+        requireLimits: Bool = true
     ) {
         self.projectID = projectID
         self.workspace = workspace
@@ -37,6 +41,7 @@ public struct SandboxConfiguration: Sendable {
         self.readOnlyBinds = readOnlyBinds
         self.limits = limits
         self.cgroups = cgroups
+        self.requireLimits = requireLimits
     }
 }
 

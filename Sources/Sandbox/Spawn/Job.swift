@@ -111,10 +111,14 @@ public struct JobResult: Sendable, Equatable, Codable {
     public var omittedBytes: Int
     /// Where the full output is, inside the sandbox, when it was cut.
     public var logPath: String?
+    /// Limits of the sandbox that the host could not enforce (`cpu`, `memory`, `pids` → why),
+    /// when its policy allowed running without them; nil when every limit was enforced.
+    public var unenforcedLimits: [String: String]?
 
     public init(
         status: Status, exitCode: Int32, signal: Int32?, timedOut: Bool, oomKilled: Bool, durationMs: Int, cpuMs: Int,
-        peakMemoryBytes: UInt64, stdout: String, stderr: String, truncated: Bool, omittedBytes: Int, logPath: String?
+        peakMemoryBytes: UInt64, stdout: String, stderr: String, truncated: Bool, omittedBytes: Int, logPath: String?,
+        unenforcedLimits: [String: String]? = nil
     ) {
         self.status = status
         self.exitCode = exitCode
@@ -129,6 +133,7 @@ public struct JobResult: Sendable, Equatable, Codable {
         self.truncated = truncated
         self.omittedBytes = omittedBytes
         self.logPath = logPath
+        self.unenforcedLimits = unenforcedLimits
     }
 
     enum CodingKeys: String, CodingKey {
@@ -141,5 +146,6 @@ public struct JobResult: Sendable, Equatable, Codable {
         case peakMemoryBytes = "peak_memory_bytes"
         case omittedBytes = "omitted_bytes"
         case logPath = "log_path"
+        case unenforcedLimits = "unenforced_limits"
     }
 }

@@ -13,6 +13,8 @@ public final class RunningJob: Sendable {
     let killGrace: Duration
     let logPath: String?
     let onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
+    /// The sandbox's limits that were not enforced, for the result.
+    let unenforcedLimits: [CgroupResource: String]
     private let tree: ProcessTree
     private let state: Mutex<State>
 
@@ -26,7 +28,10 @@ public final class RunningJob: Sendable {
         var waiters: [CheckedContinuation<JobResult, Never>] = []
     }
 
-    init(id: Int, process: SpawnedProcess, job: JobSpec, tree: ProcessTree, spill: (@Sendable () -> Int32?)?) {
+    init(
+        id: Int, process: SpawnedProcess, job: JobSpec, tree: ProcessTree, spill: (@Sendable () -> Int32?)?,
+        unenforcedLimits: [CgroupResource: String] = [:]
+    ) {
         self.id = id
         self.pid = process.pid
         self.started = .now
@@ -34,6 +39,7 @@ public final class RunningJob: Sendable {
         self.logPath = job.logPath.map { "/workspace/" + $0 }
         self.onOutput = job.onOutput
         self.tree = tree
+        self.unenforcedLimits = unenforcedLimits
         let state = State(
             stdout: OutputCapture(cap: job.outputCap, spill: spill),
             stderr: OutputCapture(cap: job.outputCap, spill: spill))
@@ -172,7 +178,9 @@ public final class RunningJob: Sendable {
             stderr: state.stderr.text(logPath: spilled ? logPath : nil),
             truncated: state.stdout.omitted + state.stderr.omitted > 0,
             omittedBytes: state.stdout.omitted + state.stderr.omitted,
-            logPath: spilled ? logPath : nil
+            logPath: spilled ? logPath : nil,
+            unenforcedLimits: unenforcedLimits.isEmpty
+                ? nil : Dictionary(uniqueKeysWithValues: unenforcedLimits.map { ($0.key.rawValue, $0.value) })
         )
         state.result = result
         return result
