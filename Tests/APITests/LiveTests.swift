@@ -113,7 +113,9 @@ struct LiveTests {
             #expect(kill.json["structuredContent"]?["status"] == "cancelled")
             let info = try await client.call(.post, "/v1/projects/demo/tools/project_info", json: [:])
             #expect(info.json["structuredContent"]?["state"] == "ready")
-            #expect(info.json["structuredContent"]?["limits"]?["pids"] == "256")
+            #expect(info.json["structuredContent"]?["limits"]?["pids_max"] == "256")
+            #expect(info.json["structuredContent"]?["limits"]?["pids"]?.stringValue?.hasPrefix("enforced by ") == true)
+            #expect(info.json["structuredContent"]?["limits"]?["require_limits"] == "true")
             let read = try await client.call(.post, "/v1/projects/demo/tools/read_file", json: ["path": "hello.py"])
             #expect(read.json["content"] == [["type": "text", "text": "1\tprint('hi')"]])
         }

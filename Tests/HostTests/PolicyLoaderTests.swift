@@ -27,6 +27,7 @@ import Testing
     @Test func shippedDefaultLoadsWithTheBuiltInProfile() throws {
         let policy = try PolicyLoader(directory: Self.packageRoot + "/policies").load(named: "default")
         #expect(policy.seccomp == .corralDefault)
+        #expect(policy.requireLimits == true)
         #expect(policy.capabilities.mask == 0)
         #expect(policy.environment.set.map(\.name) == ["HOME", "LANG", "PATH"])
         #expect(policy.digest.hasPrefix("sha256:") && policy.digest.count == 7 + 64)
@@ -114,6 +115,26 @@ import Testing
         #expect(again.description == "round trip")
         let openat = try #require(again.seccomp.rules(for: "openat").first?.conditions.first)
         #expect(openat.value == UInt64(bitPattern: -100))
+    }
+
+    @Test func requireLimitsDefaultsToTrueAndIsInheritedThroughExtends() throws {
+        #expect(try loadPolicy("").requireLimits == true)
+        #expect(try loadPolicy("require_limits = false\n").requireLimits == false)
+        #expect(try loadPolicy("require_limits = true\n").requireLimits == true)
+        let base = ["base": "require_limits = false\n[limits]\npids = 100\n"]
+        #expect(try loadPolicy("extends = \"base\"\n", others: base).requireLimits == false)
+        #expect(try loadPolicy("extends = \"base\"\nrequire_limits = true\n", others: base).requireLimits == true)
+    }
+
+    @Test func requireLimitsIsRenderedAndPartOfTheDigest() throws {
+        let strict = try loadPolicy("")
+        let lenient = try loadPolicy("require_limits = false\n")
+        #expect(PolicyRenderer.body(strict).hasPrefix("rootfs = \"minimal\"\nrequire_limits = true\n\n[user]\n"))
+        #expect(PolicyRenderer.body(lenient).hasPrefix("rootfs = \"minimal\"\nrequire_limits = false\n\n[user]\n"))
+        #expect(strict.digest != lenient.digest)
+        let again = try loadPolicy(PolicyRenderer.document(lenient))
+        #expect(again.requireLimits == false)
+        #expect(again.digest == lenient.digest)
     }
 
     @Test func digestIgnoresCommentsAndDescriptionButNotSettings() throws {

@@ -41,6 +41,24 @@ import Testing
             ])
     }
 
+    @Test func requireLimitsMustBeABoolean() throws {
+        #expect(
+            try policyErrors("require_limits = \"false\"\n") == [
+                "p.toml:1: require_limits: expected a boolean, found a string (hint: write true or false without quotes)"
+            ])
+        #expect(
+            try policyErrors("# strictness\nrequire_limits = 0\n") == [
+                "p.toml:2: require_limits: expected a boolean, found an integer (hint: write true or false without quotes)"
+            ])
+    }
+
+    @Test func aTopLevelKeyWrittenInsideASectionSaysWhereItBelongs() throws {
+        #expect(
+            try policyErrors("[limits]\nmemory = \"1GiB\"\nrequire_limits = false\n") == [
+                "p.toml:3: limits.require_limits: unknown key \"require_limits\" in [limits] (hint: require_limits is a top-level key: write it above the first [section])"
+            ])
+    }
+
     @Test func tableWhereAValueIs() throws {
         #expect(
             try policyErrors("limits = 5\n") == [

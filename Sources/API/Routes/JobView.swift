@@ -4,7 +4,8 @@ import Sandbox
 
 /// A job as every endpoint and tool reports it: `{status, exit_code, signal, oom_killed,
 /// duration_ms, cpu_ms, peak_memory_bytes, output, stdout, stderr, truncated,
-/// omitted_bytes, log_path, job_id}`, every key always present (null until known), plus
+/// omitted_bytes, log_path, unenforced_limits, job_id}`, every key always present (null
+/// until known, or when nothing applies), plus
 /// `cursor`, `queue_position`, `error` and, when there is something to do, `message`.
 struct JobView {
     let snapshot: JobSnapshot
@@ -29,6 +30,7 @@ struct JobView {
             "truncated": .bool(result?.truncated ?? false),
             "omitted_bytes": .int(result?.omittedBytes ?? 0),
             "log_path": .optional(result?.logPath.map { .string(Self.sandboxPath($0)) }),
+            "unenforced_limits": .optional(result?.unenforcedLimits.map { .object($0.mapValues { .string($0) }) }),
             "job_id": .string(record.id),
             "cursor": .int(snapshot.cursor),
             "skipped_bytes": .int(snapshot.skippedBytes),

@@ -14,6 +14,10 @@ public struct Policy: Sendable, Hashable {
     public let description: String
     /// The rootfs image name, looked up in the host's rootfs directory.
     public let rootfs: String
+    /// Whether a sandbox whose limits this host cannot all enforce is refused (true, the
+    /// default) or started with the limits it can enforce, the others reported as not
+    /// enforced (`require_limits = false`). Never silently unlimited either way.
+    public let requireLimits: Bool
     /// The ids jobs run as inside the sandbox's user namespace.
     public let user: User
     public let limits: Limits

@@ -4,8 +4,8 @@ import Sandbox
 /// type and out-of-range value with its line.
 enum PolicyDecoder {
     static let topLevel = [
-        "extends", "description", "rootfs", "user", "limits", "timeouts", "output", "network", "capabilities",
-        "env", "mount", "seccomp",
+        "extends", "description", "rootfs", "require_limits", "user", "limits", "timeouts", "output", "network",
+        "capabilities", "env", "mount", "seccomp",
     ]
 
     static func decode(_ root: TOMLTable, name: String, diagnostics: Diagnostics) -> PolicyLayer {
@@ -22,6 +22,7 @@ enum PolicyDecoder {
             report(rootfs.origin, in: diagnostics, "\"\(rootfs.value)\" is not an image name", hint: PolicyName.hint)
             layer.rootfs = nil
         }
+        layer.requireLimits = top.bool("require_limits")
         if let user = top.table("user", allowed: ["uid", "gid"]) {
             layer.uid = user.integer("uid", in: PolicyBounds.id)
             layer.gid = user.integer("gid", in: PolicyBounds.id)

@@ -8,6 +8,7 @@ struct PolicyLayer: Sendable {
     var extends: Setting<String>?
     var description: Setting<String>?
     var rootfs: Setting<String>?
+    var requireLimits: Setting<Bool>?
     var uid: Setting<Int64>?
     var gid: Setting<Int64>?
     var cpus: Setting<Double>?
@@ -63,6 +64,7 @@ enum PolicyBounds {
 /// What a policy gets for a setting no file in its chain mentions.
 enum PolicyDefaults {
     static let rootfs = "minimal"
+    static let requireLimits = true
     static let uid: UInt32 = 1000
     static let gid: UInt32 = 1000
     static let cpus = 1.0

@@ -16,7 +16,9 @@ public enum PolicyRenderer {
 
     /// Every behavior-changing setting, in a fixed order and spelling.
     public static func body(_ policy: Policy) -> String {
-        var out: [String] = ["rootfs = \(quote(policy.rootfs))", ""]
+        var out: [String] = [
+            "rootfs = \(quote(policy.rootfs))", "require_limits = \(policy.requireLimits)", "",
+        ]
         out += ["[user]", "uid = \(policy.user.uid)", "gid = \(policy.user.gid)", ""]
         let limits = policy.limits
         out += [
@@ -138,7 +140,8 @@ extension Policy {
     /// This policy with its digest filled in from the canonical body.
     func withDigest() -> Policy {
         Policy(
-            name: name, files: files, description: description, rootfs: rootfs, user: user, limits: limits,
+            name: name, files: files, description: description, rootfs: rootfs, requireLimits: requireLimits,
+            user: user, limits: limits,
             timeouts: timeouts, output: output, network: network, seccomp: seccomp, capabilities: capabilities,
             mounts: mounts, environment: environment, digest: "sha256:" + SHA256.hex(PolicyRenderer.body(self)))
     }

@@ -16,6 +16,7 @@ enum PolicyResolver {
             files: chain.reversed().map(\.file),
             description: merged.description?.value ?? "",
             rootfs: merged.rootfs?.value ?? PolicyDefaults.rootfs,
+            requireLimits: merged.requireLimits?.value ?? PolicyDefaults.requireLimits,
             user: Policy.User(
                 uid: merged.uid.map { UInt32($0.value) } ?? PolicyDefaults.uid,
                 gid: merged.gid.map { UInt32($0.value) } ?? PolicyDefaults.gid),
@@ -72,6 +73,7 @@ extension PolicyLayer {
     mutating func overlay(_ layer: PolicyLayer) {
         description = layer.description ?? description
         rootfs = layer.rootfs ?? rootfs
+        requireLimits = layer.requireLimits ?? requireLimits
         uid = layer.uid ?? uid
         gid = layer.gid ?? gid
         cpus = layer.cpus ?? cpus

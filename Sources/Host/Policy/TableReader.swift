@@ -14,8 +14,12 @@ struct TableReader {
         self.path = path
         self.diagnostics = diagnostics
         for entry in table.entries where !allowed.contains(entry.key) {
+            // A top-level key written after a [section] header lands in that section.
+            let misplaced =
+                !path.isEmpty && PolicyDecoder.topLevel.contains(entry.key)
+                ? "\(entry.key) is a top-level key: write it above the first [section]" : nil
             let hint =
-                closest(to: entry.key, in: allowed).map { "did you mean \"\($0)\"?" }
+                misplaced ?? closest(to: entry.key, in: allowed).map { "did you mean \"\($0)\"?" }
                 ?? "allowed here: \(allowed.joined(separator: ", "))"
             let where_ = path.isEmpty ? "at the top level" : "in [\(path)]"
             diagnostics.report(
@@ -44,6 +48,15 @@ struct TableReader {
         guard let entry = table[name] else { return nil }
         guard case .string(let value) = entry.value.kind else {
             typeError(entry, expected: "a string", hint: "put the value in double quotes")
+            return nil
+        }
+        return Setting(value: value, origin: origin(entry))
+    }
+
+    func bool(_ name: String) -> Setting<Bool>? {
+        guard let entry = table[name] else { return nil }
+        guard case .boolean(let value) = entry.value.kind else {
+            typeError(entry, expected: "a boolean", hint: "write true or false without quotes")
             return nil
         }
         return Setting(value: value, origin: origin(entry))

@@ -99,12 +99,12 @@ public actor CorralHost {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
         let status = try await cache.status(id)
         let records = try await jobs.list(project: id, limit: 1000)
-        let enforcement = configuration.cgroups?.enforcement().dictionary ?? [:]
-        var limits = enforcement.mapValues { "enforced by \($0)" }
+        var limits = limitReport(sandbox: await pool.existing(id))
         if let resolved = try? Self.resolve(id, settings: settings, policies: policies) {
+            limits["require_limits"] = String(resolved.policy.requireLimits)
             limits["cpus"] = String(resolved.limits.cpus)
             limits["memory_bytes"] = String(resolved.limits.memoryBytes)
-            limits["pids"] = String(resolved.limits.pids)
+            limits["pids_max"] = String(resolved.limits.pids)
             limits["workspace_bytes"] = String(resolved.limits.workspaceBytes)
             limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
             limits["max_timeout_s"] = String(resolved.maxTimeoutSeconds)
@@ -238,6 +238,6 @@ public actor CorralHost {
             rootfs: configuration.rootfsDirectory + "/" + project.policy.rootfs, tmpBytes: limits.tmpfsBytes,
             shmBytes: limits.tmpfsBytes, readOnlyBinds: project.policy.mounts.map { ($0.source, $0.target) },
             limits: CgroupLimits(cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids),
-            cgroups: configuration.cgroups)
+            cgroups: configuration.cgroups, requireLimits: project.policy.requireLimits)
     }
 }

@@ -35,10 +35,15 @@ actor SandboxPool {
             }
             if let task = live[project] { return try await task.value.sandbox }
         }
-        let task = Task {
-            Live(
-                sandbox: try await ProjectSandbox.create(configure(workspace)), workspace: workspace,
-                policyDigest: policyDigest)
+        let task = Task { [logger] in
+            let sandbox = try await ProjectSandbox.create(configure(workspace))
+            for (resource, reason) in sandbox.unenforcedLimits.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
+                // Allowed by the project's policy (require_limits = false), never silent.
+                logger.warning(
+                    "sandbox runs without its \(resource.rawValue) limit",
+                    metadata: ["project": "\(project)", "limit": "\(resource.rawValue)", "reason": "\(reason)"])
+            }
+            return Live(sandbox: sandbox, workspace: workspace, policyDigest: policyDigest)
         }
         live[project] = task
         do {
