@@ -99,6 +99,41 @@ import Testing
         }
     }
 
+    @Test func cancelSendsTheSignalAskedForAndRefusesOthersExactly() async throws {
+        try await withAPI(backend: try FakeBackend()) { client in
+            func start() async throws -> String {
+                let job = try await client.call(.post, "/v1/projects/alpha/jobs", json: ["command": "sleep 30"])
+                return try #require(job.json["job_id"]?.stringValue)
+            }
+            let id = try await start()
+            let bad = try await client.call(.post, "/v1/projects/alpha/jobs/\(id)/cancel", json: ["signal": "USR1"])
+            #expect(bad.status == .unprocessableContent)
+            #expect(bad.code == "invalid_argument")
+            #expect(bad.json["error"]?["message"] == "`signal` must be one of TERM, INT, HUP, QUIT, KILL, got \"USR1\"")
+            let misspelt = try await client.call(.post, "/v1/projects/alpha/jobs/\(id)/cancel", json: ["sig": "INT"])
+            #expect(misspelt.status == .unprocessableContent)
+            #expect(
+                misspelt.json["error"]?["message"]
+                    == "`sig` is not a field of a cancel request; the fields are `signal`")
+            let number = try await client.call(.post, "/v1/projects/alpha/jobs/\(id)/cancel", json: ["signal": 2])
+            #expect(number.json["error"]?["message"] == "`signal` must be a string, got a number")
+            // None of those touched the job.
+            #expect(try await client.call(.get, "/v1/projects/alpha/jobs/\(id)").json["status"] == "running")
+            let interrupted = try await client.call(
+                .post, "/v1/projects/alpha/jobs/\(id)/cancel", json: ["signal": "INT"])
+            #expect(interrupted.json["status"] == "cancelled")
+            #expect(interrupted.json["exit_code"] == 130)
+            for (name, code) in [("sighup", 129), ("KILL", 137)] {
+                let other = try await start()
+                let reply = try await client.call(
+                    .post, "/v1/projects/alpha/jobs/\(other)/cancel", json: ["signal": .string(name)])
+                #expect(reply.json["exit_code"] == .number(Double(code)), "\(name)")
+            }
+            let plain = try await start()
+            #expect(try await client.call(.post, "/v1/projects/alpha/jobs/\(plain)/cancel").json["exit_code"] == 143)
+        }
+    }
+
     @Test func eventsStreamOutputStatusAndExitAndResumeFromLastEventID() async throws {
         try await withAPI(backend: try FakeBackend()) { client in
             let job = try await client.call(.post, "/v1/projects/alpha/jobs", json: ["command": "lines 3"])

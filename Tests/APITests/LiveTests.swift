@@ -121,6 +121,47 @@ struct LiveTests {
         }
     }
 
+    @Test func jobKillSendsTheSignalAskedForToTheWholeTree() async throws {
+        try await LiveHost.run { client, _ in
+            func background(_ command: String) async throws -> String {
+                let start = try await client.call(
+                    .post, "/v1/projects/demo/tools/bash", json: ["command": .string(command), "background": true])
+                let id = try #require(start.json["structuredContent"]?["job_id"]?.stringValue)
+                // Signals sent before the shell set its traps would not test them.
+                let ready = try await client.call(.get, "/v1/projects/demo/jobs/\(id)?wait=10")
+                #expect(ready.json["output"] == "ready\n")
+                return id
+            }
+            // A job that handles Ctrl-C its own way: INT reaches it and its exit status is kept.
+            let trapping = try await background(
+                "trap 'echo got INT; exit 3' INT; echo ready; while :; do sleep 0.1; done")
+            let kill = try await client.call(
+                .post, "/v1/projects/demo/tools/job_kill", json: ["job_id": .string(trapping), "signal": "INT"])
+            let result = try #require(kill.json["structuredContent"])
+            #expect(result["status"] == "cancelled")
+            #expect(result["exit_code"] == 3)
+            #expect(result["signal"] == .null)
+            #expect(result["stdout"] == "ready\ngot INT\n")
+            #expect(
+                ToolText.first(kill.json)
+                    == "Job \(trapping) was stopped with SIGINT, then SIGKILL for anything left after the grace period; it and every process it started are gone.\nIts output:\nready\ngot INT\n[exit code 3]"
+            )
+            // KILL does not wait out the grace, even for a job that ignores TERM and INT.
+            let stubborn = try await background("trap '' TERM INT; echo ready; sleep 60")
+            let start = ContinuousClock.now
+            let killed = try await client.call(
+                .post, "/v1/projects/demo/jobs/\(stubborn)/cancel", json: ["signal": "KILL"])
+            #expect(ContinuousClock.now - start < .milliseconds(1500))
+            #expect(killed.json["status"] == "cancelled")
+            #expect(killed.json["signal"] == 9)
+            #expect(killed.json["exit_code"] == 137)
+            let bad = try await client.call(
+                .post, "/v1/projects/demo/jobs/\(stubborn)/cancel", json: ["signal": "STOP"])
+            #expect(bad.status == .unprocessableContent)
+            #expect(bad.json["error"]?["message"] == "`signal` must be one of TERM, INT, HUP, QUIT, KILL, got \"STOP\"")
+        }
+    }
+
     @Test func theHostsFileToolsBehindTheGateway() async throws {
         @Sendable func firstText(_ json: JSON) -> String? {
             guard case .array(let items)? = json["content"] else { return nil }

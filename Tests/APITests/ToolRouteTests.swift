@@ -93,12 +93,23 @@ import Testing
             let long = try await client.call(
                 .post, "/v1/projects/alpha/tools/bash", json: ["command": "sleep 30", "background": true])
             let longID = try #require(long.json["structuredContent"]?["job_id"]?.stringValue)
-            let kill = try await client.call(
-                .post, "/v1/projects/alpha/tools/job_kill", json: ["job_id": .string(longID), "signal": "SIGKILL"])
-            #expect(kill.json["structuredContent"]?["status"] == "cancelled")
             let badSignal = try await client.call(
                 .post, "/v1/projects/alpha/tools/job_kill", json: ["job_id": .string(longID), "signal": "USR1"])
             #expect(badSignal.status == .unprocessableContent)
+            #expect(badSignal.json["isError"] == true)
+            #expect(
+                ToolText.first(badSignal.json)
+                    == "Error: `signal` must be one of TERM, INT, HUP, QUIT, KILL, got \"USR1\"")
+            #expect(badSignal.json["structuredContent"]?["error"]?["code"] == "invalid_argument")
+            // The bad call changed nothing: the job still runs, and the kill that follows is
+            // the one that ends it (the fake exits with 128 + the signal's number).
+            let kill = try await client.call(
+                .post, "/v1/projects/alpha/tools/job_kill", json: ["job_id": .string(longID), "signal": "SIGKILL"])
+            #expect(kill.json["structuredContent"]?["status"] == "cancelled")
+            #expect(kill.json["structuredContent"]?["exit_code"] == 137)
+            #expect(
+                ToolText.first(kill.json)?.hasPrefix(
+                    "Job \(longID) was stopped with SIGKILL; it and every process it started are gone.") == true)
             let info = try await client.call(.post, "/v1/projects/alpha/tools/project_info", json: [:])
             #expect(info.json["structuredContent"]?["root"] == "/workspace")
             #expect(info.json["structuredContent"]?["id"] == "alpha")
@@ -178,5 +189,13 @@ import Testing
             #expect(events.last?.data["id"] == 9)
             #expect(events.last?.data["result"]?["structuredContent"]?["exit_code"] == 0)
         }
+    }
+}
+
+/// The text of a tool answer's first content item.
+enum ToolText {
+    static func first(_ json: JSON) -> String? {
+        guard case .array(let items)? = json["content"] else { return nil }
+        return items.first?["text"]?.stringValue
     }
 }

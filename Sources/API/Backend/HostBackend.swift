@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import Sandbox
 
 /// What the HTTP API needs from a Corral host. ``CorralHost`` is the one real
 /// implementation; router tests use a fake, so they need neither root nor sandboxes.
@@ -19,6 +20,8 @@ public protocol HostBackend: Sendable {
     func waitJob(_ id: String, timeout: Duration, since: Int, untilFinished: Bool) async throws -> JobSnapshot
     func jobSnapshot(_ id: String, since: Int) async throws -> JobSnapshot
     func cancelJob(_ id: String) async throws -> JobSnapshot
+    /// Cancels with `signal` sent to the job's tree first (see ``JobSystem/cancel(_:signal:)``).
+    func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot
     func jobs(project: String, limit: Int) async throws -> [JobRecord]
     func queueDepth() async -> (queued: Int, running: Int)
 
@@ -29,6 +32,17 @@ public protocol HostBackend: Sendable {
     /// Digests of the policies in force and the files that failed to load.
     func policySummary() async -> (digests: [String: String], errors: [String])
     func shutdown(grace: Duration) async
+}
+
+extension HostBackend {
+    /// A backend that can stop a job only one way (TERM, then KILL) refuses the other
+    /// signals rather than send TERM in their place.
+    public func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
+        guard signal == .term else {
+            throw APIError.invalidArgument("signal", "cannot be \(signal.rawValue) here: this host only sends TERM")
+        }
+        return try await cancelJob(id)
+    }
 }
 
 /// The real host: project calls go to ``CorralHost`` itself, job calls to its ``JobSystem``.
@@ -42,6 +56,10 @@ extension CorralHost: HostBackend {
     }
 
     public func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobs.cancel(id) }
+
+    public func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
+        try await jobs.cancel(id, signal: signal)
+    }
 
     public func jobs(project: String, limit: Int) async throws -> [JobRecord] {
         try await jobs.list(project: project, limit: limit)

@@ -21,9 +21,12 @@ struct JobRoutes {
         }
         router.get("/v1/projects/:id/jobs/:job") { request, context in try await poll(request, context) }
         router.get("/v1/projects/:id/jobs/:job/events") { request, context in try await events(request, context) }
-        router.post("/v1/projects/:id/jobs/:job/cancel") { _, context in
+        router.post("/v1/projects/:id/jobs/:job/cancel") { request, context in
             let (_, job) = try await ownedJob(context)
-            let snapshot = try await backend.cancelJob(job)
+            var body = try await request.jsonObject(limit: limits.maxJSONBytes)
+            let signal = try body.signal()
+            try body.finish("a cancel request")
+            let snapshot = try await backend.cancelJob(job, signal: signal)
             return Response.json(JobView(snapshot: snapshot).json)
         }
     }

@@ -1,3 +1,5 @@
+import Sandbox
+
 /// Reads the fields of a JSON object one by one, so every missing field, wrong type or
 /// out-of-range number gets a message that names the field and says what was expected.
 struct Arguments {
@@ -123,6 +125,15 @@ struct Arguments {
             }
             return text
         }
+    }
+
+    /// `signal`: what a cancel sends a job first, by name (`INT`, `SIGINT`, `int`); TERM when absent.
+    mutating func signal() throws(APIError) -> JobSignal {
+        guard let name = try string("signal", maxBytes: 16) else { return .term }
+        guard let signal = JobSignal(name: name) else {
+            throw .invalidArgument("signal", "must be one of \(JobSignal.names), got \"\(name)\"")
+        }
+        return signal
     }
 
     /// Refuses fields nobody asked for: a misspelt `timeout_s` must not silently mean "default".

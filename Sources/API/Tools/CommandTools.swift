@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import Sandbox
 
 /// `bash`, `job_output`, `job_kill` and `project_info`, over the host's job system.
 struct CommandTools {
@@ -74,27 +75,39 @@ struct CommandTools {
         return ToolOutcome(text: view.text, structured: view.json, isError: false)
     }
 
-    static let signals = ["TERM", "KILL", "INT", "HUP", "QUIT"]
-
     func jobKill(_ args: inout Arguments) async throws -> ToolOutcome {
         let id = try args.requiredString("job_id", aliases: ["id"], maxBytes: 128)
-        var signal = (try args.string("signal", maxBytes: 16) ?? "TERM").uppercased()
-        if signal.hasPrefix("SIG") { signal.removeFirst(3) }
-        guard Self.signals.contains(signal) else {
-            throw APIError.invalidArgument("signal", "must be one of \(Self.signals.joined(separator: ", "))")
-        }
+        let signal = try args.signal()
         try args.finish("job_kill")
         try await checkOwned(id)
-        // The host sends TERM to the whole tree, then KILL after its grace: every signal
-        // asked for ends in the tree being gone, which is what the model wants.
-        let snapshot = try await backend.cancelJob(id)
+        // The signal goes to the whole tree, then KILL after the grace: whichever is asked
+        // for, the tree ends up gone, which is what the model wants.
+        let snapshot = try await backend.cancelJob(id, signal: signal)
         var view = JobView(snapshot: snapshot)
         view.waited = nil
         let text =
             snapshot.record.state == .cancelled
-            ? "Job \(id) was stopped: it and every process it started were killed."
+            ? Self.stopped(id, signal: signal, snapshot: snapshot)
             : "Job \(id) had already ended (\(snapshot.record.state.rawValue))."
         return ToolOutcome(text: text, structured: view.json, isError: false)
+    }
+
+    /// What the model reads after job_kill: how the job was stopped, what it printed (a job
+    /// that handles INT may print a summary on its way out) and how it ended.
+    static func stopped(_ id: String, signal: JobSignal, snapshot: JobSnapshot) -> String {
+        let how =
+            signal == .kill
+            ? "SIGKILL" : "SIG\(signal.rawValue), then SIGKILL for anything left after the grace period"
+        var text = "Job \(id) was stopped with \(how); it and every process it started are gone."
+        if !snapshot.output.isEmpty {
+            text += "\nIts output:\n" + snapshot.output + (snapshot.output.hasSuffix("\n") ? "" : "\n")
+        } else {
+            text += "\n"
+        }
+        if let result = snapshot.record.result {
+            text += "[exit code \(result.exitCode)" + (result.signal.map { ", killed by signal \($0)" } ?? "") + "]"
+        }
+        return text
     }
 
     func projectInfo(_ args: inout Arguments) async throws -> ToolOutcome {

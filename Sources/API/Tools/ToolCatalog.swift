@@ -1,3 +1,5 @@
+import Sandbox
+
 /// Descriptions and JSON Schemas of the tools, for MCP `tools/list` and `GET …/tools`.
 enum ToolCatalog {
     static func definitions(for names: [String]) -> [JSON] {
@@ -38,8 +40,15 @@ enum ToolCatalog {
             ], ["job_id"]
         ),
         "job_kill": (
-            "Stop a job: its whole process tree gets the signal, then SIGKILL.",
-            ["job_id": string("The job's id."), "signal": string("TERM (default), INT, HUP, QUIT or KILL.")],
+            "Stop a job: its whole process tree gets the signal, then SIGKILL for anything still running after a short grace (KILL: at once). Returns what the job printed and how it ended.",
+            [
+                "job_id": string("The job's id."),
+                "signal": [
+                    "type": "string", "enum": .array(JobSignal.allCases.map { .string($0.rawValue) }),
+                    "description":
+                        "Sent first (default TERM). INT lets a program that handles Ctrl-C (a test runner, a server) finish its own way; KILL stops at once.",
+                ],
+            ],
             ["job_id"]
         ),
         "project_info": (

@@ -3,7 +3,17 @@ import Sandbox
 /// A started job: wait for its result or stop it.
 public protocol JobExecution: Sendable {
     func wait() async -> JobResult
+    /// Stops the job's whole tree: TERM, then KILL after the grace.
     @discardableResult func cancel() async -> JobResult
+    /// Stops the job's whole tree with `signal` first, then KILL after the grace (at once
+    /// for `.kill`).
+    @discardableResult func cancel(signal: JobSignal) async -> JobResult
+}
+
+extension JobExecution {
+    /// For executions that can only stop a job one way (test fakes, remote ones): the
+    /// signal is not theirs to choose.
+    @discardableResult public func cancel(signal: JobSignal) async -> JobResult { await cancel() }
 }
 
 extension RunningJob: JobExecution {}

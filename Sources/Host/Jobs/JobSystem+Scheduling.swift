@@ -46,7 +46,7 @@ extension JobSystem {
         do {
             let execution = try await runner.start(request, jobID: id) { _, bytes in channel.append(bytes) }
             entry.execution = execution
-            if entry.cancelRequested { await execution.cancel() }
+            if let signal = entry.cancelSignal { await execution.cancel(signal: signal) }
             let result = await execution.wait()
             let state: JobState =
                 switch result.status {

@@ -50,7 +50,8 @@ public actor JobSystem {
         var record: JobRecord
         let channel = JobChannel()
         var execution: (any JobExecution)?
-        var cancelRequested = false
+        /// A cancel that came while the job was starting, applied once it has started.
+        var cancelSignal: JobSignal?
         init(_ record: JobRecord) { self.record = record }
     }
 
@@ -142,17 +143,17 @@ public actor JobSystem {
         throw JobError.notFound(id)
     }
 
-    /// Stops a job: a queued one never starts, a running one has its whole tree killed.
-    /// Returns once it has ended.
-    public func cancel(_ id: String) async throws -> JobSnapshot {
+    /// Stops a job: a queued one never starts, a running one gets `signal` on its whole tree
+    /// and SIGKILL after the grace (at once for `.kill`). Returns once it has ended.
+    public func cancel(_ id: String, signal: JobSignal = .term) async throws -> JobSnapshot {
         guard let entry = entries[id] else { throw JobError.notFound(id) }
         switch entry.record.state {
         case .queued:
             remove(from: entry.record)
             finish(entry, state: .cancelled, result: nil, error: "cancelled before it started")
         case .running:
-            entry.cancelRequested = true
-            if let execution = entry.execution { await execution.cancel() }
+            entry.cancelSignal = signal
+            if let execution = entry.execution { await execution.cancel(signal: signal) }
         default:
             break
         }
@@ -194,7 +195,7 @@ public actor JobSystem {
         }
         let left = entries.values.filter { $0.record.state == .running }
         for entry in left {
-            entry.cancelRequested = true
+            entry.cancelSignal = .term
             if let execution = entry.execution { await execution.cancel() }
         }
         // The cancelled jobs' records become final on their own tasks; wait for that so the

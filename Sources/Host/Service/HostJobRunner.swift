@@ -74,4 +74,8 @@ struct PinnedExecution: JobExecution {
     func cancel() async -> JobResult {
         await inner.cancel()
     }
+
+    func cancel(signal: JobSignal) async -> JobResult {
+        await inner.cancel(signal: signal)
+    }
 }

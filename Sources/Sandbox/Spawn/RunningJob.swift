@@ -82,21 +82,33 @@ public final class RunningJob: Sendable {
     /// grace period. Returns once the job has ended.
     @discardableResult
     public func cancel() async -> JobResult {
-        await stop(reason: .cancelled)
+        await cancel(signal: .term)
+    }
+
+    /// Stops the job: `signal` to every process of its tree, so a job that handles it (an
+    /// interrupted test runner printing its summary) can end its own way, then SIGKILL to
+    /// whatever is left after the grace period. `.kill` kills the tree at once. Returns once
+    /// the job has ended; its result says `cancelled` with the exit status it ended with.
+    @discardableResult
+    public func cancel(signal: JobSignal) async -> JobResult {
+        await stop(reason: .cancelled, signal: signal.number)
         return await wait()
     }
 
-    func stop(reason: JobResult.Status) async {
+    /// A second stop while one waits out its grace still acts: a KILL kills at once.
+    func stop(reason: JobResult.Status, signal: Int32 = SIGTERM) async {
         let running = state.withLock { state in
             guard state.exit == nil else { return false }
             if state.reason == .completed { state.reason = reason }
             return true
         }
         guard running else { return }
-        tree.signal(SIGTERM)
-        let deadline = ContinuousClock.now + killGrace
-        while !isExited, ContinuousClock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(10))
+        if signal != SIGKILL {
+            tree.signal(signal)
+            let deadline = ContinuousClock.now + killGrace
+            while !isExited, ContinuousClock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(10))
+            }
         }
         tree.kill()
     }

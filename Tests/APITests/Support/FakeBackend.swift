@@ -97,6 +97,9 @@ actor FakeBackend: HostBackend {
         try await jobsystem.snapshot(id, since: since)
     }
     func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobsystem.cancel(id) }
+    func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
+        try await jobsystem.cancel(id, signal: signal)
+    }
     func jobs(project: String, limit: Int) async throws -> [JobRecord] {
         try await jobsystem.list(project: project, limit: limit)
     }
@@ -130,8 +133,16 @@ struct FakeRunner: JobRunner {
 
 final class FakeExecution: JobExecution {
     let task: Task<JobResult, Never>
+    /// The signal a cancel sent; a cancelled fake job exits with 128 + its number.
+    let signalled: Signalled
+
+    final class Signalled: Sendable {
+        let signal = Mutex(JobSignal.term)
+    }
 
     init(words: [String], timeout: Double, onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void) {
+        let signalled = Signalled()
+        self.signalled = signalled
         task = Task {
             let start = ContinuousClock.now
             var stdout = ""
@@ -152,7 +163,7 @@ final class FakeExecution: JobExecution {
                     let slice = min(seconds / Double(steps), timeout)
                     if (try? await Task.sleep(for: .milliseconds(Int(slice * 1000)))) == nil {
                         status = .cancelled
-                        code = 143
+                        code = 128 + signalled.signal.withLock { $0.number }
                         break
                     }
                     if words[0] == "lines" { emit("line \(step)\n") }
@@ -176,7 +187,10 @@ final class FakeExecution: JobExecution {
 
     func wait() async -> JobResult { await task.value }
 
-    func cancel() async -> JobResult {
+    func cancel() async -> JobResult { await cancel(signal: .term) }
+
+    func cancel(signal: JobSignal) async -> JobResult {
+        signalled.signal.withLock { $0 = signal }
         task.cancel()
         return await task.value
     }
