@@ -28,6 +28,9 @@ typedef int (*cor_curl_xferinfo_cb)(void *, curl_off_t, curl_off_t, curl_off_t, 
 static inline CURLcode cor_curl_setopt_xferinfo_cb(CURL *h, CURLoption o, cor_curl_xferinfo_cb v) {
     return curl_easy_setopt(h, o, v);
 }
+static inline CURLcode cor_curl_setopt_opensocket_cb(CURL *h, curl_opensocket_callback v) {
+    return curl_easy_setopt(h, CURLOPT_OPENSOCKETFUNCTION, v);
+}
 static inline CURLcode cor_curl_getinfo_long(CURL *h, CURLINFO i, long *v) {
     return curl_easy_getinfo(h, i, v);
 }

@@ -129,6 +129,17 @@ struct SandboxHostOptions: ParsableArguments {
     @Option(help: "Name of this host's cgroup subtree (beside the machine's own cgroups).")
     var cgroupPrefix: String = "corral"
 
+    @Option(
+        name: .customLong("allow-source-host"),
+        help: ArgumentHelp(
+            "A private host http(s) project sources may reach: a name, *.domain, an address or a range (10.0.0.0/8).",
+            discussion: "Repeatable. Sources on loopback, link-local and private addresses are refused otherwise.",
+            valueName: "pattern"))
+    var allowSourceHosts: [String] = []
+
+    @Flag(help: "Let http(s) project sources reach any address, private ones included (no SSRF check).")
+    var allowPrivateSources = false
+
     /// The host's configuration. Sandboxes of a previous run of this host outlive it (their
     /// inits do not die with the host); their cgroups find and kill them first.
     func hostConfiguration(dataDir: String, logger: Logger) throws -> HostConfiguration {
@@ -139,10 +150,25 @@ struct SandboxHostOptions: ParsableArguments {
                 logger.warning("swept sandboxes left by a previous run", metadata: ["count": "\(swept.count)"])
             }
         }
-        return HostConfiguration(
+        var configuration = HostConfiguration(
             dataDirectory: ServerOptions.absolute(dataDir), rootfsDirectory: ServerOptions.absolute(rootfsDir),
             policiesDirectory: ServerOptions.absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups)
+        configuration.sourceAddresses = try sourceAddresses()
+        return configuration
     }
+
+    /// `--allow-source-host` and `--allow-private-sources`, checked.
+    func sourceAddresses() throws -> SourceAddressPolicy {
+        do {
+            var policy = try SourceAddressPolicy(allowing: allowSourceHosts)
+            policy.allowPrivate = allowPrivateSources
+            return policy
+        } catch {
+            throw ValidationError("--allow-source-host: \(error)")
+        }
+    }
+
+    func validate() throws { _ = try sourceAddresses() }
 }
 
 /// Runs the services until SIGTERM or SIGINT; they stop in reverse order.

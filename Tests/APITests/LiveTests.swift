@@ -121,6 +121,21 @@ struct LiveTests {
         }
     }
 
+    @Test func registeringASourceOnAPrivateAddressIs422ForbiddenAddress() async throws {
+        try await LiveHost.run { client, _ in
+            let metadata = try await client.call(
+                .put, "/v1/projects/ssrf", json: ["source": "http://169.254.169.254/latest/meta-data/iam"])
+            #expect(metadata.status == .unprocessableContent)
+            #expect(metadata.code == "forbidden_address")
+            #expect(
+                metadata.json["error"]?["message"]
+                    == "169.254.169.254 is a link-local address; http(s) sources may reach it only if allowed with --allow-source-host"
+            )
+            let missing = try await client.call(.get, "/v1/projects/ssrf")
+            #expect(missing.status == .notFound)
+        }
+    }
+
     @Test func jobKillSendsTheSignalAskedForToTheWholeTree() async throws {
         try await LiveHost.run { client, _ in
             func background(_ command: String) async throws -> String {

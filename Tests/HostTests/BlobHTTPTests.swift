@@ -26,6 +26,11 @@ import Testing
         try FaultHTTPServer(serving: URL(fileURLWithPath: tmp.path + "/www"), rules: rules)
     }
 
+    /// The store under test; the server is on loopback, so the address check must allow it.
+    func http(_ policy: TransferPolicy? = nil) -> HTTPBlobStore {
+        HTTPBlobStore(policy: policy ?? fast, sourceAddresses: CacheFixture.loopback)
+    }
+
     var target: String { tmp.path + "/download.part" }
 
     func downloaded() -> [UInt8] { Array(FileManager.default.contents(atPath: target) ?? Data()) }
@@ -33,7 +38,7 @@ import Testing
     func get(_ server: FaultHTTPServer, policy: TransferPolicy? = nil, limit: Int64? = nil) async throws(CacheError)
         -> BlobInfo
     {
-        try await HTTPBlobStore(policy: policy ?? fast).get(
+        try await http(policy).get(
             server.url("blob.bin"), to: target, limit: limit, progress: nil)
     }
 
@@ -41,7 +46,7 @@ import Testing
         let s = try server()
         defer { s.stop() }
         let reports = Mutex<[TransferProgress]>([])
-        let info = try await HTTPBlobStore(policy: fast).get(s.url("blob.bin"), to: target, limit: nil) { p in
+        let info = try await http().get(s.url("blob.bin"), to: target, limit: nil) { p in
             reports.withLock { $0.append(p) }
         }
         #expect(info.size == 300_000)
@@ -58,7 +63,7 @@ import Testing
         let s = try server()
         defer { s.stop() }
         await #expect(throws: CacheError.notFound(s.url("absent.tgz"))) {
-            try await HTTPBlobStore(policy: fast).get(s.url("absent.tgz"), to: target, limit: nil, progress: nil)
+            try await http().get(s.url("absent.tgz"), to: target, limit: nil, progress: nil)
         }
         #expect(try s.counts()["/absent.tgz"] == 1)
         #expect(!FileManager.default.fileExists(atPath: target))
@@ -166,7 +171,7 @@ import Testing
         let url = s.url("blob.bin")
         s.stop()
         do {
-            _ = try await HTTPBlobStore(policy: fast).get(url, to: target, limit: nil, progress: nil)
+            _ = try await http().get(url, to: target, limit: nil, progress: nil)
             Issue.record("downloaded from a stopped server")
         } catch {
             guard case .transport(let message) = error else { throw error }
@@ -178,7 +183,7 @@ import Testing
         let s = try server(["/blob.bin": ["stall": 30, "stall_after": 1000]])
         defer { s.stop() }
         let policy = TransferPolicy(stallTimeout: .seconds(30), attempts: 1)
-        let store = HTTPBlobStore(policy: policy)
+        let store = http(policy)
         let url = s.url("blob.bin")
         let path = target
         let task = Task { () async throws(CacheError) -> BlobInfo in

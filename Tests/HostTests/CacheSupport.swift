@@ -26,12 +26,15 @@ final class CacheFixture: Sendable {
 
     func configuration(
         ttl: Duration = .seconds(3600), diskBudget: Int64? = nil, snapshotInterval: Duration? = nil,
-        primary: (any BlobStore)? = nil, extraction: ExtractionLimits = ExtractionLimits()
+        primary: (any BlobStore)? = nil, extraction: ExtractionLimits = ExtractionLimits(),
+        sourceAddresses: SourceAddressPolicy = CacheFixture.loopback
     ) -> CacheConfiguration {
-        let stores = BlobStores(
+        var stores = BlobStores(
             primary: primary ?? LocalBlobStore(directory: blobs), fileRoots: [sources],
             policy: TransferPolicy(
                 connectTimeout: .seconds(2), stallTimeout: .seconds(2), attempts: 3, backoff: .milliseconds(20)))
+        // The test servers listen on loopback, which sources may not reach by default.
+        stores.sourceAddresses = sourceAddresses
         return CacheConfiguration(
             dataDirectory: data, stores: stores, ttl: ttl, diskBudget: diskBudget, snapshotInterval: snapshotInterval,
             extraction: extraction, clock: clock.function)
@@ -39,11 +42,16 @@ final class CacheFixture: Sendable {
 
     func open(
         ttl: Duration = .seconds(3600), diskBudget: Int64? = nil, snapshotInterval: Duration? = nil,
-        primary: (any BlobStore)? = nil
+        primary: (any BlobStore)? = nil, sourceAddresses: SourceAddressPolicy = CacheFixture.loopback
     ) async throws -> ProjectCache {
         try await ProjectCache.open(
-            configuration(ttl: ttl, diskBudget: diskBudget, snapshotInterval: snapshotInterval, primary: primary))
+            configuration(
+                ttl: ttl, diskBudget: diskBudget, snapshotInterval: snapshotInterval, primary: primary,
+                sourceAddresses: sourceAddresses))
     }
+
+    /// Sources may reach the test servers on 127.0.0.1, and nothing else that is private.
+    static let loopback = SourceAddressPolicy(allowed: [.network(IPAddress("127.0.0.1")!, prefixLength: 32)])
 
     /// Writes an archive into the sources directory and returns its `file://` URL.
     func source(

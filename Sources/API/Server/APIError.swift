@@ -81,7 +81,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             switch error {
             case .invalidProject, .invalidQuota: .badRequest
             case .unknownProject: .notFound
-            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive: .unprocessableContent
+            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress:
+                .unprocessableContent
             case .notFound: .unprocessableContent
             case .httpStatus, .transport: .badGateway
             case .timeout: .gatewayTimeout

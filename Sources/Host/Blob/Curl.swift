@@ -17,6 +17,9 @@ struct CurlRequest: Sendable {
     var awsSigV4: String?
     /// `user:password` (for SigV4: access key id and secret).
     var credentials: String?
+    /// Which addresses the transfer may connect to (`http(s)://` project sources); nil for
+    /// the stores an admin configured (S3, Azure, files), which may well be private.
+    var sourceAddresses: SourceAddressPolicy?
     /// Headers for one attempt, given the Range value it will send (resume) and the body
     /// length (PUT). Stores that sign each request (Azure) compute the signature here.
     var headers: @Sendable (_ range: String?, _ contentLength: Int64?) -> [(String, String)] = { _, _ in [] }
@@ -142,6 +145,7 @@ enum Curl {
         -> Outcome
     {
         if ctx.cancel.isCancelled { return .fail(.cancelled) }
+        if let refused = ctx.refused { return .fail(refused) }
         if ctx.stalled { return .retry(.timeout("\(r.what): no data for \(ctx.stallTimeout)")) }
         if ctx.overLimit || code == CURLE_FILESIZE_EXCEEDED {
             return .fail(.tooLarge("\(r.what) exceeds the download limit of \(ctx.limit ?? 0) bytes"))
@@ -270,6 +274,17 @@ enum Curl {
         if let list { _ = cor_curl_setopt_slist(h, CURLOPT_HTTPHEADER, list) }
         if let sig = r.awsSigV4 { _ = cor_curl_setopt_string(h, CURLOPT_AWS_SIGV4, sig) }
         if let credentials = r.credentials { _ = cor_curl_setopt_string(h, CURLOPT_USERPWD, credentials) }
+        if let addresses = r.sourceAddresses, !addresses.allowPrivate {
+            // Every socket the transfer opens (each address tried, each redirect) is checked
+            // against the address it is for, so neither DNS changing after registration nor
+            // a redirect can reach a refused address. Through a proxy the socket would be the
+            // proxy's, and the target unchecked: no proxy, whatever the environment says.
+            ctx.handle = h
+            ctx.sourceAddresses = addresses
+            _ = cor_curl_setopt_opensocket_cb(h, curlOpenSocket)
+            _ = cor_curl_setopt_pointer(h, CURLOPT_OPENSOCKETDATA, me)
+            _ = cor_curl_setopt_string(h, CURLOPT_PROXY, "")
+        }
     }
 
     private static func finish(_ h: UnsafeMutableRawPointer, _ ctx: CurlContext) {

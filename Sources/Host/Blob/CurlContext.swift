@@ -35,6 +35,12 @@ final class CurlContext {
     var lastMoved: Int64 = -1
     var lastMoveTime = ContinuousClock.now
     var stalled = false
+    /// The address check of `http(s)://` sources, with the easy handle it asks for the URL
+    /// being connected (the original one, or a redirect's).
+    var sourceAddresses: SourceAddressPolicy?
+    var handle: UnsafeMutableRawPointer?
+    /// A connection the check refused; the attempt fails with it and is not retried.
+    var refused: CacheError?
 
     init(fd: Int32, limit: Int64?, progress: ProgressHandler?, cancel: CancelFlag) {
         self.fd = fd
@@ -56,6 +62,32 @@ final class CurlContext {
         lastMoved = -1
         lastMoveTime = .now
         stalled = false
+        refused = nil
+    }
+
+    // MARK: - Connections
+
+    /// Opens the socket for one connection, or refuses it (CURL_SOCKET_BAD makes curl try
+    /// the host's next address, then fail the attempt) when the address may not be reached.
+    func openSocket(_ address: UnsafeMutablePointer<curl_sockaddr>) -> curl_socket_t {
+        let family = address.pointee.family
+        if let policy = sourceAddresses {
+            var url: UnsafeMutablePointer<CChar>?
+            if let handle { _ = cor_curl_getinfo_string(handle, CURLINFO_EFFECTIVE_URL, &url) }
+            let host = url.flatMap { SourceAddressPolicy.host(ofURL: String(cString: $0)) } ?? ""
+            let target = withUnsafePointer(to: &address.pointee.addr) {
+                IPAddress(sockaddr: UnsafeRawPointer($0), length: Int(address.pointee.addrlen))
+            }
+            guard let target else {
+                refused = .unsupportedSource("\(host): address family \(family) is not IPv4 or IPv6")
+                return CURL_SOCKET_BAD
+            }
+            if let refusal = policy.refusal(host: host, address: target) {
+                refused = refusal
+                return CURL_SOCKET_BAD
+            }
+        }
+        return socket(family, address.pointee.socktype | Int32(SOCK_CLOEXEC.rawValue), address.pointee.protocol)
     }
 
     // MARK: - Headers
@@ -207,6 +239,10 @@ let curlHeader: cor_curl_data_cb = { buffer, size, count, pointer in
     let raw = UnsafeRawBufferPointer(start: buffer, count: n)
     context(pointer).header(Substring(String(decoding: raw, as: UTF8.self)))
     return n
+}
+
+let curlOpenSocket: curl_opensocket_callback = { pointer, _, address in
+    context(pointer).openSocket(address!)
 }
 
 let curlDownloadProgress: cor_curl_xferinfo_cb = { pointer, dltotal, dlnow, _, _ in

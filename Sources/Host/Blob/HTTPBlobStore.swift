@@ -3,8 +3,14 @@
 /// The key *is* the URL. Nothing can be written: a presigned GET URL grants reads only.
 public struct HTTPBlobStore: BlobStore {
     public let policy: TransferPolicy
+    /// The addresses its transfers may connect to; by default only public ones.
+    public let sourceAddresses: SourceAddressPolicy
 
-    public init(policy: TransferPolicy = TransferPolicy()) { self.policy = policy }
+    public init(policy: TransferPolicy = TransferPolicy(), sourceAddresses: SourceAddressPolicy = SourceAddressPolicy())
+    {
+        self.policy = policy
+        self.sourceAddresses = sourceAddresses
+    }
 
     public var location: String { "http" }
 
@@ -17,7 +23,9 @@ public struct HTTPBlobStore: BlobStore {
         guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
             throw .unsupportedSource("not an http(s) URL: \(Self.redacted(url))")
         }
-        return CurlRequest(method: method, url: url, what: Self.redacted(url))
+        var request = CurlRequest(method: method, url: url, what: Self.redacted(url))
+        request.sourceAddresses = sourceAddresses
+        return request
     }
 
     public func get(_ key: String, to path: String, limit: Int64?, progress: ProgressHandler?) async throws(CacheError)

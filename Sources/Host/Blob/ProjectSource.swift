@@ -68,6 +68,8 @@ public struct BlobStores: Sendable {
     public var s3: S3Configuration?
     public var azure: AzureConfiguration?
     public var policy: TransferPolicy
+    /// The addresses `http(s)://` sources may reach; by default only public ones.
+    public var sourceAddresses = SourceAddressPolicy()
 
     public init(
         primary: any BlobStore, fileRoots: [String] = [], s3: S3Configuration? = nil, azure: AzureConfiguration? = nil,
@@ -78,6 +80,13 @@ public struct BlobStores: Sendable {
         self.s3 = s3
         self.azure = azure
         self.policy = policy
+    }
+
+    /// ``resolve(_:)``, and for an `http(s)://` source the address check of
+    /// ``SourceAddressPolicy/check(url:)``: what a registration must pass.
+    public func check(_ source: ProjectSource) async throws(CacheError) {
+        _ = try resolve(source)
+        if case .http(let url) = source { try await sourceAddresses.check(url: url) }
     }
 
     /// The store and key that serve `source`, or a clear error when this host cannot.
@@ -94,7 +103,7 @@ public struct BlobStores: Sendable {
             }
             throw .unsupportedSource("\(path) is outside the allowed file roots")
         case .http(let url):
-            return (HTTPBlobStore(policy: policy), url)
+            return (HTTPBlobStore(policy: policy, sourceAddresses: sourceAddresses), url)
         case .s3(let bucket, let key):
             guard let s3 else { throw .unsupportedSource("no S3 credentials configured for s3://\(bucket)") }
             return (S3BlobStore(s3, bucket: bucket, policy: policy), key)

@@ -42,6 +42,10 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case invalidQuota(String)
     /// A workspace filesystem (the disk cap) could not be created, mounted or removed.
     case volume(String)
+    /// An `http(s)://` source whose host is, or resolves to, an address sources may not
+    /// reach (loopback, link-local, private, …), at registration or at any connection of a
+    /// transfer, redirects included; see ``SourceAddressPolicy``.
+    case forbiddenAddress(host: String, address: String, kind: String)
 
     /// A stable, machine-readable code for the API (`not_found`, `unsafe_entry`, …).
     public var code: String {
@@ -64,6 +68,7 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cancelled: "cancelled"
         case .invalidQuota: "invalid_quota"
         case .volume: "volume_error"
+        case .forbiddenAddress: "forbidden_address"
         }
     }
 
@@ -87,6 +92,9 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cancelled: "cancelled"
         case .invalidQuota(let why): "invalid workspace quota: \(why)"
         case .volume(let why): "workspace filesystem: \(why)"
+        case .forbiddenAddress(let host, let address, let kind):
+            (host == address ? "\(address) is" : "\(host) resolves to \(address),")
+                + " a \(kind) address; http(s) sources may reach it only if allowed with --allow-source-host"
         }
     }
 }

@@ -56,7 +56,7 @@ public actor ProjectCache {
         try Self.validate(id)
         if let workspaceQuota { try Self.validate(quota: workspaceQuota) }
         let parsed = try ProjectSource(parsing: source)
-        _ = try config.stores.resolve(parsed)
+        try await config.stores.check(parsed)
         if var entry = entries[id] {
             if entry.record.source == source && entry.record.sha256 == sha256 {
                 if let workspaceQuota { try setWorkspaceQuota(id, bytes: workspaceQuota) }

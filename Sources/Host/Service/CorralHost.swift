@@ -51,8 +51,10 @@ public actor CorralHost {
         try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
         let policies = PolicyStore(directory: configuration.policiesDirectory)
         try policies.startWatching()
-        let cache = try await ProjectCache.open(
-            CacheConfiguration(dataDirectory: data + "/cache", stores: configuration.stores, ttl: configuration.ttl))
+        var cacheConfiguration = CacheConfiguration(
+            dataDirectory: data + "/cache", stores: configuration.stores, ttl: configuration.ttl)
+        cacheConfiguration.stores.sourceAddresses = configuration.sourceAddresses
+        let cache = try await ProjectCache.open(cacheConfiguration)
         let pool = SandboxPool()
         let settings = ProjectSettingsStore(path: data + "/projects.json")
         let resolve: @Sendable (String) throws -> ResolvedProject = { id in

@@ -11,6 +11,9 @@ public struct HostConfiguration: Sendable {
     public var policiesDirectory: String
     /// The policy of projects registered without one.
     public var defaultPolicy: String
+    /// The addresses `http(s)://` project sources may reach (only public ones by default);
+    /// it replaces the one in ``stores``, so every way of opening a host has this one knob.
+    public var sourceAddresses = SourceAddressPolicy()
     public var jobLimits: JobLimits
     /// The cgroup driver; nil runs without limits (flagged in the status).
     public var cgroups: CgroupDriver?
