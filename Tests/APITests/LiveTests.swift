@@ -121,6 +121,33 @@ struct LiveTests {
         }
     }
 
+    @Test func metricsCountCacheHitsMissesAndDownloadedBytes() async throws {
+        try await LiveHost.run { client, host in
+            // Uploaded, not materialized yet: nothing counted.
+            func metric(_ name: String) async throws -> String? {
+                let text = try await client.call(.get, "/metrics").text
+                return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.map(String.init)
+            }
+            #expect(try await metric("corral_cache_hits_total") == "corral_cache_hits_total 0")
+            #expect(try await metric("corral_cache_misses_total") == "corral_cache_misses_total 0")
+            #expect(try await metric("corral_cache_downloaded_bytes_total") == "corral_cache_downloaded_bytes_total 0")
+            let source = try await host.cache.status("demo").source
+            let archive = await host.configuration.dataDirectory + "/cache/blobs/" + source.dropFirst("blob:".count)
+            let size = try #require(try FileManager.default.attributesOfItem(atPath: archive)[.size] as? Int)
+            // Cold: a miss that downloads the archive. Then warm: a hit that downloads nothing.
+            #expect(try await client.call(.post, "/v1/projects/demo/warm").json["state"] == "ready")
+            #expect(try await client.call(.post, "/v1/projects/demo/warm").json["state"] == "ready")
+            #expect(try await metric("corral_cache_hits_total") == "corral_cache_hits_total 1")
+            #expect(try await metric("corral_cache_misses_total") == "corral_cache_misses_total 1")
+            #expect(
+                try await metric("corral_cache_downloaded_bytes_total")
+                    == "corral_cache_downloaded_bytes_total \(size)")
+            // Sampling again adds nothing.
+            #expect(try await metric("corral_cache_hits_total") == "corral_cache_hits_total 1")
+            #expect(try await host.cache.counters == CacheCounters(hits: 1, misses: 1, downloadedBytes: Int64(size)))
+        }
+    }
+
     @Test func registeringASourceOnAPrivateAddressIs422ForbiddenAddress() async throws {
         try await LiveHost.run { client, _ in
             let metadata = try await client.call(

@@ -65,6 +65,13 @@ import Testing
         // One extraction, announced once to each of the 50 waiters (all joined during the delay).
         #expect(extracting.value == 50)
         #expect(describeTree(results[0].path) == CacheFixture.projectTree)
+        // Each of the 50 found it cold (a miss, whether it started the download or joined
+        // it); the archive was fetched once; the next call finds it ready.
+        let size = try #require(
+            try FileManager.default.attributesOfItem(atPath: www + "/p.tar.zst")[.size] as? Int)
+        #expect(await cache.counters == CacheCounters(hits: 0, misses: 50, downloadedBytes: Int64(size)))
+        _ = try await cache.acquire("hot")
+        #expect(await cache.counters == CacheCounters(hits: 1, misses: 50, downloadedBytes: Int64(size)))
     }
 
     @Test func wrongChecksumIsRejectedAndLeavesNothing() async throws {

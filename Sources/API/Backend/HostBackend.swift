@@ -26,6 +26,9 @@ public protocol HostBackend: Sendable {
     func queueDepth() async -> (queued: Int, running: Int)
 
     func status() async -> HostStatus
+    /// The project cache's hits, misses and downloaded bytes, for `/metrics`; nil for a
+    /// backend without a cache of its own.
+    func cacheCounters() async -> CacheCounters?
     func readiness() async -> [String: Bool]
     /// The generation after each policy reload, for the audit log.
     func policyReloads() async -> AsyncStream<Int>
@@ -35,6 +38,8 @@ public protocol HostBackend: Sendable {
 }
 
 extension HostBackend {
+    public func cacheCounters() async -> CacheCounters? { nil }
+
     /// A backend that can stop a job only one way (TERM, then KILL) refuses the other
     /// signals rather than send TERM in their place.
     public func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
@@ -66,6 +71,8 @@ extension CorralHost: HostBackend {
     }
 
     public func queueDepth() async -> (queued: Int, running: Int) { await jobs.depth }
+
+    public func cacheCounters() async -> CacheCounters? { await cache.counters }
 
     public func policyReloads() -> AsyncStream<Int> { policies.reloads() }
 

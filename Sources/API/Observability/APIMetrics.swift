@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Host
 import Prometheus
+import Synchronization
 
 /// The server's metrics, in a registry of its own (never the process-global one, so tests
 /// can build many servers), exposed as Prometheus text at `GET /metrics`.
@@ -13,6 +14,11 @@ public final class APIMetrics: Sendable {
     private let running: CoreMetrics.Gauge
     private let projects: CoreMetrics.Gauge
     private let sandboxes: CoreMetrics.Gauge
+    private let cacheHits: CoreMetrics.Counter
+    private let cacheMisses: CoreMetrics.Counter
+    private let cacheBytes: CoreMetrics.Counter
+    /// The cache's counters as last sampled; each render adds what they grew by since.
+    private let cacheSampled = Mutex(CacheCounters())
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -27,6 +33,9 @@ public final class APIMetrics: Sendable {
         running = CoreMetrics.Gauge(label: "corral_jobs_running", factory: factory)
         projects = CoreMetrics.Gauge(label: "corral_projects", factory: factory)
         sandboxes = CoreMetrics.Gauge(label: "corral_sandboxes", factory: factory)
+        cacheHits = CoreMetrics.Counter(label: "corral_cache_hits_total", factory: factory)
+        cacheMisses = CoreMetrics.Counter(label: "corral_cache_misses_total", factory: factory)
+        cacheBytes = CoreMetrics.Counter(label: "corral_cache_downloaded_bytes_total", factory: factory)
     }
 
     func request(route: String, method: String, status: Int, duration: Duration) {
@@ -75,9 +84,29 @@ public final class APIMetrics: Sendable {
         let status = await backend.status()
         projects.record(status.projects)
         sandboxes.record(status.sandboxes)
+        if let counters = await backend.cacheCounters() { sample(counters) }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return buffer
+    }
+}
+
+extension APIMetrics {
+    /// The cache counts in the host; the counters here grow by the difference since the
+    /// last sample (under the lock, so two renders at once never add it twice).
+    func sample(_ counters: CacheCounters) {
+        cacheSampled.withLock { last in
+            Self.grow(cacheHits, from: Int64(last.hits), to: Int64(counters.hits))
+            Self.grow(cacheMisses, from: Int64(last.misses), to: Int64(counters.misses))
+            Self.grow(cacheBytes, from: last.downloadedBytes, to: counters.downloadedBytes)
+            last = counters
+        }
+    }
+
+    /// Counters only grow: a value below the last one comes from a new cache, counted from 0.
+    private static func grow(_ counter: CoreMetrics.Counter, from last: Int64, to now: Int64) {
+        let delta = now >= last ? now - last : now
+        if delta > 0 { counter.increment(by: delta) }
     }
 }
 

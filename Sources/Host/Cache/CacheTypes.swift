@@ -85,6 +85,24 @@ public struct ProjectStatus: Sendable, Equatable {
     public var snapshotAt: Date?
 }
 
+/// What the cache has served since it opened, for `/metrics`.
+public struct CacheCounters: Sendable, Equatable {
+    /// Calls (``ProjectCache/materialize(_:progress:)``, so every ``ProjectCache/acquire(_:progress:)``:
+    /// each job, file tool call and warm-up) that found the workspace ready.
+    public var hits: Int
+    /// Calls that did not, and waited for a download and extraction: the one they started, or
+    /// one already in flight.
+    public var misses: Int
+    /// Bytes of sources and snapshots fetched by materializations that got them whole.
+    public var downloadedBytes: Int64
+
+    public init(hits: Int = 0, misses: Int = 0, downloadedBytes: Int64 = 0) {
+        self.hits = hits
+        self.misses = misses
+        self.downloadedBytes = downloadedBytes
+    }
+}
+
 /// What a materialization is doing, reported to every caller waiting on it.
 public enum CacheProgress: Sendable, Equatable {
     case downloading(TransferProgress)

@@ -27,6 +27,8 @@ public actor ProjectCache {
     let index: CacheIndex
     let layout: DataLayout
     var entries: [String: Entry] = [:]
+    /// Hits, misses and bytes fetched since the cache opened.
+    public private(set) var counters = CacheCounters()
     /// What the start found on disk.
     public nonisolated let recovery: RecoveryReport
     var logger: Logger { config.logger }
@@ -155,7 +157,11 @@ public actor ProjectCache {
                 _ = await evicting.value
                 continue
             }
-            if entry.record.ready { return workspace(entry.record) }
+            if entry.record.ready {
+                counters.hits += 1
+                return workspace(entry.record)
+            }
+            counters.misses += 1
             if let task = entry.materializing {
                 entry.fanout?.add(progress)
                 return try await task.value.get()
@@ -182,6 +188,7 @@ public actor ProjectCache {
             let info = try await store.get(key, to: download, limit: config.maxDownloadBytes) {
                 fanout.send(.downloading($0))
             }
+            counters.downloadedBytes += info.size
             if let expected, info.sha256 != expected {
                 throw .checksumMismatch(expected: expected, actual: info.sha256 ?? "unknown")
             }
