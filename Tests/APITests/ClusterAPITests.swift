@@ -206,6 +206,18 @@ struct ClusterAPITests {
             let read = cluster.tool(project, "read_file", ["path": "name.txt"])
             #expect(Self.text(read) == "     1\t\(project)", "\(read)")
         }
+        // job_kill's signal travels through Redis to the owner: INT reaches the job's trap.
+        let started = cluster.tool(
+            "p2", "bash",
+            ["command": "trap 'echo got INT; exit 3' INT; echo ready; while :; do sleep 0.1; done", "background": true])
+        let trapping = try #require((started["structuredContent"] as? [String: Any])?["job_id"] as? String)
+        let ready = cluster.api.json("GET", "/v1/projects/p2/jobs/\(trapping)?wait=10")
+        #expect(ready["output"] as? String == "ready\n", "\(ready)")
+        let killed = cluster.tool("p2", "job_kill", ["job_id": trapping, "signal": "INT"])
+        let result = killed["structuredContent"] as? [String: Any]
+        #expect(result?["status"] as? String == "cancelled", "\(killed)")
+        #expect(result?["exit_code"] as? Int == 3, "\(killed)")
+        #expect(result?["stdout"] as? String == "ready\ngot INT\n", "\(killed)")
         // Model-facing errors come back from the owner as they are.
         let missing = cluster.tool("p0", "read_file", ["path": "absent.txt"])
         #expect(missing["isError"] as? Bool == true)

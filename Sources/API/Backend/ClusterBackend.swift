@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import Sandbox
 
 /// The backend of `corral api`, a stateless node of a cluster: jobs go through Redis
 /// (``ClusterJobClient``), project calls are forwarded over HTTP to the worker host that
@@ -173,6 +174,10 @@ public struct ClusterBackend: HostBackend {
     }
 
     public func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobs.cancel(id) }
+
+    public func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
+        try await jobs.cancel(id, signal: signal)
+    }
 
     public func jobs(project: String, limit: Int) async throws -> [JobRecord] {
         try await jobs.list(project: project, limit: limit)

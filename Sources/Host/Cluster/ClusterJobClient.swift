@@ -1,4 +1,5 @@
 import Foundation
+import Sandbox
 import Synchronization
 
 /// The job system as an API node sees it when the jobs run on other hosts: the same calls
@@ -149,13 +150,16 @@ public final class ClusterJobClient: Sendable {
 
     // MARK: - Cancelling and listing
 
-    /// Stops a job: a queued one never starts, a running one is killed by its worker.
-    /// Returns once it has ended (or after 30 s, still running, if its worker is gone).
-    public func cancel(_ id: String) async throws -> JobSnapshot {
+    /// Stops a job: a queued one never starts, a running one is stopped by its worker, which
+    /// sends `signal` to the job's processes first (KILL after the grace, as in
+    /// ``JobSystem/cancel(_:signal:)``). Returns once it has ended (or after 30 s, still
+    /// running, if its worker is gone).
+    public func cancel(_ id: String, signal: JobSignal = .term) async throws -> JobSnapshot {
         let outcome = try await redis.eval(
             ClusterScripts.cancel, keys: [],
             arguments: [
                 configuration.keyPrefix, id, ClusterRecords.timestamp(), configuration.retentionMilliseconds,
+                signal.rawValue,
             ]
         ).string
         if outcome == "missing" { throw JobError.notFound(id) }

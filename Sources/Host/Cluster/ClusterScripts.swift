@@ -181,7 +181,7 @@ enum ClusterScripts {
             return recorded
             """)
 
-    /// ARGV: prefix, id, now, retention ms. A queued job ends here; a running one gets a
+    /// ARGV: prefix, id, now, retention ms, signal. A queued job ends here; a running one gets a
     /// cancel entry on its host's stream.
     static let cancel = RedisScript(
         prelude + """
@@ -194,7 +194,7 @@ enum ClusterScripts {
             end
             if f[1] == 'running' then
               redis.call('HSET', job, 'cancel', '1')
-              redis.call('XADD', ARGV[1] .. ':jobs:' .. f[2], '*', 'type', 'cancel', 'id', ARGV[2])
+              redis.call('XADD', ARGV[1] .. ':jobs:' .. f[2], '*', 'type', 'cancel', 'id', ARGV[2], 'signal', ARGV[5])
               return 'signalled'
             end
             return f[1]

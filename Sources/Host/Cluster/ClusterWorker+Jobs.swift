@@ -1,4 +1,5 @@
 import Foundation
+import Sandbox
 
 extension ClusterWorker {
     // MARK: - Taking jobs
@@ -45,9 +46,10 @@ extension ClusterWorker {
             return
         }
         if entry.fields["type"] == "cancel" {
+            let signal = entry.fields["signal"].flatMap(JobSignal.init(rawValue:)) ?? .term
             if let local = tracked[id]?.local {
                 let jobs = self.jobs
-                Task { _ = try? await jobs.cancel(local) }
+                Task { _ = try? await jobs.cancel(local, signal: signal) }
             } else if tracked[id] != nil {
                 tracked[id]?.cancelled = true
             }
