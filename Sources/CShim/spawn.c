@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -204,8 +205,11 @@ static _Noreturn void join_sandbox(const struct cor_exec_plan *p) {
         } while (n < 0 && errno == EINTR);
         if (n != 1) die(fd, COR_STAGE_CGROUP);
     }
-    // Non-dumpable before setns: nothing inside may ptrace us or open /proc/<pid>/mem,
-    // environ or exe while we still hold host descriptors and memory.
+    // Non-dumpable before setns: nothing inside may ptrace the job or open /proc/<pid>/mem,
+    // environ or exe while it still holds host descriptors and a copy of the host's memory.
+    // The flag belongs to the memory map, which this process shares with the host: the
+    // host is non-dumpable from its first job on (it is root; this only keeps its memory,
+    // which holds tokens, out of core dumps), and the job's copy inherits the flag.
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die(fd, COR_STAGE_DUMPABLE);
     if (dup2(p->stdin_fd, 0) != 0 || dup2(p->stdout_fd, 1) != 1 || dup2(p->stderr_fd, 2) != 2)
         die(fd, COR_STAGE_STDIO);
@@ -221,16 +225,26 @@ static _Noreturn void join_sandbox(const struct cor_exec_plan *p) {
     _exit(0);
 }
 
+// The intermediate only joins the sandbox and clones the job, so it shares the host's
+// memory (CLONE_VM) instead of copying its page tables, and the calling thread waits
+// until it has exited (CLONE_VFORK), as posix_spawn does. Copying the host's page tables
+// cost as much as the job's own copy and grew with the host's memory. It runs on a stack
+// of its own and touches no memory but that stack (errno aside: it is the waiting
+// thread's). The sandbox cannot see it: setns puts only its children in the sandbox's
+// pid namespace.
+static int enter_child(void *plan) { join_sandbox((const struct cor_exec_plan *)plan); }
+
+#define COR_ENTER_STACK (256 * 1024)
+
 pid_t cor_enter(const struct cor_exec_plan *plan) {
-    struct cor_clone_args args;
-    memset(&args, 0, sizeof args);
-    args.exit_signal = SIGCHLD;
+    void *stack = mmap(NULL, COR_ENTER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -1;
     sigset_t old;
     block_all(&old);
-    long pid = clone3_(&args);
-    if (pid == 0) join_sandbox(plan);
+    int pid = clone(enter_child, (char *)stack + COR_ENTER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)plan);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, COR_ENTER_STACK);
     if (pid < 0) errno = saved;
     return (pid_t)pid;
 }

@@ -18,6 +18,9 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The process that enters the sandbox was killed before the job could start, most
     /// often by the OOM killer when the project's memory is already full.
     case killedWhileStarting(signal: Int32)
+    /// The job's process could not be created: the project's memory (its cgroup) is full,
+    /// so even the copy of the entering process's page tables was refused.
+    case memoryFullWhileStarting
 
     public var description: String {
         switch self {
@@ -29,6 +32,8 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
         case .killedWhileStarting(let signal):
             "the job was killed by signal \(signal) while starting"
                 + (signal == SIGKILL ? " (is the project's memory full? free /tmp or /dev/shm)" : "")
+        case .memoryFullWhileStarting:
+            "the job could not start: the project's memory is full (clone: ENOMEM); free /tmp or /dev/shm"
         }
     }
 
@@ -36,6 +41,7 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
     static func child(_ status: cor_status, cwd: String = "") -> SandboxError {
         let stage = Int(status.stage)
         if stage == Int(COR_STAGE_CWD_OUTSIDE.rawValue) { return .cwdOutsideWorkspace(cwd) }
+        if stage == Int(COR_STAGE_FORK.rawValue) && status.err == ENOMEM { return .memoryFullWhileStarting }
         return .childFailed(stage: stageNames[stage] ?? "stage \(stage)", errno: status.err)
     }
 

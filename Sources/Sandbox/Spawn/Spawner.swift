@@ -89,7 +89,7 @@ enum Spawner {
                 }
             }
         }
-        if apid < 0 { throw SandboxError.system(SystemError("clone3", errno: errno)) }
+        if apid < 0 { throw SandboxError.system(SystemError("clone", errno: errno)) }
         // Only the children may hold the write ends now, so EOF on the status pipe means
         // both have exec'd or exited.
         fds.closeChildEnds()
