@@ -332,12 +332,24 @@ extension ClusterAPITests {
         usleep(300_000)
         try cluster.redis.restart(after: 0.5)
         group.wait()
-        // The outage (0.5 s) is shorter than the node's retry window (2 s): every
-        // submission is accepted, none refused.
+        // A submission during the outage is either accepted (the node retried it through
+        // the outage) or refused with 503 `unavailable`, for the client to retry: never
+        // accepted and then lost.
         var accepted: [Int: (project: String, id: String)] = [:]
         for i in 0..<60 {
             let text = replies.withLock { $0[i] } ?? ""
             let reply = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["raw": text]
+            if let id = reply["job_id"] as? String {
+                accepted[i] = (projects[i % projects.count], id)
+            } else {
+                #expect((reply["error"] as? [String: Any])?["code"] as? String == "unavailable", "job \(i): \(reply)")
+            }
+        }
+        // Service has resumed: every submission after the restart is accepted.
+        for i in 60..<70 {
+            let reply = cluster.api.json(
+                "POST", "/v1/projects/\(projects[i % projects.count])/jobs",
+                #"{"command": "echo \#(i) >> ran.txt; echo job \#(i)"}"#)
             let id = try #require(reply["job_id"] as? String, "job \(i): \(reply)")
             accepted[i] = (projects[i % projects.count], id)
         }

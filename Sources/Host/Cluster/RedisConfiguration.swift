@@ -12,13 +12,14 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var connectTimeout: Duration
     /// How long one non-blocking command may take before the connection counts as broken.
     public var commandTimeout: Duration
-    /// The longest wait between reconnect attempts while Redis is down.
+    /// The longest wait between reconnect attempts while Redis is down (0.5 s: service
+    /// resumes within that of Redis coming back, well inside a submit's 2 s retry window).
     public var maxBackoff: Duration
 
     public init(
         host: String = "127.0.0.1", port: Int = 6379, username: String? = nil, password: String? = nil,
         database: Int = 0, connectTimeout: Duration = .seconds(2), commandTimeout: Duration = .seconds(5),
-        maxBackoff: Duration = .seconds(2)
+        maxBackoff: Duration = .milliseconds(500)
     ) {
         self.host = host
         self.port = port
