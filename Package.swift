@@ -34,6 +34,7 @@ let package = Package(
         .systemLibrary(name: "CCap", pkgConfig: "libcap", providers: [.apt(["libcap-dev"])]),
         .systemLibrary(name: "CSeccomp", pkgConfig: "libseccomp", providers: [.apt(["libseccomp-dev"])]),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .target(name: "CShim"),
         // pid 1 of every sandbox: a small C program, so no copy of the host's memory lives
@@ -49,7 +50,7 @@ let package = Package(
         .target(
             name: "Host",
             dependencies: [
-                "Sandbox", "CShim", "CCurl", "CArchive", "CHiredis", "CSQLite",
+                "Sandbox", "CShim", "CCurl", "CArchive", "CHiredis", "COpenSSL", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict

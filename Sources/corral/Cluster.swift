@@ -110,7 +110,7 @@ struct WorkerShutdownService: Service {
 
 /// Where the cluster's Redis is and how hosts find each other there.
 struct ClusterOptions: ParsableArguments {
-    @Option(help: "redis://[[user]:password@]host:port[/db] of the cluster's Redis.")
+    @Option(help: "redis://[[user]:password@]host:port[/db] of the cluster's Redis; rediss://…?cacert=FILE for TLS.")
     var redis: String
 
     @Option(help: "Prefix of every key, so several clusters can share one Redis.")

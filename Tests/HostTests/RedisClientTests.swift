@@ -7,7 +7,7 @@ import Testing
 /// scripts, AUTH, blocking reads, and what a caller sees while Redis is down and after.
 @Suite(.serialized, .enabled(if: RedisServer.isAvailable, "needs /usr/bin/redis-server"))
 struct RedisClientTests {
-    @Test func urlsCarryAuthDatabaseAndTimeoutsAndRefuseTLSWithoutSupport() throws {
+    @Test func urlsCarryAuthDatabaseTimeoutsAndTLSFiles() throws {
         let c = try RedisConfiguration(url: "redis://alice:s%40cret@10.0.0.5:6380/3?timeout=1.5&connect_timeout=0.5")
         #expect(c.host == "10.0.0.5")
         #expect(c.port == 6380)
@@ -20,7 +20,15 @@ struct RedisClientTests {
         #expect(bare.username == nil)
         #expect(bare.password == "pw")
         #expect(bare.port == 6379)
-        #expect(throws: ClusterError.tlsUnavailable) { try RedisConfiguration(url: "rediss://h:6380") }
+        let secure = try RedisConfiguration(url: "rediss://h:6380?cacert=/etc/ca.pem&cert=/c.pem&key=/k.pem&timeout=2")
+        #expect(secure.tls == RedisTLS(caFile: "/etc/ca.pem", certFile: "/c.pem", keyFile: "/k.pem"))
+        #expect(secure.commandTimeout == .seconds(2))
+        #expect(try RedisConfiguration(url: "rediss://h").tls == RedisTLS())
+        #expect(bare.tls == nil)
+        #expect(throws: ClusterError.invalidURL("cacert needs rediss://")) {
+            try RedisConfiguration(url: "redis://h?cacert=/etc/ca.pem")
+        }
+        #expect(throws: ClusterError.invalidURL("key needs cert")) { try RedisConfiguration(url: "rediss://h?key=/k") }
         #expect(throws: ClusterError.invalidURL("scheme must be redis:// or rediss://, not http://")) {
             try RedisConfiguration(url: "http://h")
         }

@@ -13,8 +13,9 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     case protocolViolation(String)
     /// The Redis URL could not be understood.
     case invalidURL(String)
-    /// `rediss://` asked for TLS, but the hiredis this was built against has no TLS support.
-    case tlsUnavailable
+    /// The TLS connection to Redis failed: its certificate did not verify (wrong CA, wrong
+    /// name, expired) or the handshake failed. A configuration problem, not retried.
+    case tls(String)
     /// A cluster setting cannot work (e.g. a host name with a space).
     case invalidConfiguration(String)
     /// The client or worker was closed.
@@ -29,7 +30,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
     public var httpStatus: Int {
         switch self {
         case .redisUnavailable, .noLiveWorkers, .closed, .workerUnreachable: 503
-        case .invalidURL, .tlsUnavailable, .server, .protocolViolation, .invalidConfiguration: 500
+        case .invalidURL, .tls, .server, .protocolViolation, .invalidConfiguration: 500
         case .claimLost: 409
         }
     }
@@ -50,8 +51,7 @@ public enum ClusterError: Error, Equatable, Sendable, CustomStringConvertible {
         case .server(let message): "redis: \(message)"
         case .protocolViolation(let what): "unexpected redis reply: \(what)"
         case .invalidURL(let why): "invalid redis URL: \(why)"
-        case .tlsUnavailable:
-            "rediss:// needs TLS, but this build's hiredis has no TLS support (hiredis_ssl, hiredis >= 1.0)"
+        case .tls(let why): "redis TLS: \(why)"
         case .invalidConfiguration(let why): "invalid cluster configuration: \(why)"
         case .closed: "the redis connection was closed"
         case .claimLost(let id): "job \(id) was claimed elsewhere or ended before it started here"

@@ -1,7 +1,8 @@
 import Foundation
 
 /// Where Redis is and how to talk to it, usually parsed from a URL:
-/// `redis://[[user]:password@]host[:port][/db][?connect_timeout=2&timeout=5]`.
+/// `redis://[[user]:password@]host[:port][/db][?connect_timeout=2&timeout=5]`, or
+/// `rediss://…[?cacert=FILE&cert=FILE&key=FILE]` for TLS.
 public struct RedisConfiguration: Sendable, Equatable {
     public var host: String
     public var port: Int
@@ -12,6 +13,8 @@ public struct RedisConfiguration: Sendable, Equatable {
     public var connectTimeout: Duration
     /// How long one non-blocking command may take before the connection counts as broken.
     public var commandTimeout: Duration
+    /// TLS settings for `rediss://`; nil: plain TCP.
+    public var tls: RedisTLS?
     /// The longest wait between reconnect attempts while Redis is down (0.5 s: service
     /// resumes within that of Redis coming back, well inside a submit's 2 s retry window).
     public var maxBackoff: Duration
@@ -31,17 +34,20 @@ public struct RedisConfiguration: Sendable, Equatable {
         self.maxBackoff = maxBackoff
     }
 
-    /// Parses a `redis://` URL. `rediss://` (TLS) is refused with a clear error: the
-    /// hiredis this links against (0.14) has no TLS, and silently connecting in plain text
-    /// would leak the password.
+    /// Parses a `redis://` or `rediss://` URL. With `rediss://` the server's certificate
+    /// must verify against `cacert` (default: the system's CAs) and carry the URL's host;
+    /// `cert` and `key` name a client certificate. TLS options on `redis://` are refused:
+    /// they would be ignored and the password sent in the clear.
     public init(url: String) throws(ClusterError) {
         guard let parts = URLComponents(string: url), let scheme = parts.scheme?.lowercased() else {
             throw .invalidURL("cannot parse \(Self.redacted(url))")
         }
-        if scheme == "rediss" { throw .tlsUnavailable }
-        guard scheme == "redis" else { throw .invalidURL("scheme must be redis:// or rediss://, not \(scheme)://") }
+        guard scheme == "redis" || scheme == "rediss" else {
+            throw .invalidURL("scheme must be redis:// or rediss://, not \(scheme)://")
+        }
         guard let host = parts.host, !host.isEmpty else { throw .invalidURL("no host in \(Self.redacted(url))") }
         self.init(host: host, port: parts.port ?? 6379)
+        if scheme == "rediss" { tls = RedisTLS() }
         if let user = parts.user, !user.isEmpty { username = user }
         password = parts.password
         let path = parts.path.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
@@ -49,7 +55,17 @@ public struct RedisConfiguration: Sendable, Equatable {
             guard let db = Int(path), db >= 0 else { throw .invalidURL("database must be a number, not \(path)") }
             database = db
         }
-        for item in parts.queryItems ?? [] {
+        for item in parts.queryItems ?? [] where ["cacert", "cert", "key"].contains(item.name) {
+            guard tls != nil else { throw .invalidURL("\(item.name) needs rediss://") }
+            guard let file = item.value, !file.isEmpty else { throw .invalidURL("\(item.name) needs a file") }
+            switch item.name {
+            case "cacert": tls?.caFile = file
+            case "cert": tls?.certFile = file
+            default: tls?.keyFile = file
+            }
+        }
+        if tls?.keyFile != nil && tls?.certFile == nil { throw .invalidURL("key needs cert") }
+        for item in parts.queryItems ?? [] where !["cacert", "cert", "key"].contains(item.name) {
             guard let value = item.value.flatMap(Double.init), value > 0 else {
                 throw .invalidURL("\(item.name) must be a positive number of seconds")
             }

@@ -141,17 +141,34 @@ final class RedisConnection: Sendable {
         if let context { return .success(context) }
         let now = ContinuousClock.now
         if now < nextAttempt { return .failure(.redisUnavailable(retryAfterSeconds: Self.seconds(nextAttempt - now))) }
-        guard
-            let c = redisConnectWithTimeout(
+        var made: UnsafeMutablePointer<redisContext>?
+        if let tls = configuration.tls {
+            do {
+                let fd = try RedisTLSBridge.open(
+                    host: configuration.host, port: configuration.port, tls: tls, timeout: configuration.connectTimeout)
+                made = redisConnectFd(fd)
+                if made == nil { Glibc.close(fd) }
+            } catch .redisUnavailable {
+                return .failure(failedAttempt("cannot connect to \(configuration.host):\(configuration.port)"))
+            } catch {
+                // A certificate that does not verify will not verify on the next attempt
+                // either; the backoff still applies, so a fixed CA file is picked up.
+                _ = failedAttempt(error.description)
+                return .failure(error)
+            }
+        } else {
+            made = redisConnectWithTimeout(
                 configuration.host, Int32(configuration.port), timeval(configuration.connectTimeout))
-        else { return .failure(failedAttempt("out of memory")) }
+        }
+        guard let c = made else { return .failure(failedAttempt("out of memory")) }
         if c.pointee.err != 0 {
             let reason = Self.errorText(c)
             redisFree(c)
             return .failure(failedAttempt(reason))
         }
         _ = redisSetTimeout(c, timeval(configuration.commandTimeout))
-        _ = redisEnableKeepAlive(c)
+        // TCP keepalive belongs to the TCP socket; hiredis holds a socket pair's end over TLS.
+        if configuration.tls == nil { _ = redisEnableKeepAlive(c) }
         var handshake: [[String]] = []
         if let password = configuration.password {
             handshake.append(configuration.username.map { ["AUTH", $0, password] } ?? ["AUTH", password])
