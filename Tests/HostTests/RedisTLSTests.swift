@@ -140,4 +140,23 @@ struct RedisTLSTests {
         defer { plain.close() }
         await #expect(throws: (any Error).self) { try await plain.command(["PING"]) }
     }
+
+    @Test func aClusterRunsJobsOverTLS() async throws {
+        let server = try TLSServer()
+        defer { server.stop() }
+        let configuration = ClusterConfiguration(
+            redis: try RedisConfiguration(url: server.url()), keyPrefix: "tls", blockInterval: .seconds(1))
+        let runner = ClusterFakeRunner(host: "tls-worker", ledger: ClusterLedger())
+        let worker = try ClusterWorker(configuration: configuration, host: "tls-worker", runner: runner)
+        try await worker.start()
+        let client = ClusterJobClient(configuration: configuration)
+        // Submit, the worker's blocking stream read, the gate, the result and the waiter's
+        // blocking event read all cross the TLS bridge.
+        let snap = try await client.run(JobRequest(project: "p", command: "hello"), budget: .seconds(10))
+        #expect(snap.record.state == .completed)
+        #expect(snap.output == "hello@tls-worker\n")
+        #expect(try await client.owner(of: "p") == "tls-worker")
+        await worker.shutdown(grace: .seconds(1))
+        client.close()
+    }
 }
