@@ -11,7 +11,7 @@ struct Arguments {
     /// The object in `json`, or an error saying the body must be one.
     init(body json: JSON, what: String = "the request body") throws(APIError) {
         guard case .object(let fields) = json else {
-            throw .invalidArgument(what, "must be a JSON object, got \(json.typeName)")
+            throw .invalidArgument(what, "must be a JSON object, got \(json.kindName)")
         }
         self.fields = fields
     }
@@ -30,7 +30,7 @@ struct Arguments {
     {
         guard let (key, value) = value(name, aliases) else { return nil }
         guard case .string(let text) = value else {
-            throw .invalidArgument(key, "must be a string, got \(value.typeName)")
+            throw .invalidArgument(key, "must be a string, got \(value.kindName)")
         }
         guard text.utf8.count <= maxBytes else {
             throw .invalidArgument(key, "is \(text.utf8.count) bytes; the most accepted is \(maxBytes)")
@@ -52,7 +52,7 @@ struct Arguments {
     {
         guard let (key, value) = value(name, aliases) else { return nil }
         guard case .number(let number) = value else {
-            throw .invalidArgument(key, "must be a number, got \(value.typeName)")
+            throw .invalidArgument(key, "must be a number, got \(value.kindName)")
         }
         guard range.contains(number) else {
             throw .invalidArgument(
@@ -68,7 +68,7 @@ struct Arguments {
         guard let (key, value) = value(name, aliases) else { return nil }
         guard case .number(let number) = value, number.rounded() == number, abs(number) < 1e15 else {
             throw .invalidArgument(
-                key, "must be a whole number, got \(value.typeName == "a number" ? "a fraction" : value.typeName)")
+                key, "must be a whole number, got \(value.kindName == "a number" ? "a fraction" : value.kindName)")
         }
         guard range.contains(Int(number)) else {
             throw .invalidArgument(
@@ -80,7 +80,7 @@ struct Arguments {
     mutating func bool(_ name: String, aliases: [String] = []) throws(APIError) -> Bool? {
         guard let (key, value) = value(name, aliases) else { return nil }
         guard case .bool(let flag) = value else {
-            throw .invalidArgument(key, "must be true or false, got \(value.typeName)")
+            throw .invalidArgument(key, "must be true or false, got \(value.kindName)")
         }
         return flag
     }
@@ -89,12 +89,12 @@ struct Arguments {
     mutating func stringMap(_ name: String) throws(APIError) -> [String: String]? {
         guard let (key, value) = value(name, []) else { return nil }
         guard case .object(let object) = value else {
-            throw .invalidArgument(key, "must be an object of strings, got \(value.typeName)")
+            throw .invalidArgument(key, "must be an object of strings, got \(value.kindName)")
         }
         var out: [String: String] = [:]
         for (field, item) in object {
             guard case .string(let text) = item else {
-                throw .invalidArgument("\(key).\(field)", "must be a string, got \(item.typeName)")
+                throw .invalidArgument("\(key).\(field)", "must be a string, got \(item.kindName)")
             }
             out[field] = text
         }
@@ -104,7 +104,7 @@ struct Arguments {
     mutating func object(_ name: String) throws(APIError) -> Arguments? {
         guard let (key, value) = value(name, []) else { return nil }
         guard case .object(let object) = value else {
-            throw .invalidArgument(key, "must be an object, got \(value.typeName)")
+            throw .invalidArgument(key, "must be an object, got \(value.kindName)")
         }
         return Arguments(object)
     }
@@ -112,7 +112,7 @@ struct Arguments {
     mutating func array(_ name: String) throws(APIError) -> [JSON]? {
         guard let (key, value) = value(name, []) else { return nil }
         guard case .array(let items) = value else {
-            throw .invalidArgument(key, "must be an array, got \(value.typeName)")
+            throw .invalidArgument(key, "must be an array, got \(value.kindName)")
         }
         return items
     }
@@ -121,7 +121,7 @@ struct Arguments {
         guard let items = try array(name) else { return nil }
         return try items.enumerated().map { (index, item) throws(APIError) -> String in
             guard case .string(let text) = item else {
-                throw .invalidArgument("\(name)[\(index)]", "must be a string, got \(item.typeName)")
+                throw .invalidArgument("\(name)[\(index)]", "must be a string, got \(item.kindName)")
             }
             return text
         }

@@ -1,15 +1,12 @@
 import Foundation
+import Host
 
 /// A JSON value, for request bodies whose fields are checked one by one (so a wrong type
-/// gets a message naming the field) and for responses built on the fly.
-public enum JSON: Sendable, Equatable {
-    case null
-    case bool(Bool)
-    case number(Double)
-    case string(String)
-    case array([JSON])
-    case object([String: JSON])
+/// gets a message naming the field) and for responses built on the fly: the host's
+/// ``JSONValue``, which the file tools take and give, with the HTTP layer's helpers.
+public typealias JSON = JSONValue
 
+extension JSONValue {
     /// Parses UTF-8 JSON; the error says where it broke.
     public static func parse(_ bytes: some Collection<UInt8>) throws(APIError) -> JSON {
         do {
@@ -28,16 +25,11 @@ public enum JSON: Sendable, Equatable {
         return Array((try? encoder.encode(self)) ?? Data("null".utf8))
     }
 
-    /// A short name of the value's type, for error messages.
-    var typeName: String {
-        switch self {
-        case .null: "null"
-        case .bool: "a boolean"
-        case .number: "a number"
-        case .string: "a string"
-        case .array: "an array"
-        case .object: "an object"
-        }
+    /// A short name of the value's type for the API's argument errors, where every number
+    /// is "a number" (``typeName`` tells integers apart, for the tools).
+    var kindName: String {
+        if case .number = self { return "a number" }
+        return typeName
     }
 
     /// The field `key` of an object; nil for a missing field or a value that is not an object.
@@ -78,60 +70,4 @@ public enum JSON: Sendable, Equatable {
         default: return "\(error)"
         }
     }
-}
-
-extension JSON: Codable {
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.singleValueContainer()
-        if container.decodeNil() {
-            self = .null
-        } else if let value = try? container.decode(Bool.self) {
-            self = .bool(value)
-        } else if let value = try? container.decode(Double.self) {
-            self = .number(value)
-        } else if let value = try? container.decode(String.self) {
-            self = .string(value)
-        } else if let value = try? container.decode([JSON].self) {
-            self = .array(value)
-        } else {
-            self = .object(try container.decode([String: JSON].self))
-        }
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.singleValueContainer()
-        switch self {
-        case .null: try container.encodeNil()
-        case .bool(let value): try container.encode(value)
-        case .number(let value):
-            // Integral values print without a fraction, as clients expect of counts and codes.
-            if value.rounded() == value, abs(value) < 1e15 {
-                try container.encode(Int64(value))
-            } else {
-                try container.encode(value)
-            }
-        case .string(let value): try container.encode(value)
-        case .array(let value): try container.encode(value)
-        case .object(let value): try container.encode(value)
-        }
-    }
-}
-
-extension JSON: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByBooleanLiteral,
-    ExpressibleByDictionaryLiteral, ExpressibleByArrayLiteral, ExpressibleByNilLiteral, ExpressibleByFloatLiteral
-{
-    public init(floatLiteral value: Double) { self = .number(value) }
-    public init(stringLiteral value: String) { self = .string(value) }
-    public init(integerLiteral value: Int) { self = .number(Double(value)) }
-    public init(booleanLiteral value: Bool) { self = .bool(value) }
-    public init(dictionaryLiteral elements: (String, JSON)...) {
-        self = .object(Dictionary(elements, uniquingKeysWith: { _, last in last }))
-    }
-    public init(arrayLiteral elements: JSON...) { self = .array(elements) }
-    public init(nilLiteral: ()) { self = .null }
-
-    /// `.null` for nil, else the wrapped value.
-    public static func optional(_ value: JSON?) -> JSON { value ?? .null }
-    /// A whole number.
-    public static func int(_ value: some BinaryInteger) -> JSON { .number(Double(value)) }
 }

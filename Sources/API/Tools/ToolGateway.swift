@@ -59,7 +59,7 @@ struct ToolGateway: Sendable {
         progress: ToolProgress? = nil
     ) async throws -> ToolOutcome {
         guard case .object(let fields) = arguments else {
-            throw APIError.invalidArgument("arguments", "must be a JSON object, got \(arguments.typeName)")
+            throw APIError.invalidArgument("arguments", "must be a JSON object, got \(arguments.kindName)")
         }
         var args = Arguments(fields)
         let tools = CommandTools(

@@ -1,7 +1,8 @@
 /// A JSON value: the arguments a model sends to a tool and the structured half of a result.
 ///
 /// Kept deliberately small so `Host` needs no JSON library; the HTTP layer encodes and
-/// decodes it with `Codable`.
+/// decodes it with `Codable` and uses the same type for request and response bodies
+/// (`JSON` in the API module).
 public enum JSONValue: Sendable, Hashable, Codable {
     case null
     case bool(Bool)
@@ -75,11 +76,11 @@ extension JSONValue: ExpressibleByNilLiteral, ExpressibleByBooleanLiteral, Expre
 
 extension JSONValue {
     /// An integer as a JSON number.
-    static func int(_ value: some BinaryInteger) -> JSONValue { .number(Double(value)) }
+    public static func int(_ value: some BinaryInteger) -> JSONValue { .number(Double(value)) }
 
     /// An array of strings.
     static func strings(_ values: [String]) -> JSONValue { .array(values.map { .string($0) }) }
 
     /// An optional value, or `null`.
-    static func optional(_ value: JSONValue?) -> JSONValue { value ?? .null }
+    public static func optional(_ value: JSONValue?) -> JSONValue { value ?? .null }
 }
