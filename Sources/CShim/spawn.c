@@ -110,7 +110,7 @@ pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const char *worksp
 
 // MARK: - exec
 
-static void become_job(const struct cor_exec_plan *p) {
+static _Noreturn void become_job(const struct cor_exec_plan *p) {
     int fd = p->status_fd;
     if (setsid() < 0) die(fd, COR_STAGE_SETSID);
 
@@ -172,6 +172,9 @@ static void become_job(const struct cor_exec_plan *p) {
     // Seccomp last: everything above needs syscalls the filter denies.
     if (p->seccomp != NULL && syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, p->seccomp) != 0)
         die(fd, COR_STAGE_SECCOMP);
+    // Tests stand in for a sandbox process that stops the job here (it may: the job has
+    // the sandbox's uid now) and check that the host kills it instead of waiting forever.
+    if (p->stop_before_exec) syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
 
     const char *file = p->argv[0];
     if (strchr(file, '/') != NULL) {
@@ -194,9 +197,15 @@ static void become_job(const struct cor_exec_plan *p) {
     die(fd, COR_STAGE_EXEC);
 }
 
-static _Noreturn void join_sandbox(const struct cor_exec_plan *p) {
+// The job runs on the lower half of the stack cor_enter maps; the intermediate, which
+// waits while it runs, on the upper half.
+static int job_child(void *plan) { become_job((const struct cor_exec_plan *)plan); }
+
+#define COR_ENTER_STACK (256 * 1024)
+
+static _Noreturn void join_sandbox(const struct cor_exec_plan *p, char *job_stack_top) {
     int fd = p->status_fd;
-    // The job's cgroup first, so everything after, including the job's own fork, is
+    // The job's cgroup first, so everything after, including the job's own clone, is
     // accounted and limited there; "0" means "the writer".
     for (int i = 0; i < p->n_cgroup_fds; i++) {
         ssize_t n;
@@ -205,11 +214,11 @@ static _Noreturn void join_sandbox(const struct cor_exec_plan *p) {
         } while (n < 0 && errno == EINTR);
         if (n != 1) die(fd, COR_STAGE_CGROUP);
     }
-    // Non-dumpable before setns: nothing inside may ptrace the job or open /proc/<pid>/mem,
-    // environ or exe while it still holds host descriptors and a copy of the host's memory.
-    // The flag belongs to the memory map, which this process shares with the host: the
-    // host is non-dumpable from its first job on (it is root; this only keeps its memory,
-    // which holds tokens, out of core dumps), and the job's copy inherits the flag.
+    // Non-dumpable before setns: nothing inside may ptrace the job or open /proc/<pid>/mem
+    // or environ while it still holds host descriptors and shares the host's memory. The
+    // flag belongs to the memory map, which this process and the job share with the host:
+    // the host is non-dumpable from its first job on (it is root; this only keeps its
+    // memory, which holds tokens, out of core dumps).
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die(fd, COR_STAGE_DUMPABLE);
     if (dup2(p->stdin_fd, 0) != 0 || dup2(p->stdout_fd, 1) != 1 || dup2(p->stderr_fd, 2) != 2)
         die(fd, COR_STAGE_STDIO);
@@ -218,30 +227,42 @@ static _Noreturn void join_sandbox(const struct cor_exec_plan *p) {
     if (setns(p->init_pidfd, p->ns_flags) != 0) die(fd, COR_STAGE_SETNS);
     // setns into a pid namespace affects children only, so the job is a fresh clone;
     // CLONE_PARENT makes it the host's child, not ours, so the host reaps it directly.
-    long pid = syscall(SYS_clone, CLONE_PARENT, 0, 0, 0, 0);
+    // It too shares the host's memory until its execve (CLONE_VM|CLONE_VFORK): copying
+    // the host's page tables for it and tearing the copy down at exec was the largest
+    // cost of a job's start. The kernel stores its pid in *job_pid before it runs, so the
+    // host can kill it if a sandbox process stops it before its exec completes
+    // (SIGSTOP cannot be blocked, and the job has the sandbox's uid by then). The OOM
+    // killer skips a process in a vfork (in_vfork), so a full project cgroup never picks
+    // the job while it shares the host's memory, which would kill the host with it.
+    int pid = clone(job_child, job_stack_top, CLONE_VM | CLONE_VFORK | CLONE_PARENT | CLONE_PARENT_SETTID,
+                    (void *)p, p->job_pid);
     if (pid < 0) die(fd, COR_STAGE_FORK);
-    if (pid == 0) become_job(p);
-    report(fd, COR_STAGE_PID, 0, (int)pid);
+    report(fd, COR_STAGE_PID, 0, pid);
     _exit(0);
 }
 
+struct enter_args {
+    const struct cor_exec_plan *plan;
+    char *job_stack_top;
+};
+
 // The intermediate only joins the sandbox and clones the job, so it shares the host's
 // memory (CLONE_VM) instead of copying its page tables, and the calling thread waits
-// until it has exited (CLONE_VFORK), as posix_spawn does. Copying the host's page tables
-// cost as much as the job's own copy and grew with the host's memory. It runs on a stack
-// of its own and touches no memory but that stack (errno aside: it is the waiting
-// thread's). The sandbox cannot see it: setns puts only its children in the sandbox's
-// pid namespace.
-static int enter_child(void *plan) { join_sandbox((const struct cor_exec_plan *)plan); }
-
-#define COR_ENTER_STACK (256 * 1024)
+// until it has exited (CLONE_VFORK), as posix_spawn does. It runs on a stack of its own
+// and touches no memory but that stack (errno aside: it is the waiting thread's). The
+// sandbox cannot see it: setns puts only its children in the sandbox's pid namespace.
+static int enter_child(void *arg) {
+    const struct enter_args *a = arg;
+    join_sandbox(a->plan, a->job_stack_top);
+}
 
 pid_t cor_enter(const struct cor_exec_plan *plan) {
     void *stack = mmap(NULL, COR_ENTER_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
     if (stack == MAP_FAILED) return -1;
+    struct enter_args args = {plan, (char *)stack + COR_ENTER_STACK / 2};
     sigset_t old;
     block_all(&old);
-    int pid = clone(enter_child, (char *)stack + COR_ENTER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, (void *)plan);
+    int pid = clone(enter_child, (char *)stack + COR_ENTER_STACK, CLONE_VM | CLONE_VFORK | SIGCHLD, &args);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     munmap(stack, COR_ENTER_STACK);

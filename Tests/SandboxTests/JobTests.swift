@@ -1,7 +1,8 @@
 import Foundation
-import Sandbox
 import TestSupport
 import Testing
+
+@testable import Sandbox
 
 /// What a job sees and what comes back from it.
 @Suite struct JobTests {
@@ -106,6 +107,50 @@ import Testing
         #expect(r.signal == SIGKILL)
         #expect(r.stdout == "started\n")
         #expect(r.durationMs >= 500 && r.durationMs < 5000)
+        await f.destroy()
+    }
+
+    @Test func aJobStoppedBeforeItsExecIsKilledAtTheDeadlineAndLeavesNothing() async throws {
+        let f = try await SandboxFixture()
+        _ = try await f.sh("true")  // the sandbox's own threads and descriptors exist before the count
+        let before = HostCounts.now()
+        var job = JobSpec(["/bin/true"])
+        job.startDeadline = .milliseconds(300)
+        job.stopBeforeExec = true
+        let start = ContinuousClock.now
+        await #expect(throws: SandboxError.stoppedWhileStarting(after: .milliseconds(300))) {
+            try await f.sandbox.exec(job)
+        }
+        let waited = ContinuousClock.now - start
+        #expect(waited >= .milliseconds(300) && waited < .seconds(5), "\(waited)")
+        #expect(try await f.sh("echo next").stdout == "next\n")
+        #expect(HostCounts.now().children == before.children)
+        #expect(HostCounts.now().fds == before.fds)
+        await f.destroy()
+    }
+
+    @Test func aSandboxProcessStoppingEverythingCannotHangTheHost() async throws {
+        // `kill -STOP -1` reaches every process of the sandbox's uid but itself, including
+        // jobs that are still starting (they have the sandbox's uid before their exec).
+        let f = try await SandboxFixture()
+        let attacker = try await f.sandbox.start(
+            JobSpec(["/bin/sh", "-c", "while :; do kill -STOP -1 2>/dev/null; done"], killGrace: .milliseconds(100)))
+        for _ in 0..<10 {
+            var job = JobSpec(["/bin/true"], timeout: .milliseconds(500), killGrace: .milliseconds(100))
+            job.startDeadline = .milliseconds(200)
+            let start = ContinuousClock.now
+            do {
+                let r = try await f.sandbox.exec(job)
+                // Stopped after its exec, it is killed at its timeout; or it finished first.
+                #expect(r.status == .timedOut || r.status == .completed, "\(r)")
+            } catch let error as SandboxError {
+                #expect(error == .stoppedWhileStarting(after: .milliseconds(200)))
+            }
+            #expect(ContinuousClock.now - start < .seconds(5))
+        }
+        let r = await attacker.cancel()
+        #expect(r.status == .cancelled)
+        #expect(try await f.sh("echo next").stdout == "next\n")
         await f.destroy()
     }
 

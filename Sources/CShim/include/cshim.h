@@ -58,14 +58,19 @@ struct cor_exec_plan {
     const struct sock_fprog *seccomp;  // NULL: none
     char *scratch;                // preallocated buffer for PATH search and getcwd
     size_t scratch_len;
+    int *job_pid;                 // the kernel stores the job's host pid here at its clone
+    int stop_before_exec;         // tests only: the job stops itself just before execve
 };
 
 /// Starts a job inside a sandbox. The returned pid is an intermediate child that joins the
 /// sandbox and clones the job process as a sibling (CLONE_PARENT), so the job is our own
-/// child and its exit status comes to us. The job's host pid arrives as a COR_STAGE_PID
-/// record on `status_fd`; a failure as a {stage, errno} record. The caller closes its copy
-/// of the write end, reads records to EOF and reaps the intermediate. Returns -1 with
-/// errno set if the first clone fails.
+/// child and its exit status comes to us. Both share the caller's memory until the job
+/// execs, and the call returns only once the job has exec'd or exited. The job's host pid
+/// is stored in `*plan->job_pid` as soon as it exists (so another thread can kill a job
+/// that is stopped before its exec) and arrives as a COR_STAGE_PID record on `status_fd`;
+/// a failure as a {stage, errno} record. The caller closes its copy of the write end,
+/// reads records to EOF and reaps the intermediate. Returns -1 with errno set if the
+/// first clone fails.
 pid_t cor_enter(const struct cor_exec_plan *plan);
 
 struct rusage;

@@ -1,3 +1,4 @@
+import CCurl  // in release builds, SOCK_STREAM and SOCK_CLOEXEC come through its <sys/socket.h>
 import COpenSSL
 import Foundation
 import Glibc

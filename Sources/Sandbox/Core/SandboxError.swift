@@ -19,8 +19,11 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
     /// often by the OOM killer when the project's memory is already full.
     case killedWhileStarting(signal: Int32)
     /// The job's process could not be created: the project's memory (its cgroup) is full,
-    /// so even the copy of the entering process's page tables was refused.
+    /// so even the kernel's structures for a new process were refused.
     case memoryFullWhileStarting
+    /// The job did not reach its execve within the deadline and was killed: a process in
+    /// the sandbox stopped it (SIGSTOP) while it was starting.
+    case stoppedWhileStarting(after: Duration)
 
     public var description: String {
         switch self {
@@ -34,6 +37,9 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
                 + (signal == SIGKILL ? " (is the project's memory full? free /tmp or /dev/shm)" : "")
         case .memoryFullWhileStarting:
             "the job could not start: the project's memory is full (clone: ENOMEM); free /tmp or /dev/shm"
+        case .stoppedWhileStarting(let deadline):
+            "the job was stopped before it could start (a process in the sandbox sent it SIGSTOP) and was killed "
+                + "after \(deadline)"
         }
     }
 

@@ -31,6 +31,11 @@ public struct JobSpec: Sendable {
     /// Called on the event loop thread with every chunk of output as it arrives, for
     /// streaming; must return quickly.
     public var onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
+    /// How long the job may take to reach its execve before it is killed: only a process
+    /// in the sandbox stopping it can make it take more than milliseconds.
+    var startDeadline: Duration = .seconds(10)
+    /// Tests only: the job stops itself just before execve, as a sandbox process could.
+    var stopBeforeExec = false
 
     public init(
         _ argv: [String],

@@ -51,6 +51,8 @@ enum Spawner {
         defer { scratch.deallocate() }
         let rlimits = job.rlimits.map { cor_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
         var filter = job.seccomp ?? []
+        let watch = StartWatch(after: job.startDeadline)
+        defer { watch.release() }
 
         let apid: pid_t = job.cwd.withCString { cwd in
             "/workspace".withCString { root in
@@ -82,6 +84,8 @@ enum Spawner {
                                 plan.seccomp = job.seccomp == nil ? nil : progPointer
                                 plan.scratch = scratch
                                 plan.scratch_len = 8192
+                                plan.job_pid = watch.pid
+                                plan.stop_before_exec = job.stopBeforeExec ? 1 : 0
                                 return cor_enter(&plan)
                             }
                         }
@@ -89,6 +93,7 @@ enum Spawner {
                 }
             }
         }
+        let stopped = watch.finish()
         if apid < 0 { throw SandboxError.system(SystemError("clone", errno: errno)) }
         // Only the children may hold the write ends now, so EOF on the status pipe means
         // both have exec'd or exited.
@@ -111,6 +116,10 @@ enum Spawner {
         if let failure {
             if jobPID > 0 { while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {} }
             throw SandboxError.child(failure, cwd: job.cwd)
+        }
+        if stopped {
+            if jobPID > 0 { while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {} }
+            throw SandboxError.stoppedWhileStarting(after: job.startDeadline)
         }
         guard jobPID > 0 else {
             // No pid and no failure record: the entering process died without a word.
@@ -162,6 +171,53 @@ enum Spawner {
         } else {
             Thread.detachNewThread(writer)
         }
+    }
+}
+
+/// Kills a job that has not exec'd by a deadline. Until its execve the job shares the
+/// host's memory and the spawning thread waits for it (vfork), and it already has the
+/// sandbox's uid, so any process in the sandbox may stop it with SIGSTOP, which cannot be
+/// blocked. Without the deadline that would hang a host thread for good.
+private final class StartWatch: @unchecked Sendable {
+    /// Where the kernel stores the job's pid when it clones it (CLONE_PARENT_SETTID).
+    let pid = UnsafeMutablePointer<Int32>.allocate(capacity: 1)
+    private let lock = NSLock()
+    private var finished = false
+    private var killed = false
+    private var retained = 2  // the spawn and the timer each release once
+
+    init(after deadline: Duration) {
+        pid.initialize(to: 0)
+        let (seconds, attoseconds) = deadline.components
+        let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
+        DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [self] in
+            lock.withLock {
+                // Finished means the job has exec'd or died and may already be reaped: its
+                // pid could name another process by now, so it is only killed before that.
+                let job = pid.pointee
+                if !finished && job > 0 {
+                    kill(job, SIGKILL)
+                    killed = true
+                }
+            }
+            release()
+        }
+    }
+
+    /// Called once the spawn has returned; true if the deadline killed the job.
+    func finish() -> Bool {
+        lock.withLock {
+            finished = true
+            return killed
+        }
+    }
+
+    func release() {
+        let last = lock.withLock {
+            retained -= 1
+            return retained == 0
+        }
+        if last { pid.deallocate() }
     }
 }
 
