@@ -11,8 +11,9 @@ import Synchronization
 // Serves a real host (minimal rootfs, one warm project) and measures, at 1 and 32
 // connections: GET /health (the HTTP floor, baseline), POST exec `true` (a real job in a
 // real sandbox per request), POST tools/read_file (the host's file tool on a 200-line file)
-// and POST tools/read_memory (the same answer from memory: the gateway alone). Beside them,
-// the same `true` through the job system in-process, so the figures say what HTTP adds.
+// and POST tools/read_memory (the same answer from memory: the gateway alone), then the
+// read again while 4 CPU-bound builds run in the project. Beside them, the same `true`
+// through the job system in-process, so the figures say what HTTP adds.
 
 let arguments = CommandLine.arguments
 let rootfs = URL(fileURLWithPath: arguments.count > 1 ? arguments[1] : "rootfs/out").standardizedFileURL.path
@@ -26,16 +27,15 @@ struct BenchFiles: FileToolBackend {
     let text = (1...200).map { "\($0)\tline \($0) of a file the benchmark reads" }.joined(separator: "\n")
     var fileToolNames: [String] { host.fileToolNames + ["read_memory"] }
 
-    func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
+    func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
         -> FileToolReply
     {
         guard name == "read_memory" else {
             return try await host.callFileTool(
-                project: project, name: name, argumentsJSON: argumentsJSON, caller: caller)
+                project: project, name: name, arguments: arguments, caller: caller)
         }
         return FileToolReply(
-            text: text, structuredJSON: Array(#"{"path":"bench.txt","start_line":1,"end_line":200}"#.utf8),
-            isError: false)
+            text: text, structured: ["path": "bench.txt", "start_line": 1, "end_line": 200], isError: false)
     }
 }
 
@@ -169,6 +169,31 @@ for (name, path, body) in calls {
         print("| \(name) | \(connections) | \(format(load.p50)) | \(format(load.p99)) | \(Int(load.perSecond)) |")
     }
 }
+// The same read while 4 CPU-bound builds run in the project (busy loops in the long lane):
+// the file tools run in the host, not in the project's cgroup, so a build saturating the
+// project's CPU must not slow them.
+var builds: [String] = []
+for _ in 0..<4 {
+    let build = try await host.submit(
+        JobRequest(project: "bench", command: "while :; do :; done", timeoutSeconds: 600, background: true))
+    builds.append(build.id)
+}
+try await Task.sleep(for: .seconds(1))
+for connections in [1, 32] {
+    let load = try wrk(bound, path: calls[2].1, body: calls[2].2, connections: connections)
+    rows["read_file during builds \(connections)"] = load
+    print(
+        "| POST tools/read_file while 4 CPU-bound builds run | \(connections) | \(format(load.p50)) | "
+            + "\(format(load.p99)) | \(Int(load.perSecond)) |")
+}
+var buildCPU = 0
+var buildWall = 0
+for build in builds {
+    let ended = try await host.jobs.cancel(build, signal: .kill)
+    buildCPU += ended.record.result?.cpuMs ?? 0
+    buildWall = max(buildWall, ended.record.result?.durationMs ?? 0)
+}
+print("(the 4 builds used \(buildCPU) ms of CPU in \(buildWall) ms: the project's limit is 1 CPU)")
 // Exec over HTTP and in-process, interleaved in rounds so load drift hits both alike.
 var inProcess: [Double] = []
 var overHTTP: [Double] = []

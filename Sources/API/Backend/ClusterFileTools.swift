@@ -12,17 +12,18 @@ public struct ClusterFileTools: FileToolBackend {
 
     public var fileToolNames: [String] { FileTools.toolNames.sorted() }
 
-    public func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
+    public func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
         -> FileToolReply
     {
         try await backend.requireRegistered(project)
         var headers = [("Content-Type", "application/json")]
         if let caller { headers.append((InternalRoutes.callerHeader, caller)) }
         let response = try await backend.forward(
-            project, "POST", "/v1/internal/projects/\(project)/files/\(name)", headers: headers, body: argumentsJSON)
+            project, "POST", "/v1/internal/projects/\(project)/files/\(name)", headers: headers,
+            body: JSON.object(arguments).encoded())
         let json = try JSON.parse(response.body)
         return FileToolReply(
-            text: json["text"]?.stringValue ?? "", structuredJSON: (json["structured"] ?? .object([:])).encoded(),
+            text: json["text"]?.stringValue ?? "", structured: json["structured"] ?? .object([:]),
             isError: json["is_error"]?.boolValue ?? false, errorCode: json["error_code"]?.stringValue)
     }
 }

@@ -10,20 +10,14 @@ extension JSONValue {
     /// Parses UTF-8 JSON; the error says where it broke.
     public static func parse(_ bytes: some Collection<UInt8>) throws(APIError) -> JSON {
         do {
-            return try JSONDecoder().decode(JSON.self, from: Data(bytes))
-        } catch let error as DecodingError {
-            throw .malformedJSON(Self.describe(error))
+            return try JSONValue.parse(json: bytes)
         } catch {
-            throw .malformedJSON("\(error)")
+            throw .malformedJSON(error.description)
         }
     }
 
     /// Encodes compactly with sorted keys (stable output for tests and caches).
-    public func encoded() -> [UInt8] {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return Array((try? encoder.encode(self)) ?? Data("null".utf8))
-    }
+    public func encoded() -> [UInt8] { serialized() }
 
     /// A short name of the value's type for the API's argument errors, where every number
     /// is "a number" (``typeName`` tells integers apart, for the tools).
@@ -57,17 +51,7 @@ extension JSONValue {
     public static func from(_ value: some Encodable) -> JSON {
         let encoder = JSONEncoder()
         encoder.dateEncodingStrategy = .iso8601
-        guard let data = try? encoder.encode(value), let json = try? JSONDecoder().decode(JSON.self, from: data)
-        else { return .null }
+        guard let data = try? encoder.encode(value), let json = try? JSONValue.parse(json: data) else { return .null }
         return json
-    }
-
-    private static func describe(_ error: DecodingError) -> String {
-        switch error {
-        case .dataCorrupted(let context):
-            let underlying = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String
-            return underlying ?? context.debugDescription
-        default: return "\(error)"
-        }
     }
 }

@@ -76,10 +76,9 @@ struct ToolGateway: Sendable {
                     throw APIError.unknownTool(name, known: accepted)
                 }
                 let reply = try await files.callFileTool(
-                    project: project, name: name, argumentsJSON: arguments.encoded(), caller: caller)
-                let structured = (try? JSON.parse(reply.structuredJSON)) ?? [:]
+                    project: project, name: name, arguments: fields, caller: caller)
                 outcome = ToolOutcome(
-                    text: reply.text, structured: structured, isError: reply.isError, errorCode: reply.errorCode)
+                    text: reply.text, structured: reply.structured, isError: reply.isError, errorCode: reply.errorCode)
             }
         } catch {
             metrics.toolCall(name, outcome: APIError.from(error).code)

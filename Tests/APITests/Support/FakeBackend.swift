@@ -207,39 +207,38 @@ final class FakeFiles: FileToolBackend {
         files.withLock { $0[project, default: [:]][path] = text }
     }
 
-    func callFileTool(project: String, name: String, argumentsJSON: [UInt8], caller: String?) async throws
+    func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
         -> FileToolReply
     {
-        let arguments = try JSONSerialization.jsonObject(with: Data(argumentsJSON)) as? [String: Any] ?? [:]
-        let path = arguments["path"] as? String ?? ""
+        let path = arguments["path"]?.stringValue ?? ""
         switch name {
         case "read_file", "read_text_file":
             guard let text = files.withLock({ $0[project]?[path] }) else {
                 return FileToolReply(
-                    text: "not_found: \(path)", structuredJSON: Array(#"{"code":"not_found"}"#.utf8), isError: true,
+                    text: "not_found: \(path)", structured: ["code": "not_found"], isError: true,
                     errorCode: "not_found")
             }
             let numbered = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().enumerated()
                 .map { "\($0.offset + 1)\t\($0.element)" }.joined(separator: "\n")
-            return FileToolReply(text: numbered, structuredJSON: Array(#"{"path":"\#(path)"}"#.utf8), isError: false)
+            return FileToolReply(text: numbered, structured: ["path": .string(path)], isError: false)
         case "write_file":
-            put(project, path, arguments["content"] as? String ?? "")
-            return FileToolReply(text: "wrote \(path)", structuredJSON: Array("{}".utf8), isError: false)
+            put(project, path, arguments["content"]?.stringValue ?? "")
+            return FileToolReply(text: "wrote \(path)", structured: [:], isError: false)
         case "edit_file":
-            let old = arguments["old_str"] as? String ?? ""
-            let new = arguments["new_str"] as? String ?? ""
+            let old = arguments["old_str"]?.stringValue ?? ""
+            let new = arguments["new_str"]?.stringValue ?? ""
             let ok = files.withLock { tree -> Bool in
                 guard let text = tree[project]?[path], text.contains(old), !old.isEmpty else { return false }
                 tree[project]?[path] = text.replacingOccurrences(of: old, with: new)
                 return true
             }
             return ok
-                ? FileToolReply(text: "edited \(path)", structuredJSON: Array("{}".utf8), isError: false)
+                ? FileToolReply(text: "edited \(path)", structured: [:], isError: false)
                 : FileToolReply(
-                    text: "old_str_not_found in \(path)", structuredJSON: Array("{}".utf8), isError: true,
+                    text: "old_str_not_found in \(path)", structured: [:], isError: true,
                     errorCode: "old_str_not_found")
         default:
-            return FileToolReply(text: "\(name) ok", structuredJSON: Array("{}".utf8), isError: false)
+            return FileToolReply(text: "\(name) ok", structured: [:], isError: false)
         }
     }
 }
