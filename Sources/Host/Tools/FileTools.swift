@@ -102,7 +102,12 @@ public final class FileTools: Sendable {
     private static func readResult(_ path: WorkspacePath, _ window: LineWindow, start: Int)
         -> ReadFileResult
     {
-        var text = window.lines.map { Format.numbered($0.number, $0.text) }.joined(separator: "\n")
+        var text = ""
+        text.reserveCapacity(window.lines.reduce(0) { $0 + $1.text.utf8.count + 8 })
+        for (index, line) in window.lines.enumerated() {
+            if index > 0 { text.append("\n") }
+            Format.appendNumbered(line.number, line.text, to: &text)
+        }
         let last = window.lines.last?.number ?? 0
         if window.lines.isEmpty { text = "(`\(Format.display(path.relative))` is empty)" }
         if let next = window.nextLine {

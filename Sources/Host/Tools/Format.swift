@@ -31,9 +31,18 @@ enum Format {
 
     /// One line in `cat -n` style: the number right-aligned in six columns, a tab, the text.
     static func numbered(_ number: Int, _ text: some StringProtocol) -> String {
+        var out = ""
+        appendNumbered(number, text, to: &out)
+        return out
+    }
+
+    /// ``numbered(_:_:)`` appended in place: a page of a file is built as one string.
+    static func appendNumbered(_ number: Int, _ text: some StringProtocol, to out: inout String) {
         let digits = String(number)
-        let pad = digits.count < 6 ? String(repeating: " ", count: 6 - digits.count) : ""
-        return pad + digits + "\t" + text
+        for _ in digits.utf8.count..<max(6, digits.utf8.count) { out.append(" ") }
+        out.append(digits)
+        out.append("\t")
+        out.append(contentsOf: text)
     }
 
     /// A path or name as the model should see it: control characters escaped, so a file
