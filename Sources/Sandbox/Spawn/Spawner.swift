@@ -52,7 +52,6 @@ enum Spawner {
         let rlimits = job.rlimits.map { cor_rlimit(resource: $0.resource, soft: $0.soft, hard: $0.hard) }
         var filter = job.seccomp ?? []
         let watch = StartWatch(after: job.startDeadline)
-        defer { watch.release() }
 
         let apid: pid_t = job.cwd.withCString { cwd in
             "/workspace".withCString { root in
@@ -184,7 +183,6 @@ private final class StartWatch: @unchecked Sendable {
     private let lock = NSLock()
     private var finished = false
     private var killed = false
-    private var retained = 2  // the spawn and the timer each release once
 
     init(after deadline: Duration) {
         pid.initialize(to: 0)
@@ -200,9 +198,11 @@ private final class StartWatch: @unchecked Sendable {
                     killed = true
                 }
             }
-            release()
         }
     }
+
+    // The timer holds the watch until it has fired, so the pid outlives both users.
+    deinit { pid.deallocate() }
 
     /// Called once the spawn has returned; true if the deadline killed the job.
     func finish() -> Bool {
@@ -210,14 +210,6 @@ private final class StartWatch: @unchecked Sendable {
             finished = true
             return killed
         }
-    }
-
-    func release() {
-        let last = lock.withLock {
-            retained -= 1
-            return retained == 0
-        }
-        if last { pid.deallocate() }
     }
 }
 
