@@ -115,6 +115,34 @@ import Testing
         ws.remove()
     }
 
+    @Test func theNextJobsLeafIsMadeWhileAJobRunsAndGoesWithTheSandbox() async throws {
+        let (s, ws) = try await sandbox(CgroupLimits(pids: 64), id: "spare")
+        let jobs = try #require(s.jobsCgroup)
+        #expect(try await sh(s, "echo one").stdout == "one\n")
+        // job-1 was made for the first job and is gone with it; job-2 waits, empty.
+        for _ in 0..<200 where try jobs.leafNames() != ["job-2"] { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try jobs.leafNames() == ["job-2"])
+        #expect(try jobs.leaf("job-2").pids() == [])
+        // The second job runs in it: its process is there, in every hierarchy, while it runs.
+        let running = try await s.start(JobSpec(["/bin/sh", "-c", "echo up; exec sleep 30"]))
+        var inSpare: [pid_t] = []
+        for _ in 0..<200 where inSpare.isEmpty {
+            inSpare = (try? jobs.leaf("job-2").pids()) ?? []
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(inSpare.count == 1)
+        for directory in try jobs.leaf("job-2").directories {
+            let procs = try String(contentsOfFile: directory + "/cgroup.procs", encoding: .utf8)
+            #expect(procs == "\(inSpare[0])\n", "\(directory)")
+        }
+        _ = await running.cancel()
+        // Destroying the sandbox takes the waiting spare with every other directory.
+        let directories = try #require(s.cgroup?.directories)
+        await s.destroy()
+        for directory in directories { #expect(!FileManager.default.fileExists(atPath: directory), "\(directory)") }
+        ws.remove()
+    }
+
     @Test func twentySandboxesWithLimitsLeaveNoCgroupBehind() async throws {
         let driver = try #require(TestCgroups.driver)
         let before = try driver.projectNames()

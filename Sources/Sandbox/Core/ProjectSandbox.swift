@@ -24,11 +24,17 @@ public final class ProjectSandbox: Sendable {
     private let initPidfd: Int32
     private let state = Mutex(Lifecycle())
     private let reaped = Reaped()
+    /// Makes the next job's cgroup leaf while the current job runs (see ``takeLeaf()``).
+    private let spareQueue = DispatchQueue(label: "corral.sandbox.spare-leaf")
 
     struct Lifecycle {
         var alive = true
         var nextJob = 1
+        var nextLeaf = 1
         var jobs: [Int: RunningJob] = [:]
+        /// An empty, never-used job leaf made ahead of time, with its `cgroup.procs` open.
+        var spare: (leaf: LeafCgroup, procs: [FileDescriptor])?
+        var preparing = false
     }
 
     init(
@@ -85,10 +91,10 @@ public final class ProjectSandbox: Sendable {
         let pidfd = initPidfd
         // The job's own cgroup: the child joins it before its first instruction, so the
         // whole tree is accounted, limited and killable from its start.
-        let leaf = try jobsCgroup?.createLeaf("job-\(id)")
+        let (leaf, procs) = try takeLeaf()
         let process: SpawnedProcess
         do {
-            let cgroupFDs = try leaf?.openProcsForChild() ?? []
+            let cgroupFDs = procs
             process = try await Self.blocking {
                 try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: cgroupFDs.map(\.raw))
             }
@@ -116,6 +122,56 @@ public final class ProjectSandbox: Sendable {
         return running
     }
 
+    /// The job cgroup leaf for a job that starts now: the spare made while the previous job
+    /// ran if there is one, else a new one; then the next spare is made in the background.
+    /// A leaf is used once and removed after its job (fresh counters, nothing to reset),
+    /// but its six `mkdir`s on a hybrid host no longer sit between a request and its job.
+    private func takeLeaf() throws -> (LeafCgroup?, [FileDescriptor]) {
+        guard let jobsCgroup else { return (nil, []) }
+        let (spare, number): ((leaf: LeafCgroup, procs: [FileDescriptor])?, Int) = state.withLock { state in
+            defer { state.spare = nil }
+            let number = state.nextLeaf
+            if state.spare == nil { state.nextLeaf += 1 }
+            return (state.spare, number)
+        }
+        defer { prepareSpareLeaf() }
+        if let spare { return (spare.leaf, spare.procs) }
+        let leaf = try jobsCgroup.createLeaf("job-\(number)")
+        do {
+            return (leaf, try leaf.openProcsForChild())
+        } catch {
+            try? leaf.destroy()
+            throw error
+        }
+    }
+
+    private func prepareSpareLeaf() {
+        guard let jobsCgroup else { return }
+        let number: Int? = state.withLock { state in
+            guard state.alive, state.spare == nil, !state.preparing else { return nil }
+            state.preparing = true
+            defer { state.nextLeaf += 1 }
+            return state.nextLeaf
+        }
+        guard let number else { return }
+        spareQueue.async { [self] in
+            var made: (leaf: LeafCgroup, procs: [FileDescriptor])?
+            if let leaf = try? jobsCgroup.createLeaf("job-\(number)") {
+                if let procs = try? leaf.openProcsForChild() {
+                    made = (leaf, procs)
+                } else {
+                    try? leaf.destroy()
+                }
+            }
+            // A sandbox destroyed meanwhile removes the leaf with its whole cgroup: its
+            // destroy() waits for this queue first.
+            state.withLock { state in
+                state.preparing = false
+                if state.alive { state.spare = made }
+            }
+        }
+    }
+
     /// Jobs started and not yet ended.
     public var runningJobs: [RunningJob] { state.withLock { Array($0.jobs.values) } }
 
@@ -135,7 +191,13 @@ public final class ProjectSandbox: Sendable {
         _ = cor_pidfd_send_signal(initPidfd, SIGKILL)
         for job in jobs { _ = await job.wait() }
         await reaped.wait()
-        if let cgroup { _ = try? await Self.blocking { try cgroup.destroy() } }
+        state.withLock { $0.spare = nil }
+        if let cgroup {
+            _ = try? await Self.blocking { [spareQueue] in
+                spareQueue.sync {}  // a spare leaf being made must exist before the tree goes
+                try cgroup.destroy()
+            }
+        }
         IdentityRanges.shared.release(hostIDBase)
     }
 
