@@ -112,13 +112,29 @@ enum Spawner {
         var status: Int32 = 0
         while waitpid(apid, &status, 0) < 0 && errno == EINTR {}
 
+        // The kernel stored the job's pid in our memory at its clone, so a job exists even
+        // when its records are lost: in a project whose memory is full, a write to the
+        // status pipe (its buffer is charged to the project) can fail with ENOMEM. An
+        // unreaped job would stay a zombie in the sandbox's pid namespace, and the init
+        // cannot exit while one remains.
+        let cloned = watch.pid.pointee
+        let child = jobPID > 0 ? jobPID : cloned
+        func reapChild() {
+            guard child > 0 else { return }
+            kill(child, SIGKILL)
+            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+        }
         if let failure {
-            if jobPID > 0 { while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {} }
+            reapChild()
             throw SandboxError.child(failure, cwd: job.cwd)
         }
         if stopped {
-            if jobPID > 0 { while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {} }
+            reapChild()
             throw SandboxError.stoppedWhileStarting(after: job.startDeadline)
+        }
+        if jobPID <= 0 && cloned > 0 {
+            reapChild()
+            throw SandboxError.memoryFullWhileStarting
         }
         guard jobPID > 0 else {
             // No pid and no failure record: the entering process died without a word.
