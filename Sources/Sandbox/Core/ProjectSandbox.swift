@@ -32,9 +32,15 @@ public final class ProjectSandbox: Sendable {
         var nextJob = 1
         var nextLeaf = 1
         var jobs: [Int: RunningJob] = [:]
-        /// An empty, never-used job leaf made ahead of time, with its `cgroup.procs` open.
-        var spare: (leaf: LeafCgroup, procs: [FileDescriptor])?
+        /// An empty, never-used job leaf made ahead of time.
+        var spare: JobLeaf?
         var preparing = false
+    }
+
+    /// A job's cgroup leaf with its `cgroup.procs` files open for the entering process.
+    struct JobLeaf {
+        let leaf: LeafCgroup
+        let procs: [FileDescriptor]
     }
 
     init(
@@ -91,10 +97,11 @@ public final class ProjectSandbox: Sendable {
         let pidfd = initPidfd
         // The job's own cgroup: the child joins it before its first instruction, so the
         // whole tree is accounted, limited and killable from its start.
-        let (leaf, procs) = try takeLeaf()
+        let jobLeaf = try takeLeaf()
+        let leaf = jobLeaf?.leaf
         let process: SpawnedProcess
         do {
-            let cgroupFDs = procs
+            let cgroupFDs = jobLeaf?.procs ?? []
             process = try await Self.blocking {
                 try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: cgroupFDs.map(\.raw))
             }
@@ -126,19 +133,25 @@ public final class ProjectSandbox: Sendable {
     /// ran if there is one, else a new one; then the next spare is made in the background.
     /// A leaf is used once and removed after its job (fresh counters, nothing to reset),
     /// but its six `mkdir`s on a hybrid host no longer sit between a request and its job.
-    private func takeLeaf() throws -> (LeafCgroup?, [FileDescriptor]) {
-        guard let jobsCgroup else { return (nil, []) }
-        let (spare, number): ((leaf: LeafCgroup, procs: [FileDescriptor])?, Int) = state.withLock { state in
-            defer { state.spare = nil }
-            let number = state.nextLeaf
-            if state.spare == nil { state.nextLeaf += 1 }
-            return (state.spare, number)
-        }
+    private func takeLeaf() throws -> JobLeaf? {
+        guard let jobsCgroup else { return nil }
         defer { prepareSpareLeaf() }
-        if let spare { return (spare.leaf, spare.procs) }
-        let leaf = try jobsCgroup.createLeaf("job-\(number)")
+        let spare = state.withLock { state in
+            defer { state.spare = nil }
+            return state.spare
+        }
+        return try spare ?? makeLeaf(in: jobsCgroup)
+    }
+
+    /// A new leaf under the jobs' group, named by the sandbox's leaf counter.
+    private func makeLeaf(in jobs: ProjectCgroup) throws -> JobLeaf {
+        let number = state.withLock { state in
+            defer { state.nextLeaf += 1 }
+            return state.nextLeaf
+        }
+        let leaf = try jobs.createLeaf("job-\(number)")
         do {
-            return (leaf, try leaf.openProcsForChild())
+            return JobLeaf(leaf: leaf, procs: try leaf.openProcsForChild())
         } catch {
             try? leaf.destroy()
             throw error
@@ -147,22 +160,14 @@ public final class ProjectSandbox: Sendable {
 
     private func prepareSpareLeaf() {
         guard let jobsCgroup else { return }
-        let number: Int? = state.withLock { state in
-            guard state.alive, state.spare == nil, !state.preparing else { return nil }
+        let start = state.withLock { state in
+            guard state.alive, state.spare == nil, !state.preparing else { return false }
             state.preparing = true
-            defer { state.nextLeaf += 1 }
-            return state.nextLeaf
+            return true
         }
-        guard let number else { return }
+        guard start else { return }
         spareQueue.async { [self] in
-            var made: (leaf: LeafCgroup, procs: [FileDescriptor])?
-            if let leaf = try? jobsCgroup.createLeaf("job-\(number)") {
-                if let procs = try? leaf.openProcsForChild() {
-                    made = (leaf, procs)
-                } else {
-                    try? leaf.destroy()
-                }
-            }
+            let made = try? makeLeaf(in: jobsCgroup)
             // A sandbox destroyed meanwhile removes the leaf with its whole cgroup: its
             // destroy() waits for this queue first.
             state.withLock { state in
