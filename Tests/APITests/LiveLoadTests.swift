@@ -21,7 +21,7 @@ struct LiveLoadTests {
         var request = URLRequest(url: URL(string: "http://127.0.0.1:\(port)\(path)")!)
         request.httpMethod = method
         request.timeoutInterval = 60
-        if let json { request.httpBody = Data(json.encoded()) }
+        if let json { request.httpBody = Data(json.serialized()) }
         if let token { request.setValue("Bearer \(token)", forHTTPHeaderField: "Authorization") }
         let (data, response) = try await URLSession.shared.data(for: request)
         let http = response as! HTTPURLResponse

@@ -85,7 +85,7 @@ public struct ClusterBackend: HostBackend {
         if !limitFields.isEmpty { fields["limits"] = .object(limitFields.mapValues(JSON.number)) }
         let response = try await forward(
             id, "PUT", "/v1/projects/\(id)", headers: [("Content-Type", "application/json")],
-            body: JSON.object(fields).encoded())
+            body: JSON.object(fields).serialized())
         return try Self.decode(ProjectInfo.self, response.body)
     }
 

@@ -20,7 +20,7 @@ public struct ClusterFileTools: FileToolBackend {
         if let caller { headers.append((InternalRoutes.callerHeader, caller)) }
         let response = try await backend.forward(
             project, "POST", "/v1/internal/projects/\(project)/files/\(name)", headers: headers,
-            body: JSON.object(arguments).encoded())
+            body: JSON.object(arguments).serialized())
         let json = try JSON.parse(response.body)
         return FileToolReply(
             text: json["text"]?.stringValue ?? "", structured: json["structured"] ?? .object([:]),

@@ -24,7 +24,7 @@ public final class AuditLog: Sendable {
         var line = fields
         line["ts"] = .string(JSONLogHandler.timestamp())
         line["event"] = .string(event)
-        let bytes = line.isEmpty ? [] : JSON.object(line).encoded() + [0x0A]
+        let bytes = line.isEmpty ? [] : JSON.object(line).serialized() + [0x0A]
         lock.withLock { _ in
             _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
         }

@@ -32,7 +32,7 @@ public struct JSONLogHandler: LogHandler {
         fields["logger"] = .string(label)
         fields["msg"] = .string(event.message.description)
         if event.level >= .warning { fields["source"] = .string("\(event.file):\(event.line)") }
-        sink(String(decoding: JSON.object(fields).encoded(), as: UTF8.self) + "\n")
+        sink(String(decoding: JSON.object(fields).serialized(), as: UTF8.self) + "\n")
     }
 
     static func json(_ value: Logger.Metadata.Value) -> JSON {

@@ -20,12 +20,10 @@ struct InternalRoutes {
             guard let files = state.files, files.fileToolNames.contains(name) else {
                 throw APIError.unknownTool(name, known: state.files?.fileToolNames ?? [])
             }
-            let body = try await request.collect(limit: state.configuration.limits.maxJSONBytes)
-            guard case .object(let arguments) = try JSON.parse(body) else {
-                throw APIError.invalidArgument("the request body", "must be a JSON object")
-            }
+            let arguments = try await request.jsonObject(limit: state.configuration.limits.maxJSONBytes)
             let caller = request.headers[HTTPField.Name(Self.callerHeader)!]
-            let reply = try await files.callFileTool(project: id, name: name, arguments: arguments, caller: caller)
+            let reply = try await files.callFileTool(
+                project: id, name: name, arguments: arguments.all, caller: caller)
             return Response.json([
                 "text": .string(reply.text), "structured": reply.structured, "is_error": .bool(reply.isError),
                 "error_code": .optional(reply.errorCode.map(JSON.string)),

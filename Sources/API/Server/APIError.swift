@@ -118,6 +118,6 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         headers[.contentType] = "application/json"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
         let body: JSON = ["error": ["code": .string(code), "message": .string(message)]]
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.encoded())))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
     }
 }

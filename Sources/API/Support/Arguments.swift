@@ -8,6 +8,9 @@ struct Arguments {
 
     init(_ fields: [String: JSON]) { self.fields = fields }
 
+    /// Every field, for a caller that hands the object on whole.
+    var all: [String: JSON] { fields }
+
     /// The object in `json`, or an error saying the body must be one.
     init(body json: JSON, what: String = "the request body") throws(APIError) {
         guard case .object(let fields) = json else {

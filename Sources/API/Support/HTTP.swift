@@ -67,7 +67,8 @@ extension Response {
     static func json(_ value: JSON, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
         var headers = headers
         headers[.contentType] = "application/json"
-        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.encoded())))
+        return Response(
+            status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.serialized())))
     }
 
     /// A Server-Sent Events stream; `produce` writes events until it returns.
@@ -92,7 +93,7 @@ struct EventWriter {
     mutating func send(_ event: String, _ data: JSON, id: String? = nil) async throws {
         var text = "event: \(event)\n"
         if let id { text += "id: \(id)\n" }
-        text += "data: " + String(decoding: data.encoded(), as: UTF8.self) + "\n\n"
+        text += "data: " + String(decoding: data.serialized(), as: UTF8.self) + "\n\n"
         try await writer.write(ByteBuffer(string: text))
     }
 

@@ -16,9 +16,6 @@ extension JSONValue {
         }
     }
 
-    /// Encodes compactly with sorted keys (stable output for tests and caches).
-    public func encoded() -> [UInt8] { serialized() }
-
     /// A short name of the value's type for the API's argument errors, where every number
     /// is "a number" (``typeName`` tells integers apart, for the tools).
     var kindName: String {

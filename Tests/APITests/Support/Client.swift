@@ -26,7 +26,7 @@ extension TestClientProtocol {
         var headers = HTTPFields()
         if let token { headers[.authorization] = "Bearer \(token)" }
         for (name, value) in extra { headers[HTTPField.Name(name)!] = value }
-        let bytes = raw ?? json.map { $0.encoded() }
+        let bytes = raw ?? json.map { $0.serialized() }
         if json != nil { headers[.contentType] = "application/json" }
         return try await execute(
             uri: uri, method: method, headers: headers, body: bytes.map { ByteBuffer(bytes: $0) }
