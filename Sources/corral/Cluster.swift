@@ -43,6 +43,12 @@ struct Worker: AsyncParsableCommand {
         let clusterConfiguration = try cluster.configuration()
         let token = try cluster.workerToken()
         let api = try server.apiConfiguration(extraToken: token.map { ("cluster", $0) })
+        let agents = api.tokens.agentTokenNames
+        if !agents.isEmpty {
+            logger.warning(
+                "a worker takes only the worker token; the tokens file gives it agent tokens, which can call this worker directly, around the API nodes' routing, rate limits and job caps: give the agents' tokens to `corral api` only",
+                metadata: ["tokens": .string(agents.sorted().joined(separator: ","))])
+        }
         var configuration = try sandboxes.hostConfiguration(dataDir: server.dataDir, logger: logger)
         configuration.stores = BlobStores(primary: LocalBlobStore(directory: ServerOptions.absolute(blobDir)))
         let hostName = name ?? ProcessInfo.processInfo.hostName

@@ -81,7 +81,13 @@ struct ServerOptions: ParsableArguments {
     }
 
     func bootstrapLogging() {
-        if logFormat == "json" { LoggingSystem.bootstrap { JSONLogHandler(label: $0) } }
+        // Both formats escape control characters: text a request chose (a file name, a
+        // header) must never forge a line of the log.
+        if logFormat == "json" {
+            LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
+        } else {
+            LoggingSystem.bootstrap { TextLogHandler(label: $0) }
+        }
         // A parent may hand down a blocked SIGTERM/SIGINT (a test runner does): the
         // graceful shutdown must still hear them.
         var signals = sigset_t()
@@ -98,7 +104,8 @@ struct ServerOptions: ParsableArguments {
         var store = try tokens.map(TokenStore.load) ?? TokenStore([])
         if let extraToken {
             store = store.adding(
-                Principal(name: extraToken.name, projects: ["*"], admin: true), secret: extraToken.secret)
+                Principal(name: extraToken.name, projects: ["*"], admin: true, forwarder: true),
+                secret: extraToken.secret)
         }
         var api = APIConfiguration(
             host: host, port: port, tokens: store, dataDirectory: Self.absolute(dataDir),

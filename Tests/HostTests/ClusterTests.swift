@@ -52,6 +52,47 @@ struct ClusterTests {
         client.close()
     }
 
+    /// One token's jobs across many projects once filled the queue every tenant shares; its
+    /// cap holds cluster-wide, counts only jobs still queued or running, and spares others.
+    @Test func aSubmitterAtItsCapIsRefusedClusterWideUntilOneOfItsJobsEnds() async throws {
+        let f = try ClusterFixture()
+        let (worker, runner) = try await f.worker("host-a")
+        let client = f.client()
+        func submit(_ project: String, _ command: String, by submitter: String = "alpha", key: String? = nil)
+            async throws -> JobRecord
+        {
+            try await client.submit(
+                JobRequest(
+                    project: project, command: command, background: true, idempotencyKey: key, submitter: submitter,
+                    submitterCap: 2))
+        }
+        let first = try await submit("p1", "block-1")
+        _ = try await submit("p2", "block-2")
+        await #expect(throws: JobError.submitterBusy(submitter: "alpha", limit: 2)) {
+            try await submit("p3", "block-3")
+        }
+        // Another submitter is not held back, and a retry of a queued job still attaches.
+        _ = try await submit("p3", "block-other", by: "beta")
+        #expect(try await client.waitFor(first.id, state: .running))
+        runner.finish("block-1")
+        #expect(try await client.waitFor(first.id, state: .completed))
+        let third = try await submit("p3", "block-3", key: "k")
+        #expect(try await submit("p3", "block-3", key: "k").id == third.id)
+        // The same key on another project names another job.
+        await #expect(throws: JobError.submitterBusy(submitter: "alpha", limit: 2)) {
+            try await submit("p4", "block-4", key: "k")
+        }
+        for command in ["block-2", "block-3", "block-other"] {
+            while runner.execution(command) == nil { try await Task.sleep(for: .milliseconds(20)) }
+            runner.finish(command)
+        }
+        #expect(try await client.waitFor(third.id, state: .completed))
+        let fourth = try await submit("p4", "echo four", key: "k")
+        #expect(fourth.id != third.id)
+        await worker.shutdown(grace: .seconds(1))
+        client.close()
+    }
+
     @Test func waitingReturnsOnNewOutputWithACursorAndOnTheEnd() async throws {
         let f = try ClusterFixture()
         let (worker, runner) = try await f.worker("host-a")

@@ -33,6 +33,31 @@ import Testing
         #expect(f.contents("a.txt") == "x = 2\ny = 2\nx = 2\n\nx = 2\n")
     }
 
+    /// `replace_all` of one byte in a 10 MiB file with a 7 MiB text once asked the host to
+    /// allocate 70 TB, and a failed allocation ends the process. The edit is refused first,
+    /// and the file is left as it was.
+    @Test func anEditThatWouldGrowTheFilePastTheLimitIsRefusedBeforeAllocating() throws {
+        let f = try FileToolFixture(files: ["a.txt": String(repeating: "a", count: 1 << 20)])
+        let before = f.snapshot()
+        let error = errorOf {
+            try f.tools.editFile(
+                "a.txt", oldString: "a", newString: String(repeating: "b", count: 1 << 20), replaceAll: true)
+        }
+        guard case .invalidArguments(let argument, let detail) = error else {
+            Issue.record("unexpected \(String(describing: error))")
+            return
+        }
+        #expect(argument == "new_str")
+        #expect(
+            detail
+                == "this edit would make a.txt 1 TiB (1048576 replacements), above the 10 MiB limit for editing a whole file. Write a large file with a command instead."
+        )
+        #expect(f.snapshot() == before)
+        let ok = try f.tools.editFile("a.txt", oldString: "a", newString: "bb", replaceAll: true)
+        #expect(ok.replacements == 1 << 20)
+        #expect(f.contents("a.txt")?.utf8.count == 2 << 20)
+    }
+
     @Test func aNearMissShowsTheClosestText() throws {
         let code = "func a() {\n    let x = 1\n    let y = 2\n    return x + y\n}\n"
         let f = try FileToolFixture(files: ["a.swift": code])

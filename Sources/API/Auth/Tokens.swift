@@ -10,18 +10,32 @@ public struct Principal: Sendable, Equatable {
     public var admin: Bool
     /// Its request budget; nil: the server's default.
     public var rate: RateLimit?
+    /// The most jobs it may have queued or running at once; nil: the server's default
+    /// (``APILimits/defaultMaxJobs``).
+    public var maxJobs: Int?
+    /// A cluster's worker token, which API nodes present to workers: only its calls may
+    /// name the agent they are forwarded for (``ForwardedCaller``).
+    public var forwarder: Bool
 
-    public init(name: String, projects: [String], admin: Bool, rate: RateLimit? = nil) {
+    public init(
+        name: String, projects: [String], admin: Bool, rate: RateLimit? = nil, maxJobs: Int? = nil,
+        forwarder: Bool = false
+    ) {
         self.name = name
         self.projects = projects
         self.admin = admin
         self.rate = rate
+        self.maxJobs = maxJobs
+        self.forwarder = forwarder
     }
 
     /// The principal of an open (tokenless, loopback-only) server.
     public static let anonymous = Principal(name: "anonymous", projects: ["*"], admin: true)
 
     public func may(project id: String) -> Bool { projects.contains { Glob.matches($0, id) } }
+
+    /// The most jobs it may have queued or running at once.
+    func jobCap(_ limits: APILimits) -> Int { maxJobs ?? limits.defaultMaxJobs }
 }
 
 /// A token bucket's size: `perSecond` requests sustained, `burst` at once. `perSecond` 0
@@ -44,7 +58,7 @@ public struct RateLimit: Sendable, Equatable {
 /// {"tokens": [
 ///   {"name": "agent-a", "secret": "…32+ random characters…", "projects": ["team-a-*"]},
 ///   {"name": "ops", "secret": "…", "projects": ["*"], "admin": true,
-///    "rate": {"per_second": 50, "burst": 100}}
+///    "rate": {"per_second": 50, "burst": 100}, "max_jobs": 200}
 /// ]}
 /// ```
 ///
@@ -68,6 +82,10 @@ public struct TokenStore: Sendable {
         copy.entries.append(Entry(principal: principal, digest: SHA256.hash(Array(secret.utf8))))
         return copy
     }
+
+    /// The tokens other than a cluster's worker token. A worker should have none: each
+    /// could call the worker directly, around the API nodes' routing, rate and job caps.
+    public var agentTokenNames: [String] { entries.filter { !$0.principal.forwarder }.map(\.principal.name) }
 
     /// No tokens: only a loopback server may run like this.
     public var isEmpty: Bool { entries.isEmpty }
@@ -117,15 +135,17 @@ public struct TokenStore: Sendable {
             var rate: RateLimit?
             if var limits = try fields.object("rate") {
                 let perSecond = try limits.number("per_second", in: 0...1_000_000) ?? 0
-                let burst = try limits.int("burst", in: 0...1_000_000) ?? Int(max(1, perSecond * 2))
+                let burst = try limits.int("burst", in: 0...1_000_000) ?? Int(max(1, min(perSecond * 2, 1_000_000)))
                 try limits.finish("\(what).rate")
                 rate = RateLimit(perSecond: perSecond, burst: burst)
             }
+            let maxJobs = try fields.int("max_jobs", in: 1...100_000)
             try fields.finish(what)
             guard !tokens.contains(where: { $0.0.name == name }) else {
                 throw .invalidArgument("\(what).name", "\"\(name)\" is used by two tokens")
             }
-            tokens.append((Principal(name: name, projects: projects, admin: admin, rate: rate), secret))
+            tokens.append(
+                (Principal(name: name, projects: projects, admin: admin, rate: rate, maxJobs: maxJobs), secret))
         }
         return TokenStore(tokens.map { (principal: $0.0, secret: $0.1) })
     }

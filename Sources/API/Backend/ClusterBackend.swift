@@ -40,6 +40,8 @@ public struct ClusterBackend: HostBackend {
         let base = try await owner(of: id)
         var url = base + path
         if !query.isEmpty { url += "?" + query.map { "\($0.0)=\(Self.escape($0.1))" }.joined(separator: "&") }
+        // The worker charges the agent's own rate, not the worker token's (one bucket for all).
+        let headers = headers + (ForwardedCaller.current?.headers ?? [])
         let response = try await workers.send(method, url, headers: headers, body: body, onChunk: onChunk)
         guard (200..<300).contains(response.status) else { throw Self.refusal(response) }
         return response
@@ -149,8 +151,8 @@ public struct ClusterBackend: HostBackend {
         guard let snap = json["snapshot"], case .object = snap else { return nil }
         return SnapshotResult(
             key: snap["key"]?.stringValue ?? "", version: snap["version"]?.stringValue ?? "",
-            bytes: Int64(snap["bytes"]?.numberValue ?? 0), files: Int(snap["files"]?.numberValue ?? 0),
-            skipped: Int(snap["skipped"]?.numberValue ?? 0))
+            bytes: Self.count(snap["bytes"]), files: Int(Self.count(snap["files"])),
+            skipped: Int(Self.count(snap["skipped"])))
     }
 
     public func evict(_ id: String, discard: Bool) async throws {
@@ -256,13 +258,24 @@ public struct ClusterBackend: HostBackend {
         value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
     }
 
+    /// A count from a worker's JSON: 0 unless it is a whole number in 0...2^53. Converting an
+    /// arbitrary `Double` with `Int64(_:)` traps on NaN, infinities and large values, and
+    /// one bad reply must not end the node.
+    static func count(_ value: JSON?) -> Int64 {
+        guard let number = value?.numberValue, number.isFinite, number >= 0, number <= 9_007_199_254_740_992 else {
+            return 0
+        }
+        return Int64(number)
+    }
+
     static func progress(_ data: String) -> CacheProgress? {
         guard let json = try? JSON.parse(Array(data.utf8)) else { return nil }
         switch json["stage"]?.stringValue {
         case "downloading":
             return .downloading(
                 TransferProgress(
-                    bytes: Int64(json["bytes"]?.numberValue ?? 0), total: json["total"]?.numberValue.map { Int64($0) },
+                    bytes: Self.count(json["bytes"]),
+                    total: json["total"]?.numberValue == nil ? nil : Self.count(json["total"]),
                     bytesPerSecond: json["bytes_per_second"]?.numberValue ?? 0))
         case "extracting": return .extracting
         case "ready": return .ready

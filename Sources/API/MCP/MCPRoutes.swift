@@ -44,11 +44,7 @@ struct MCPRoutes {
             state: state, project: id, principal: principal,
             caller: ToolRoutes.caller(principal, request.headers[.sessionID]))
         if case .array(let batch) = message {
-            var replies: [JSON] = []
-            for item in batch {
-                if let reply = await session.handle(item, progress: nil) { replies.append(reply) }
-            }
-            return replies.isEmpty ? Response(status: .accepted) : Response.json(.array(replies))
+            return try await answer(batch, session: session, context: context)
         }
         // A tools/call that asked for progress gets an SSE stream, when the client takes one.
         if message["method"]?.stringValue == "tools/call", let token = message["params"]?["_meta"]?["progressToken"],
@@ -58,6 +54,50 @@ struct MCPRoutes {
         }
         guard let reply = await session.handle(message, progress: nil) else { return Response(status: .accepted) }
         return Response.json(reply)
+    }
+
+    /// A JSON-RPC batch, bounded three ways so one POST can never be worth more than the
+    /// caller's own budget: at most ``APILimits/maxBatchItems`` messages (a longer batch is
+    /// refused whole, nothing run); every message after the first is charged to the
+    /// caller's rate like a request of its own (the first was charged as the POST), and one
+    /// over the rate is answered with an error, unrun; once the replies pass
+    /// ``APILimits/maxBatchReplyBytes``, the rest are answered with an error, unrun.
+    func answer(_ batch: [JSON], session: MCPSession, context: APIContext) async throws -> Response {
+        let limits = state.configuration.limits
+        guard !batch.isEmpty else {
+            return Response.json(RPC.error(nil, -32600, "invalid request: an empty batch"), status: .badRequest)
+        }
+        guard batch.count <= limits.maxBatchItems else {
+            return Response.json(
+                RPC.error(
+                    nil, -32600,
+                    "invalid request: a batch of \(batch.count) messages; at most \(limits.maxBatchItems) per request, none was run"
+                ),
+                status: .badRequest)
+        }
+        var replies: [JSON] = []
+        var replyBytes = 0
+        for (index, item) in batch.enumerated() {
+            let id = item["id"].flatMap { $0 == .null ? nil : $0 }
+            if index > 0, let refusal = state.charge(context) {
+                if let id { replies.append(RPC.error(id, -32000, refusal.message, data: refusal.data)) }
+                continue
+            }
+            if replyBytes > limits.maxBatchReplyBytes {
+                if let id {
+                    replies.append(
+                        RPC.error(
+                            id, -32000,
+                            "not run: this batch's replies passed \(limits.maxBatchReplyBytes) bytes; send the rest in another request",
+                            data: ["code": "reply_too_large"]))
+                }
+                continue
+            }
+            guard let reply = await session.handle(item, progress: nil) else { continue }
+            replyBytes += reply.serialized().count
+            replies.append(reply)
+        }
+        return replies.isEmpty ? Response(status: .accepted) : Response.json(.array(replies))
     }
 
     /// Progress notifications while the tool runs, then its result, as SSE `message` events.
@@ -139,8 +179,10 @@ struct MCPSession: Sendable {
 enum RPC {
     static func result(_ id: JSON, _ result: JSON) -> JSON { ["jsonrpc": "2.0", "id": id, "result": result] }
 
-    static func error(_ id: JSON?, _ code: Int, _ message: String) -> JSON {
-        ["jsonrpc": "2.0", "id": id ?? .null, "error": ["code": .int(code), "message": .string(message)]]
+    static func error(_ id: JSON?, _ code: Int, _ message: String, data: JSON? = nil) -> JSON {
+        var error: [String: JSON] = ["code": .int(code), "message": .string(message)]
+        if let data { error["data"] = data }
+        return ["jsonrpc": "2.0", "id": id ?? .null, "error": .object(error)]
     }
 
     static func notification(_ method: String, _ params: JSON) -> JSON {

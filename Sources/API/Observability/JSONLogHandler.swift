@@ -55,3 +55,64 @@ public struct JSONLogHandler: LogHandler {
         lock.withLock { _ in FileHandle.standardError.write(Data(line.utf8)) }
     }
 }
+
+/// A swift-log handler for people reading a terminal: one line per event,
+/// `TS LEVEL LOGGER: MESSAGE key=value …`. Every control character in the message and the
+/// metadata is escaped (`\n`, `\u{1b}`), so a file name or a header an agent chose can
+/// never start a line of its own and forge an entry.
+public struct TextLogHandler: LogHandler {
+    public var metadata: Logger.Metadata = [:]
+    public var logLevel: Logger.Level = .info
+    let label: String
+    let sink: @Sendable (String) -> Void
+
+    /// `sink` receives each line (with its newline); the default writes to stderr.
+    public init(label: String, sink: @escaping @Sendable (String) -> Void = JSONLogHandler.standardError) {
+        self.label = label
+        self.sink = sink
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        let merged = metadata.merging(event.metadata ?? [:], uniquingKeysWith: { _, new in new })
+        var line = "\(JSONLogHandler.timestamp()) \(event.level.rawValue) \(Self.escape(label)): "
+        line += Self.escape(event.message.description)
+        for key in merged.keys.sorted() {
+            line += " \(Self.escape(key))=\(Self.escape(Self.text(merged[key]!)))"
+        }
+        sink(line + "\n")
+    }
+
+    static func text(_ value: Logger.Metadata.Value) -> String {
+        switch value {
+        case .string(let text): text
+        case .stringConvertible(let item): item.description
+        case .array(let items): "[" + items.map(text).joined(separator: ", ") + "]"
+        case .dictionary(let dict):
+            "[" + dict.keys.sorted().map { "\($0): \(text(dict[$0]!))" }.joined(separator: ", ") + "]"
+        }
+    }
+
+    /// C0 controls, DEL and the C1 controls (U+0080–U+009F, which some terminals obey) as
+    /// escapes; a backslash doubled, so an escape in the input cannot pass for ours.
+    static func escape(_ text: String) -> String {
+        var out = ""
+        out.reserveCapacity(text.utf8.count)
+        for scalar in text.unicodeScalars {
+            switch scalar.value {
+            case 0x0A: out += "\\n"
+            case 0x0D: out += "\\r"
+            case 0x09: out += "\\t"
+            case 0x5C: out += "\\\\"
+            case 0x00..<0x20, 0x7F..<0xA0, 0x2028, 0x2029:
+                out += "\\u{" + String(scalar.value, radix: 16) + "}"
+            default: out.unicodeScalars.append(scalar)
+            }
+        }
+        return out
+    }
+}

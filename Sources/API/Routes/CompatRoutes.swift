@@ -41,7 +41,8 @@ struct CompatRoutes {
         try body.finish("an execute request")
         let seconds = try await CommandBody.resolvedTimeout(timeout, project: id, state: state)
         let job = JobRequest(
-            project: id, command: command, cwd: cwd, timeoutSeconds: seconds, submitter: principal.name)
+            project: id, command: command, cwd: cwd, timeoutSeconds: seconds, submitter: principal.name,
+            submitterCap: principal.jobCap(limits))
         let snapshot = try await state.commands.run(
             job, budget: .seconds(min(seconds + 30, 7200)), via: "compat:execute")
         let view = JobView(snapshot: snapshot)
@@ -75,7 +76,8 @@ struct CompatRoutes {
             """
         let job = JobRequest(
             project: id, command: script, environment: ["CORRAL_PATH": inside], timeoutSeconds: 30,
-            submitter: principal.name)
+            submitter: principal.name,
+            submitterCap: principal.jobCap(limits))
         let snapshot = try await state.commands.run(job, budget: .seconds(60), via: "compat:file_read")
         guard let result = snapshot.record.result, snapshot.record.state == .completed else {
             return Response.json(
@@ -121,7 +123,8 @@ struct CompatRoutes {
             project: id,
             command: SearchScript.command(regex: regex, caseInsensitive: caseInsensitive, glob: glob != nil, max: max),
             environment: ["CORRAL_QUERY": query, "CORRAL_PATH": inside, "CORRAL_GLOB": glob ?? ""], timeoutSeconds: 60,
-            submitter: principal.name)
+            submitter: principal.name,
+            submitterCap: principal.jobCap(limits))
         let snapshot = try await state.commands.run(job, budget: .seconds(90), via: "compat:search")
         guard let result = snapshot.record.result, snapshot.record.state == .completed, result.exitCode <= 1 else {
             let why = snapshot.record.result?.stderr ?? snapshot.record.error ?? "the search did not finish"

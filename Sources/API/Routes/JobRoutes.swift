@@ -62,7 +62,7 @@ struct JobRoutes {
     func poll(_ request: Request, _ context: APIContext) async throws -> Response {
         let (_, job) = try await ownedJob(context)
         let wait = try request.query("wait", in: 0...limits.maxWaitSeconds) ?? 0
-        let since = try request.queryInt("since", in: 0...Int.max / 4) ?? 0
+        let since = try request.queryInt("since", in: JobSnapshot.cursors) ?? 0
         let snapshot = try await backend.waitJob(
             job, timeout: .milliseconds(Int(wait * 1000)), since: since, untilFinished: false)
         return Response.json(JobView(snapshot: snapshot).json)
@@ -72,8 +72,8 @@ struct JobRoutes {
     /// `status` on each change, and a final `exit` with the whole result.
     func events(_ request: Request, _ context: APIContext) async throws -> Response {
         let (_, job) = try await ownedJob(context)
-        let resume = request.headers[.lastEventID].flatMap(Int.init)
-        let start = try resume ?? request.queryInt("since", in: 0...Int.max / 4) ?? 0
+        let resume = try request.headerInt(.lastEventID, in: JobSnapshot.cursors)
+        let start = try resume ?? request.queryInt("since", in: JobSnapshot.cursors) ?? 0
         let first = try await backend.jobSnapshot(job, since: start)
         return Response.eventStream { [backend] writer in
             var status: JobState?
@@ -142,7 +142,8 @@ enum CommandBody {
         return JobRequest(
             project: project, command: command, cwd: cwd, environment: environment, stdin: stdin,
             timeoutSeconds: try await resolvedTimeout(timeout, project: project, state: state),
-            submitter: principal.name)
+            submitter: principal.name,
+            submitterCap: principal.jobCap(limits))
     }
 
     static func resolvedTimeout(_ requested: Double?, project: String, state: APIState) async throws -> Double {

@@ -76,13 +76,26 @@ public struct APILimits: Sendable {
     public var maxInFlight: Int
     /// A principal's budget unless its token says otherwise.
     public var defaultRate: RateLimit
+    /// Messages in one MCP JSON-RPC batch; a longer batch is refused whole, unrun. Each
+    /// message is charged to the caller's rate like a request of its own.
+    public var maxBatchItems: Int
+    /// Bytes of replies one MCP batch may build up; the messages after that are answered
+    /// with an error and not run, so one request can never make the host hold more.
+    public var maxBatchReplyBytes: Int
+    /// Jobs one token may have queued or running at once, host-wide (cluster-wide in a
+    /// cluster), unless its token says otherwise: one token cannot fill the shared queue.
+    public var defaultMaxJobs: Int
 
     public init(
         maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, maxConcurrentUploads: Int = 4,
         defaultWaitSeconds: Double = 110,
         maxWaitSeconds: Double = 300, maxCommandBytes: Int = 256 << 10, maxInFlight: Int = 4096,
-        defaultRate: RateLimit = RateLimit(perSecond: 50, burst: 100)
+        defaultRate: RateLimit = RateLimit(perSecond: 50, burst: 100), maxBatchItems: Int = 32,
+        maxBatchReplyBytes: Int = 16 << 20, defaultMaxJobs: Int = 100
     ) {
+        self.maxBatchItems = maxBatchItems
+        self.maxBatchReplyBytes = maxBatchReplyBytes
+        self.defaultMaxJobs = defaultMaxJobs
         self.maxJSONBytes = maxJSONBytes
         self.maxArchiveBytes = maxArchiveBytes
         self.maxConcurrentUploads = maxConcurrentUploads

@@ -8,6 +8,9 @@ public struct APIContext: RequestContext {
     /// Nil until authenticated, and on public endpoints called without a token.
     public var principal: Principal?
     public var requestID = ""
+    /// Whose rate this request is charged to, set by the rate-limit middleware: usually the
+    /// principal, and on a worker the agent an API node forwards for.
+    var rateSubject: RateSubject?
     /// Whether the peer is on this machine (127.0.0.0/8 or ::1).
     public let peerIsLoopback: Bool
 

@@ -109,6 +109,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case .notFound: .init(.notFound, "job_not_found", error.description)
         case .shuttingDown: .init(.serviceUnavailable, "shutting_down", error.description, retryAfter: 5)
         case .invalidRequest: .init(.unprocessableContent, "invalid_request", error.description)
+        case .submitterBusy: .init(.tooManyRequests, "too_many_jobs", error.description, retryAfter: 1)
         }
     }
 

@@ -42,7 +42,21 @@ extension Request {
 
     func queryInt(_ name: String, in range: ClosedRange<Int>) throws(APIError) -> Int? {
         guard let raw = uri.queryParameters.get(name) else { return nil }
-        guard let value = Int(raw) else { throw .invalidArgument(name, "must be a whole number, got \"\(raw)\"") }
+        return try Self.wholeNumber(String(raw), name: name, in: range)
+    }
+
+    /// A header as a whole number in `range`. Every integer a request carries goes through
+    /// a range check before any arithmetic: Swift traps on overflow, and a trap in a server
+    /// ends every tenant's jobs.
+    func headerInt(_ name: HTTPField.Name, in range: ClosedRange<Int>) throws(APIError) -> Int? {
+        guard let raw = headers[name] else { return nil }
+        return try Self.wholeNumber(raw, name: name.rawName, in: range)
+    }
+
+    static func wholeNumber(_ raw: String, name: String, in range: ClosedRange<Int>) throws(APIError) -> Int {
+        guard let value = Int(raw) else {
+            throw .invalidArgument(name, "must be a whole number, got \"\(raw.prefix(64))\"")
+        }
         guard range.contains(value) else {
             throw .invalidArgument(name, "must be between \(range.lowerBound) and \(range.upperBound), got \(value)")
         }

@@ -27,7 +27,8 @@ struct CommandTools {
         try args.finish("bash")
         let request = JobRequest(
             project: project, command: command, cwd: cwd,
-            timeoutSeconds: try await timeoutOrDefault(timeout), background: background, submitter: principal.name)
+            timeoutSeconds: try await timeoutOrDefault(timeout), background: background, submitter: principal.name,
+            submitterCap: principal.jobCap(limits))
         if background {
             let record = try await commands.launch(request, via: "tool:bash")
             return ToolOutcome(
@@ -66,7 +67,7 @@ struct CommandTools {
     func jobOutput(_ args: inout Arguments) async throws -> ToolOutcome {
         let id = try args.requiredString("job_id", aliases: ["id"], maxBytes: 128)
         let wait = try args.number("wait", aliases: ["wait_s"], in: 0...limits.maxWaitSeconds) ?? 30
-        let since = try args.int("since", in: 0...(Int.max / 4)) ?? 0
+        let since = try args.int("since", in: JobSnapshot.cursors) ?? 0
         try args.finish("job_output")
         try await checkOwned(id)
         let snapshot = try await backend.waitJob(

@@ -64,7 +64,13 @@ struct ClusterKeys: Sendable {
     /// String: one job's output, appended by its worker.
     func output(_ id: String) -> String { "\(prefix):job:\(id):out" }
     /// String: the job a submitter's idempotency key was first used for.
-    func idempotency(_ submitter: String, _ key: String) -> String { "\(prefix):idem:\(submitter):\(key)" }
+    /// Scoped by project too: the same key on two projects names two jobs. Each part is
+    /// length-prefixed, so no submitter, project or key can forge another's key.
+    func idempotency(_ submitter: String, project: String, _ key: String) -> String {
+        "\(prefix):idem:\(submitter.utf8.count):\(submitter):\(project):\(key)"
+    }
+    /// Sorted set: the jobs a submitter has queued or running, for its cap.
+    func active(_ submitter: String) -> String { "\(prefix):active:\(submitter)" }
     /// Sorted set: a project's recent job IDs by creation time.
     func projectJobs(_ project: String) -> String { "\(prefix):project:\(project):jobs" }
     /// Hash: a project's registration (`spec`), ownership `epoch` and `last` owner

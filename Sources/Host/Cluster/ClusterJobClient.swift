@@ -52,7 +52,8 @@ public final class ClusterJobClient: Sendable {
     // MARK: - Submitting
 
     /// Queues a job on its project's owner and returns its record. A retried submit with
-    /// the same idempotency key from the same submitter returns the first job.
+    /// the same idempotency key from the same submitter to the same project returns the
+    /// first job. A submitter at its ``JobRequest/submitterCap`` is refused, cluster-wide.
     public func submit(_ request: JobRequest) async throws -> JobRecord {
         guard !request.command.isEmpty else { throw JobError.invalidRequest("command is empty") }
         guard request.timeoutSeconds > 0 else { throw JobError.invalidRequest("timeout must be positive") }
@@ -62,7 +63,8 @@ public final class ClusterJobClient: Sendable {
         let arguments = [
             configuration.keyPrefix, id, request.project, try ClusterRecords.json(request), lane.rawValue,
             ClusterRecords.timestamp(now), configuration.leaseMilliseconds, configuration.retentionMilliseconds,
-            request.idempotencyKey.map { keys.idempotency(request.submitter, $0) } ?? "",
+            request.idempotencyKey.map { keys.idempotency(request.submitter, project: request.project, $0) } ?? "",
+            request.submitterCap == nil ? "" : keys.active(request.submitter), String(request.submitterCap ?? 0),
         ]
         // No live worker is usually a moment's gap (Redis just came back and the heartbeats
         // with it): wait for one as for Redis itself. Nothing was written meanwhile.
@@ -81,6 +83,8 @@ public final class ClusterJobClient: Sendable {
             return JobRecord(id: id, request: request, lane: lane, state: .queued, createdAt: now)
         case "existing" where parts.count > 1:
             return try await snapshot(parts[1]).record
+        case "busy":
+            throw JobError.submitterBusy(submitter: request.submitter, limit: request.submitterCap ?? 0)
         case "nohost":
             throw ClusterError.noLiveWorkers(retryAfterSeconds: RedisConnection.seconds(configuration.leaseTTL / 3))
         default:

@@ -72,10 +72,13 @@ enum ClusterScripts {
 
         """
 
-    /// ARGV: prefix, id, project, request JSON, lane, now, lease ms, retention ms, idempotency key or ''.
+    /// ARGV: prefix, id, project, request JSON, lane, now, lease ms, retention ms, idempotency key or '',
+    /// the submitter's active-jobs set or '', the submitter's cap.
     /// Records the job, routes it to its project's owner (leasing the project to the live
     /// worker with the fewest leases if it has none) and queues it on that worker's stream,
     /// all at once: there is never a record without a queue entry or the reverse.
+    /// The active set is pruned of ended jobs as it is counted, so it needs no bookkeeping
+    /// on any of the paths by which a job ends; it costs at most the cap in reads.
     static let submit = RedisScript(
         prelude + """
             local prefix, id, project = ARGV[1], ARGV[2], ARGV[3]
@@ -86,8 +89,22 @@ enum ClusterScripts {
               local prior = redis.call('GET', idem)
               if prior then return {'existing', prior} end
             end
+            local active = ARGV[10]
+            if active ~= '' then
+              local live = 0
+              for _, other in ipairs(redis.call('ZRANGE', active, 0, -1)) do
+                local state = redis.call('HGET', prefix .. ':job:' .. other, 'state')
+                if state == 'queued' or state == 'running' then live = live + 1
+                else redis.call('ZREM', active, other) end
+              end
+              if live >= tonumber(ARGV[11]) then return {'busy', tostring(live)} end
+            end
             local owner = route(prefix, project, ARGV[7])
             if not owner then return {'nohost'} end
+            if active ~= '' then
+              redis.call('ZADD', active, ARGV[6], id)
+              redis.call('PEXPIRE', active, ARGV[8])
+            end
             if idem ~= '' then redis.call('SET', idem, id, 'PX', ARGV[8]) end
             redis.call('HSET', job, 'id', id, 'project', project, 'request', ARGV[4], 'lane', ARGV[5],
               'state', 'queued', 'host', owner, 'created', ARGV[6], 'outlen', '0')

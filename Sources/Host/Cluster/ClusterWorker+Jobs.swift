@@ -70,6 +70,8 @@ extension ClusterWorker {
             var request = try JSONDecoder().decode(JobRequest.self, from: Data(json.utf8))
             request.submitter = Self.submitter
             request.idempotencyKey = id
+            // The submitter's cap was applied cluster-wide when the job was queued in Redis.
+            request.submitterCap = nil
             await hooks.prepare(request.project)
             let record = try await jobs.submit(request)
             tracked[id]?.local = record.id

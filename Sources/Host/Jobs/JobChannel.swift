@@ -47,8 +47,13 @@ final class JobChannel: Sendable {
     var version: Int { state.withLock { $0.version } }
 
     /// Output from `cursor` on: (text, new cursor, bytes before `cursor`'s data that are gone).
-    func read(since cursor: Int) -> (String, Int, Int) {
-        state.withLock { s in
+    ///
+    /// A cursor outside ``JobSnapshot/cursors`` is clamped into it first: callers check the
+    /// range, and this keeps a missed check from becoming an overflow trap that would end
+    /// the whole host.
+    func read(since requested: Int) -> (String, Int, Int) {
+        let cursor = min(max(requested, JobSnapshot.cursors.lowerBound), JobSnapshot.cursors.upperBound)
+        return state.withLock { s in
             let end = s.base + s.bytes.count
             let from = min(max(cursor, s.base), end)
             let skipped = max(0, s.base - cursor)

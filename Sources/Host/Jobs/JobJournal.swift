@@ -50,9 +50,10 @@ final class JobJournal {
         try db.query("SELECT record FROM jobs WHERE id = ?", .text(id)).first.flatMap { decode($0[0].text) }
     }
 
-    func find(submitter: String, idempotencyKey: String) throws -> JobRecord? {
+    func find(submitter: String, project: String, idempotencyKey: String) throws -> JobRecord? {
         try db.query(
-            "SELECT record FROM jobs WHERE submitter = ? AND idem_key = ?", .text(submitter), .text(idempotencyKey)
+            "SELECT record FROM jobs WHERE submitter = ? AND project = ? AND idem_key = ?", .text(submitter),
+            .text(project), .text(idempotencyKey)
         ).first.flatMap { decode($0[0].text) }
     }
 

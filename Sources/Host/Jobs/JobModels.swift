@@ -17,16 +17,22 @@ public struct JobRequest: Sendable, Codable, Equatable {
     /// A background job is not expected to finish soon: it runs in the long lane and the
     /// caller does not wait for it.
     public var background: Bool
-    /// A retried submit with the same key from the same submitter attaches to the same job.
+    /// A retried submit with the same key from the same submitter to the same project
+    /// attaches to the same job.
     public var idempotencyKey: String?
-    /// Who asked (a token's name), for idempotency and the audit log.
+    /// Who asked (a token's name), for idempotency, fairness and the audit log.
     public var submitter: String
+    /// The most jobs `submitter` may have queued or running at once, across every project
+    /// (host-wide, or cluster-wide in a cluster); nil: no cap. Set by the API from the
+    /// caller's token, so one token cannot fill the queue every tenant shares.
+    public var submitterCap: Int?
 
     public init(
         project: String, command: String, cwd: String = "/workspace", environment: [String: String] = [:],
         stdin: String? = nil, timeoutSeconds: Double = 120, background: Bool = false,
-        idempotencyKey: String? = nil, submitter: String = "local"
+        idempotencyKey: String? = nil, submitter: String = "local", submitterCap: Int? = nil
     ) {
+        self.submitterCap = submitterCap
         self.project = project
         self.command = command
         self.cwd = cwd
@@ -87,6 +93,11 @@ public struct JobSnapshot: Sendable, Equatable {
     public var cursor: Int
     /// Output before `since` that is no longer held in memory.
     public var skippedBytes: Int
+
+    /// The cursors a caller may pass back (`since`, `Last-Event-ID`): far above any output a
+    /// job can write, and far enough below `Int.max` that no sum or difference with a real
+    /// offset can overflow.
+    public static let cursors: ClosedRange<Int> = 0...(Int.max / 4)
 }
 
 /// Why the job system refused a request.
@@ -97,10 +108,14 @@ public enum JobError: Error, Equatable, Sendable, CustomStringConvertible {
     /// The host is shutting down and accepts nothing new.
     case shuttingDown
     case invalidRequest(String)
+    /// The submitter already has `limit` jobs queued or running (``JobRequest/submitterCap``).
+    case submitterBusy(submitter: String, limit: Int)
 
     public var description: String {
         switch self {
         case .overloaded(let after, let scope): "\(scope) queue is full; retry after \(after) s"
+        case .submitterBusy(let submitter, let limit):
+            "token \"\(submitter)\" already has \(limit) jobs queued or running, its most at once; wait for one to end or cancel one"
         case .notFound(let id): "no such job: \(id)"
         case .shuttingDown: "the host is shutting down"
         case .invalidRequest(let why): why

@@ -66,6 +66,10 @@ extension JobSystem {
     }
 
     func finish(_ entry: Entry, state: JobState, result: JobResult?, error: String?) {
+        if !entry.record.state.isFinal {
+            let submitter = entry.record.request.submitter
+            active[submitter] = active[submitter].map { $0 > 1 ? $0 - 1 : nil } ?? nil
+        }
         entry.record.state = state
         entry.record.finishedAt = Date()
         entry.record.result = result
@@ -100,12 +104,15 @@ extension JobSystem {
         return queues[record.lane]?[record.request.project]?.firstIndex(of: record.id).map { $0 + 1 }
     }
 
-    func findIdempotent(_ submitter: String, _ key: String) throws -> JobRecord? {
+    /// Keys are scoped by submitter and project: the same key used on two projects names
+    /// two jobs, and the second command must run.
+    func findIdempotent(_ submitter: String, project: String, _ key: String) throws -> JobRecord? {
         if let entry = entries.values.first(where: {
-            $0.record.request.submitter == submitter && $0.record.request.idempotencyKey == key
+            $0.record.request.submitter == submitter && $0.record.request.project == project
+                && $0.record.request.idempotencyKey == key
         }) {
             return entry.record
         }
-        return try journal?.find(submitter: submitter, idempotencyKey: key)
+        return try journal?.find(submitter: submitter, project: project, idempotencyKey: key)
     }
 }

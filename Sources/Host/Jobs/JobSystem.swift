@@ -45,6 +45,8 @@ public actor JobSystem {
     /// When each project last had a job started, for fairness.
     var lastServed: [String: Int] = [:]
     var serveCounter = 0
+    /// Jobs queued or running per submitter, for ``JobRequest/submitterCap``.
+    var active: [String: Int] = [:]
 
     final class Entry {
         var record: JobRecord
@@ -73,13 +75,18 @@ public actor JobSystem {
     // MARK: - Submitting and waiting
 
     /// Queues a job and returns its record at once. A retried submit with the same
-    /// idempotency key from the same submitter returns the first job.
+    /// idempotency key from the same submitter to the same project returns the first job.
     public func submit(_ request: JobRequest) throws -> JobRecord {
         guard accepting else { throw JobError.shuttingDown }
         guard !request.command.isEmpty else { throw JobError.invalidRequest("command is empty") }
         guard request.timeoutSeconds > 0 else { throw JobError.invalidRequest("timeout must be positive") }
-        if let key = request.idempotencyKey, let existing = try findIdempotent(request.submitter, key) {
+        if let key = request.idempotencyKey,
+            let existing = try findIdempotent(request.submitter, project: request.project, key)
+        {
             return existing
+        }
+        if let cap = request.submitterCap, active[request.submitter, default: 0] >= cap {
+            throw JobError.submitterBusy(submitter: request.submitter, limit: cap)
         }
         let lane: JobLane =
             request.background || request.timeoutSeconds > limits.shortThresholdSeconds ? .long : .short
@@ -95,6 +102,7 @@ public actor JobSystem {
         let record = JobRecord(id: id, request: request, lane: lane, state: .queued, createdAt: Date())
         entries[id] = Entry(record)
         try journal?.save(record)
+        active[request.submitter, default: 0] += 1
         queues[lane, default: [:]][request.project, default: []].append(id)
         if !(rotation[lane]?.contains(request.project) ?? false) { rotation[lane, default: []].append(request.project) }
         dispatch()

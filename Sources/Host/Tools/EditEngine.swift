@@ -27,7 +27,15 @@ struct EditEngine {
     /// Byte ranges of the new text in `content`, kept current as later edits shift them.
     private(set) var regions: [Range<Int>] = []
 
-    init(_ content: [UInt8]) { self.content = content }
+    /// The largest file the edits may leave: one `replace_all` of a byte with a long text
+    /// multiplies the file by that text's length, and must be refused before the host tries
+    /// to allocate the product.
+    let limit: Int
+
+    init(_ content: [UInt8], limit: Int = .max) {
+        self.content = content
+        self.limit = limit
+    }
 
     /// Applies `edit` (number `index` of a multi-edit, for messages) or throws why not.
     mutating func apply(_ edit: Edit, index: Int?, path: String) throws(ToolError) {
@@ -50,7 +58,7 @@ struct EditEngine {
             let lines = LineIndex(content)
             throw .oldStrNotUnique(path: path, edit: index, lines: found.map { lines.line(containing: $0) + 1 })
         }
-        replace(found, length: old.count, with: new)
+        try replace(found, length: old.count, with: new, path: path, edit: index)
     }
 
     /// Inserts `text` after line `line` (0 = at the top), adding the line break a model
@@ -74,14 +82,27 @@ struct EditEngine {
         } else if bytes.last != Self.newline {
             bytes.append(Self.newline)
         }
-        replace([at], length: 0, with: bytes)
+        try replace([at], length: 0, with: bytes, path: path, edit: nil)
     }
 
     /// Replaces `length` bytes at each of `positions` (ascending, non-overlapping).
-    private mutating func replace(_ positions: [Int], length: Int, with new: [UInt8]) {
+    /// Refuses, before allocating, a result above ``limit``.
+    private mutating func replace(_ positions: [Int], length: Int, with new: [UInt8], path: String, edit: Int?)
+        throws(ToolError)
+    {
         let delta = new.count - length
+        let (growth, overflow) = positions.count.multipliedReportingOverflow(by: max(delta, 0))
+        let (size, past) = content.count.addingReportingOverflow(growth)
+        guard !overflow, !past, size <= limit else {
+            let shown = overflow || past ? "more than \(Format.bytes(Int64(limit)))" : Format.bytes(Int64(size))
+            throw .invalidArguments(
+                argument: edit.map { "edits[\($0)].new_str" } ?? "new_str",
+                detail:
+                    "this edit would make \(path) \(shown) (\(positions.count) replacements), above the \(Format.bytes(Int64(limit))) limit for editing a whole file. Write a large file with a command instead."
+            )
+        }
         var result: [UInt8] = []
-        result.reserveCapacity(content.count + positions.count * max(delta, 0))
+        result.reserveCapacity(content.count + growth)
         var previous = 0
         var added: [Range<Int>] = []
         for position in positions {

@@ -57,7 +57,7 @@ extension FileTools {
         }
         return try modify(target, caller: caller, summary: { Format.plural($0, "replacement") }) {
             content throws(ToolError) in
-            var engine = EditEngine(content)
+            var engine = EditEngine(content, limit: Int(limits.maxFileBytes))
             for (index, edit) in edits.enumerated() {
                 try engine.apply(edit, index: multi ? index : nil, path: target.relative)
             }
@@ -73,7 +73,7 @@ extension FileTools {
         let target = try WorkspacePath(path)
         let summary = line == 0 ? "inserted text at the top" : "inserted text after line \(line)"
         return try modify(target, caller: caller, summary: { _ in summary }) { content throws(ToolError) in
-            var engine = EditEngine(content)
+            var engine = EditEngine(content, limit: Int(limits.maxFileBytes))
             try engine.insert(text, afterLine: line, path: target.relative)
             return engine
         }
