@@ -8,9 +8,8 @@ export PATH := /opt/swift/usr/bin:$(PATH)
 APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev libssl-dev \
 	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
 	redis-server hyperfine util-linux iproute2 python3 wrk
-# Python test peers: moto's S3 server, Microsoft's SDK as the reference Shared Key signer, the
-# official MCP client (API tests drive an MCP session with it) and schemathesis (API fuzzing).
-PIP_PACKAGES := moto[server] boto3 azure-storage-blob mcp schemathesis
+# Python test peers, pinned in Tests/requirements.txt.
+PIP_REQUIREMENTS := Tests/requirements.txt
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
@@ -46,8 +45,8 @@ deps:
 		echo "installing: $$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	@python3 -c "import moto.server, boto3, azure.storage.blob, mcp, schemathesis" 2>/dev/null || \
-		python3 -m pip install --quiet --disable-pip-version-check $(PIP_PACKAGES)
+	@scripts/pip-check $(PIP_REQUIREMENTS) || \
+		python3 -m pip install --quiet --disable-pip-version-check -r $(PIP_REQUIREMENTS)
 
 build: deps
 	swift build

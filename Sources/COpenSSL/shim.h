@@ -1,6 +1,8 @@
 #ifndef CORRAL_COPENSSL_SHIM_H
 #define CORRAL_COPENSSL_SHIM_H
 #include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 

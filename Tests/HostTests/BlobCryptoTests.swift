@@ -36,6 +36,21 @@ import Testing
         #expect(streamed == python.trimmingCharacters(in: .whitespacesAndNewlines))
     }
 
+    /// A copy of a hasher mid-stream goes on independently: the OpenSSL context is copied
+    /// on write, never shared.
+    @Test func aCopiedHasherGoesOnIndependently() {
+        var a = SHA256()
+        a.update(Array("ab".utf8))
+        var b = a
+        a.update(Array("c".utf8))
+        b.update(Array("d".utf8))
+        #expect(a.finalize().hexString == hex("abc"))
+        #expect(b.finalize().hexString == hex("abd"))
+        // finalize starts over.
+        a.update(Array("abc".utf8))
+        #expect(a.finalize().hexString == hex("abc"))
+    }
+
     @Test func hmacMatchesRFC4231() {
         let case1 = HMACSHA256.mac(key: [UInt8](repeating: 0x0b, count: 20), message: Array("Hi There".utf8))
         #expect(case1.hexString == "b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7")

@@ -1,4 +1,5 @@
 import Foundation
+import Sandbox
 import Synchronization
 
 /// Token buckets, one per principal. Keys are token names, so the table is as small as the
@@ -27,8 +28,7 @@ final class RateLimiter: Sendable {
         return buckets.withLock { buckets in
             var bucket = buckets[key] ?? Bucket(tokens: capacity, updated: now)
             let elapsed = now - bucket.updated
-            let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) * 1e-18
-            bucket.tokens = min(capacity, bucket.tokens + seconds * limit.perSecond)
+            bucket.tokens = min(capacity, bucket.tokens + elapsed.timeInterval * limit.perSecond)
             bucket.updated = now
             let allowed = bucket.tokens >= 1
             if allowed { bucket.tokens -= 1 }

@@ -2,6 +2,7 @@ import CoreMetrics
 import Foundation
 import Host
 import Prometheus
+import Sandbox
 import Synchronization
 
 /// The server's metrics, in a registry of its own (never the process-global one, so tests
@@ -107,12 +108,5 @@ extension APIMetrics {
     private static func grow(_ counter: CoreMetrics.Counter, from last: Int64, to now: Int64) {
         let delta = now >= last ? now - last : now
         if delta > 0 { counter.increment(by: delta) }
-    }
-}
-
-extension Duration {
-    var nanoseconds: Int64 {
-        let (seconds, attoseconds) = components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

@@ -124,14 +124,3 @@ enum BlockingThread {
         return try result.get()
     }
 }
-
-extension Duration {
-    var milliseconds: Int64 {
-        let (s, atto) = components
-        return s * 1000 + atto / 1_000_000_000_000_000
-    }
-    var timeInterval: TimeInterval {
-        let (s, atto) = components
-        return TimeInterval(s) + TimeInterval(atto) / 1e18
-    }
-}

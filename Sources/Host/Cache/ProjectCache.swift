@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import Logging
+import Sandbox
 
 /// The project cache: registers projects, materializes them once (single flight), keeps
 /// them warm for a sliding TTL, and writes agents' changes back before anything is lost.

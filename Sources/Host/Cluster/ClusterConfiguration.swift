@@ -1,4 +1,5 @@
 import Foundation
+import Sandbox
 
 /// How the hosts of one Corral cluster find each other in Redis and how quickly they give up
 /// on a silent peer.

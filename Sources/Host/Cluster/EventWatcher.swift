@@ -1,3 +1,4 @@
+import Sandbox
 import Synchronization
 
 /// Waits for new entries on many job event streams at once, over one blocking connection.

@@ -2,6 +2,7 @@ import CHiredis
 import Foundation
 import Glibc
 import Logging
+import Sandbox
 import Synchronization
 
 /// One hiredis connection, driven by a thread of its own.
@@ -112,7 +113,7 @@ final class RedisConnection: Sendable {
             return
         }
         let blocking = group.first?.blocking
-        if let blocking { _ = redisSetTimeout(c, timeval(blocking + configuration.commandTimeout)) }
+        if let blocking { _ = redisSetTimeout(c, (blocking + configuration.commandTimeout).timeval) }
         for request in group {
             for command in request.commands { append(c, command) }
         }
@@ -132,7 +133,7 @@ final class RedisConnection: Sendable {
             }
             request.continuation.resume(returning: replies)
         }
-        if blocking != nil { _ = redisSetTimeout(c, timeval(configuration.commandTimeout)) }
+        if blocking != nil { _ = redisSetTimeout(c, configuration.commandTimeout.timeval) }
     }
 
     /// The live context, connecting (and authenticating) first if there is none and the
@@ -158,7 +159,7 @@ final class RedisConnection: Sendable {
             }
         } else {
             made = redisConnectWithTimeout(
-                configuration.host, Int32(configuration.port), timeval(configuration.connectTimeout))
+                configuration.host, Int32(configuration.port), configuration.connectTimeout.timeval)
         }
         guard let c = made else { return .failure(failedAttempt("out of memory")) }
         if c.pointee.err != 0 {
@@ -166,7 +167,7 @@ final class RedisConnection: Sendable {
             redisFree(c)
             return .failure(failedAttempt(reason))
         }
-        _ = redisSetTimeout(c, timeval(configuration.commandTimeout))
+        _ = redisSetTimeout(c, configuration.commandTimeout.timeval)
         // TCP keepalive belongs to the TCP socket; hiredis holds a socket pair's end over TLS.
         if configuration.tls == nil { _ = redisEnableKeepAlive(c) }
         var handshake: [[String]] = []
@@ -249,16 +250,7 @@ final class RedisConnection: Sendable {
         }
     }
 
-    static func seconds(_ duration: Duration) -> Int {
-        max(1, Int((Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18).rounded(.up)))
-    }
-}
-
-extension timeval {
-    init(_ duration: Duration) {
-        let (seconds, atto) = duration.components
-        self.init(tv_sec: Int(seconds), tv_usec: Int(atto / 1_000_000_000_000))
-    }
+    static func seconds(_ duration: Duration) -> Int { Int(duration.secondsRoundedUp) }
 }
 
 extension RedisReply {

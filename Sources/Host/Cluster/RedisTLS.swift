@@ -2,6 +2,7 @@ import CCurl  // in release builds, SOCK_STREAM and SOCK_CLOEXEC come through it
 import COpenSSL
 import Foundation
 import Glibc
+import Sandbox
 
 /// How to reach Redis over TLS (`rediss://`): the CA that signs its certificate (the
 /// system's trust store when nil), and a client certificate for servers that ask for one.
@@ -95,8 +96,7 @@ enum RedisTLSBridge {
             throw .redisUnavailable(retryAfterSeconds: 1)
         }
         defer { freeaddrinfo(found) }
-        var wait = timeval(
-            tv_sec: Int(timeout.components.seconds), tv_usec: Int(timeout.components.attoseconds / 1_000_000_000_000))
+        var wait = timeout.timeval
         var entry: UnsafeMutablePointer<addrinfo>? = first
         while let info = entry {
             let fd = socket(info.pointee.ai_family, info.pointee.ai_socktype | Int32(SOCK_CLOEXEC.rawValue), 0)

@@ -1,6 +1,7 @@
 import CCurl
 import Dispatch
 import Foundation
+import Sandbox
 import Synchronization
 
 /// An HTTP response from a worker host, as ``WorkerClient`` received it.
@@ -85,7 +86,7 @@ public final class WorkerClient: Sendable {
         _ = cor_curl_setopt_long(h, CURLOPT_NOSIGNAL, 1)
         _ = cor_curl_setopt_long(h, CURLOPT_TCP_NODELAY, 1)
         _ = cor_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, 2000)
-        _ = cor_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(request.timeout.components.seconds * 1000))
+        _ = cor_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(request.timeout.millisecondsRoundedUp))
         _ = cor_curl_setopt_slist(h, CURLOPT_HTTPHEADER, list)
         _ = cor_curl_setopt_data_cb(h, CURLOPT_WRITEFUNCTION, workerWrite)
         _ = cor_curl_setopt_pointer(h, CURLOPT_WRITEDATA, me)

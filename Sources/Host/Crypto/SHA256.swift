@@ -1,19 +1,41 @@
-/// SHA-256 (FIPS 180-4), streaming.
+import COpenSSL
+
+/// SHA-256, streaming, through OpenSSL's EVP interface (libcrypto is linked already for
+/// Redis over TLS): archive checksums, manifest digests, token digests and HMAC-SHA256 for
+/// Azure Shared Key. OpenSSL picks the fastest implementation the CPU offers (SHA-NI, AVX2).
 ///
-/// Corral needs it for HMAC-SHA256 (Azure Shared Key), archive checksums and manifest
-/// digests. A compact implementation here avoids a crypto package dependency for one hash.
-public struct SHA256: Sendable {
+/// A value type: a copy hashes on from where the original was, independently.
+public struct SHA256: @unchecked Sendable {
     /// The digest length in bytes.
     public static let byteCount = 32
     static let blockSize = 64
 
-    private var state: (UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32, UInt32) = (
-        0x6a09_e667, 0xbb67_ae85, 0x3c6e_f372, 0xa54f_f53a, 0x510e_527f, 0x9b05_688c, 0x1f83_d9ab, 0x5be0_cd19
-    )
-    private var pending: [UInt8] = []
-    private var length: UInt64 = 0
+    /// Owns one `EVP_MD_CTX`; copied on write, so copies of a ``SHA256`` never share state.
+    private final class Context {
+        let pointer: OpaquePointer
 
-    public init() { pending.reserveCapacity(Self.blockSize) }
+        init() {
+            // Allocation and SHA-256 itself are always available; a failure here is memory
+            // exhaustion, where nothing can go on.
+            guard let pointer = EVP_MD_CTX_new(), EVP_DigestInit_ex(pointer, EVP_sha256(), nil) == 1 else {
+                fatalError("EVP SHA-256 is unavailable")
+            }
+            self.pointer = pointer
+        }
+
+        init(copying other: Context) {
+            guard let pointer = EVP_MD_CTX_new(), EVP_MD_CTX_copy_ex(pointer, other.pointer) == 1 else {
+                fatalError("EVP_MD_CTX_copy_ex failed")
+            }
+            self.pointer = pointer
+        }
+
+        deinit { EVP_MD_CTX_free(pointer) }
+    }
+
+    private var context = Context()
+
+    public init() {}
 
     /// Hashes `bytes` in one call.
     public static func hash<Bytes: Sequence>(_ bytes: Bytes) -> [UInt8] where Bytes.Element == UInt8 {
@@ -27,100 +49,43 @@ public struct SHA256: Sendable {
         bytes.withUnsafeBytes { update($0) }
     }
 
-    /// Feeds more input from raw memory (no copy for whole blocks).
+    /// Feeds more input from raw memory.
     public mutating func update(_ bytes: UnsafeRawBufferPointer) {
-        length &+= UInt64(bytes.count)
-        var input = bytes[...]
-        if !pending.isEmpty {
-            let take = min(Self.blockSize - pending.count, input.count)
-            pending.append(contentsOf: input.prefix(take))
-            input = input.dropFirst(take)
-            if pending.count < Self.blockSize { return }
-            pending.withUnsafeBytes { compress(UnsafeRawBufferPointer(rebasing: $0[...])) }
-            pending.removeAll(keepingCapacity: true)
-        }
-        while input.count >= Self.blockSize {
-            compress(UnsafeRawBufferPointer(rebasing: input.prefix(Self.blockSize)))
-            input = input.dropFirst(Self.blockSize)
-        }
-        pending.append(contentsOf: input)
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return }
+        unique()
+        EVP_DigestUpdate(context.pointer, base, bytes.count)
     }
 
-    /// Pads, finishes and returns the 32-byte digest.
+    /// Returns the 32-byte digest of everything fed so far, and starts over.
     public mutating func finalize() -> [UInt8] {
-        let bits = length &* 8
-        var tail: [UInt8] = [0x80]
-        let used = (pending.count + 1) % Self.blockSize
-        tail += [UInt8](repeating: 0, count: (Self.blockSize + 56 - used) % Self.blockSize)
-        for shift in stride(from: 56, through: 0, by: -8) {
-            tail.append(UInt8(truncatingIfNeeded: bits >> UInt64(shift)))
-        }
-        let savedLength = length
-        update(tail)
-        length = savedLength
-        let words = [state.0, state.1, state.2, state.3, state.4, state.5, state.6, state.7]
-        return words.flatMap { w in [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: w >> UInt32($0)) } }
+        unique()
+        var digest = [UInt8](repeating: 0, count: Self.byteCount)
+        var length: UInt32 = 0
+        EVP_DigestFinal_ex(context.pointer, &digest, &length)
+        EVP_DigestInit_ex(context.pointer, EVP_sha256(), nil)
+        return digest
     }
 
-    private mutating func compress(_ block: UnsafeRawBufferPointer) {
-        withUnsafeTemporaryAllocation(of: UInt32.self, capacity: 64) { w in
-            for i in 0..<16 {
-                let b = 4 * i
-                w[i] =
-                    UInt32(block[b]) << 24 | UInt32(block[b + 1]) << 16 | UInt32(block[b + 2]) << 8
-                    | UInt32(block[b + 3])
-            }
-            for i in 16..<64 {
-                let s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3)
-                let s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10)
-                w[i] = w[i - 16] &+ s0 &+ w[i - 7] &+ s1
-            }
-            var (a, b, c, d, e, f, g, h) = state
-            Self.k.withUnsafeBufferPointer { k in
-                for i in 0..<64 {
-                    let s1 = rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)
-                    let ch = (e & f) ^ (~e & g)
-                    let t1 = h &+ s1 &+ ch &+ k[i] &+ w[i]
-                    let s0 = rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)
-                    let maj = (a & b) ^ (a & c) ^ (b & c)
-                    let t2 = s0 &+ maj
-                    (h, g, f, e, d, c, b, a) = (g, f, e, d &+ t1, c, b, a, t1 &+ t2)
-                }
-            }
-            state = (
-                state.0 &+ a, state.1 &+ b, state.2 &+ c, state.3 &+ d, state.4 &+ e, state.5 &+ f,
-                state.6 &+ g, state.7 &+ h
-            )
-        }
+    private mutating func unique() {
+        if !isKnownUniquelyReferenced(&context) { context = Context(copying: context) }
     }
-
-    private static let k: [UInt32] = [
-        0x428a_2f98, 0x7137_4491, 0xb5c0_fbcf, 0xe9b5_dba5, 0x3956_c25b, 0x59f1_11f1, 0x923f_82a4, 0xab1c_5ed5,
-        0xd807_aa98, 0x1283_5b01, 0x2431_85be, 0x550c_7dc3, 0x72be_5d74, 0x80de_b1fe, 0x9bdc_06a7, 0xc19b_f174,
-        0xe49b_69c1, 0xefbe_4786, 0x0fc1_9dc6, 0x240c_a1cc, 0x2de9_2c6f, 0x4a74_84aa, 0x5cb0_a9dc, 0x76f9_88da,
-        0x983e_5152, 0xa831_c66d, 0xb003_27c8, 0xbf59_7fc7, 0xc6e0_0bf3, 0xd5a7_9147, 0x06ca_6351, 0x1429_2967,
-        0x27b7_0a85, 0x2e1b_2138, 0x4d2c_6dfc, 0x5338_0d13, 0x650a_7354, 0x766a_0abb, 0x81c2_c92e, 0x9272_2c85,
-        0xa2bf_e8a1, 0xa81a_664b, 0xc24b_8b70, 0xc76c_51a3, 0xd192_e819, 0xd699_0624, 0xf40e_3585, 0x106a_a070,
-        0x19a4_c116, 0x1e37_6c08, 0x2748_774c, 0x34b0_bcb5, 0x391c_0cb3, 0x4ed8_aa4a, 0x5b9c_ca4f, 0x682e_6ff3,
-        0x748f_82ee, 0x78a5_636f, 0x84c8_7814, 0x8cc7_0208, 0x90be_fffa, 0xa450_6ceb, 0xbef9_a3f7, 0xc671_78f2,
-    ]
 }
 
-@inline(__always) private func rotr(_ x: UInt32, _ n: UInt32) -> UInt32 { (x >> n) | (x << (32 - n)) }
-
-/// HMAC-SHA256 (RFC 2104).
+/// HMAC-SHA256 (RFC 2104), through OpenSSL.
 public enum HMACSHA256 {
     /// The MAC of `message` under `key`.
     public static func mac(key: [UInt8], message: [UInt8]) -> [UInt8] {
-        var k = key.count > SHA256.blockSize ? SHA256.hash(key) : key
-        k += [UInt8](repeating: 0, count: SHA256.blockSize - k.count)
-        var inner = SHA256()
-        inner.update(k.map { $0 ^ 0x36 })
-        inner.update(message)
-        var outer = SHA256()
-        outer.update(k.map { $0 ^ 0x5c })
-        outer.update(inner.finalize())
-        return outer.finalize()
+        var out = [UInt8](repeating: 0, count: SHA256.byteCount)
+        var length: UInt32 = 0
+        let done = key.withUnsafeBytes { k in
+            message.withUnsafeBytes { m in
+                HMAC(
+                    EVP_sha256(), k.baseAddress, Int32(k.count), m.bindMemory(to: UInt8.self).baseAddress, m.count,
+                    &out, &length)
+            }
+        }
+        precondition(done != nil && length == UInt32(SHA256.byteCount), "HMAC-SHA256 failed")
+        return out
     }
 }
 

@@ -135,8 +135,7 @@ enum CgroupEvents {
             if try CgroupFiles.keyedValue(key, in: text, file: file) == value { return true }
             let left = deadline - ContinuousClock.now
             if left <= .zero { return false }
-            let (seconds, attoseconds) = left.components
-            let milliseconds = Int32(clamping: seconds * 1_000 + attoseconds / 1_000_000_000_000_000 + 1)
+            let milliseconds = Int32(clamping: left.millisecondsRoundedUp)
             var descriptor = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
             try CgroupFiles.call("poll(\(file))") { poll(&descriptor, 1, milliseconds) }
         }

@@ -202,8 +202,7 @@ private final class StartWatch: @unchecked Sendable {
 
     init(after deadline: Duration) {
         pid.initialize(to: 0)
-        let (seconds, attoseconds) = deadline.components
-        let nanoseconds = Int(clamping: seconds) &* 1_000_000_000 &+ Int(attoseconds / 1_000_000_000)
+        let nanoseconds = Int(deadline.nanoseconds)
         DispatchQueue.global().asyncAfter(deadline: .now() + .nanoseconds(nanoseconds)) { [self] in
             lock.withLock {
                 // Finished means the job has exec'd or died and may already be reaped: its
