@@ -1,3 +1,27 @@
+// Creating a sandbox and starting a job in it: the code that runs after clone, in a child
+// that shares (or has just copied) a multithreaded host's memory, so async-signal-safe
+// only. The host (Swift) computes everything first and hands over a plan; the children
+// execute it and report a {stage, errno} record on a close-on-exec pipe when a step fails
+// (cshim_stages.h names each stage).
+//
+// Stage map. Who runs, in which namespaces, and what each must get done:
+//
+//   cor_spawn_init  host thread -> clone3(NEWUSER|NEWNS|NEWPID|NEWNET|NEWUTS|NEWIPC)
+//     the init child   our job: take fds 3-6 (plan, status, init memfd, workspace), close
+//                      the rest, wait for the host to write our id maps, become uid 0 of
+//                      the new user namespace and execveat corral-init (CInit/main.c),
+//                      which builds the mount tree.        stages PLAN, IDS, WORKSPACE,
+//                                                                   INIT_EXEC
+//   cor_enter       host thread -> clone(CLONE_VM|CLONE_VFORK), the thread waits
+//     the intermediate our job: join the job's cgroup leaf, become non-dumpable, set up
+//                      stdio, setns into every namespace of the init (through its pidfd),
+//                      clone the job as the host's child, report its pid, _exit.
+//                                          stages CGROUP, DUMPABLE, STDIO, SETNS, FORK, PID
+//     the job          in the sandbox, still sharing the host's memory until execve: our
+//                      job is to drop everything the host has (session, groups, ids,
+//                      capabilities, rlimits, no_new_privs, cwd inside /workspace, fds,
+//                      signals, seccomp last) and execve the command.
+//                                                          stages SETSID ... EXEC (24-39)
 #define _GNU_SOURCE
 #include "cshim.h"
 
@@ -31,6 +55,53 @@ struct cor_clone_args {
 #ifndef CLOSE_RANGE_CLOEXEC
 #define CLOSE_RANGE_CLOEXEC (1U << 2)
 #endif
+
+int cor_sandbox_namespaces(void) {
+    return CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWCGROUP;
+}
+
+const char *cor_stage_name(int32_t stage) {
+    switch (stage) {
+    case COR_STAGE_READY: return "ready";
+    case COR_STAGE_PID: return "pid";
+    case COR_STAGE_PLAN: return "plan";
+    case COR_STAGE_IDS: return "ids";
+    case COR_STAGE_CGROUPNS: return "unshare(cgroup)";
+    case COR_STAGE_HOSTNAME: return "sethostname";
+    case COR_STAGE_NET: return "loopback";
+    case COR_STAGE_MOUNT: return "mount(private)";
+    case COR_STAGE_ROOTFS: return "mount(rootfs)";
+    case COR_STAGE_WORKSPACE: return "mount(workspace)";
+    case COR_STAGE_TMP: return "mount(tmp)";
+    case COR_STAGE_PROC: return "mount(proc)";
+    case COR_STAGE_DEV: return "mount(dev)";
+    case COR_STAGE_BIND: return "mount(bind)";
+    case COR_STAGE_PIVOT: return "pivot_root";
+    case COR_STAGE_CAPS: return "capabilities";
+    case COR_STAGE_INIT_EXEC: return "execveat(init)";
+    case COR_STAGE_CGROUP: return "cgroup";
+    case COR_STAGE_DUMPABLE: return "prctl(dumpable)";
+    case COR_STAGE_SETNS: return "setns";
+    case COR_STAGE_FORK: return "clone";
+    case COR_STAGE_SETSID: return "setsid";
+    case COR_STAGE_STDIO: return "dup2(stdio)";
+    case COR_STAGE_SETGROUPS: return "setgroups";
+    case COR_STAGE_SETGID: return "setresgid";
+    case COR_STAGE_SETUID: return "setresuid";
+    case COR_STAGE_BOUNDING: return "prctl(capbset_drop)";
+    case COR_STAGE_CAPSET: return "capset";
+    case COR_STAGE_AMBIENT: return "prctl(ambient)";
+    case COR_STAGE_RLIMIT: return "prlimit";
+    case COR_STAGE_NO_NEW_PRIVS: return "prctl(no_new_privs)";
+    case COR_STAGE_CHDIR: return "chdir";
+    case COR_STAGE_CWD_OUTSIDE: return "cwd";
+    case COR_STAGE_CLOSE_FDS: return "close_range";
+    case COR_STAGE_SIGNALS: return "sigprocmask";
+    case COR_STAGE_SECCOMP: return "seccomp";
+    case COR_STAGE_EXEC: return "execve";
+    default: return NULL;
+    }
+}
 
 static long clone3_(struct cor_clone_args *args) { return syscall(SYS_clone3, args, sizeof *args); }
 

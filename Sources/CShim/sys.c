@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -34,3 +35,5 @@ int cor_setns(int fd, int nstype) { return setns(fd, nstype); }
 int cor_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 int cor_open_path(const char *path) { return open(path, O_PATH | O_CLOEXEC); }
+
+int cor_set_thread_name(const char *name) { return prctl(PR_SET_NAME, (unsigned long)name, 0, 0, 0); }

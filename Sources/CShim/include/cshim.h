@@ -93,6 +93,10 @@ int cor_pipe_cloexec(int fds[2]);
 
 /// open(O_PATH | O_CLOEXEC): a descriptor to exec a file by, not to read it.
 int cor_open_path(const char *path);
+
+/// Names the calling thread (Linux keeps the first 15 bytes); prctl is variadic, which
+/// Swift cannot call.
+int cor_set_thread_name(const char *name);
 #include "cshim_probe6.h"
 #include "cshim_tools.h"
 #include "cshim_loop.h"

@@ -1,4 +1,5 @@
 import Foundation
+import Sandbox
 import Synchronization
 
 /// How patient a transfer is: timeouts, retries and backoff.
@@ -84,27 +85,20 @@ final class CancelFlag: Sendable {
     var isCancelled: Bool { flag.load(ordering: .relaxed) }
 }
 
-/// Runs blocking work on a thread of its own, never on Swift's cooperative pool.
+/// Runs the cache's and the blob stores' blocking work on a pool of its own, never on
+/// Swift's cooperative pool.
 ///
 /// libcurl's `curl_easy_perform`, libarchive and big file copies block for seconds; parked
 /// on the cooperative pool (2 threads on these machines) they would stall every other task.
+/// Their pool is not the sandboxes' (``BlockingExecutor/shared``): a burst of slow
+/// downloads must never hold up the start of a job.
 enum BlockingThread {
+    static let pool = BlockingExecutor(maxThreads: 32, warmThreads: 1)
+
     static func run<T: Sendable, E: Error>(
         _ name: String, _ body: @escaping @Sendable () throws(E) -> T
     ) async throws(E) -> T {
-        let result: Result<T, E> = await withCheckedContinuation { continuation in
-            let thread = Thread {
-                do throws(E) {
-                    continuation.resume(returning: .success(try body()))
-                } catch {
-                    continuation.resume(returning: .failure(error))
-                }
-            }
-            thread.name = name
-            thread.stackSize = 8 << 20
-            thread.start()
-        }
-        return try result.get()
+        try await pool.run(name, body)
     }
 
     /// Like ``run(_:_:)`` but hands `body` a flag that flips when the calling task is cancelled.

@@ -102,10 +102,11 @@ public final class ProjectSandbox: Sendable {
         let process: SpawnedProcess
         do {
             let cgroupFDs = jobLeaf?.procs ?? []
-            process = try await Self.blocking {
+            process = try await Self.blocking("corral-spawn") {
                 try Spawner.spawn(job, environment: environment, initPidfd: pidfd, cgroupFDs: cgroupFDs.map(\.raw))
             }
-        } catch SandboxError.childFailed(stage: "setns", errno: ESRCH) {
+        } catch SandboxError.sandboxGone {
+            // The entering process found the init gone (setns: ESRCH); name the project.
             try? leaf?.destroy()
             throw SandboxError.sandboxGone(configuration.projectID)
         } catch {
@@ -209,13 +210,12 @@ public final class ProjectSandbox: Sendable {
     /// Called by the init's watcher once the init has been reaped.
     func initReaped() { reaped.set() }
 
-    /// Runs blocking work on a thread of its own, never on the async pool.
-    static func blocking<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
-        try await withCheckedThrowingContinuation { continuation in
-            Thread.detachNewThread {
-                continuation.resume(with: Result { try body() })
-            }
-        }
+    /// Runs blocking work (a spawn waits for its child's exec) on the process's pool of
+    /// blocking threads, never on the async pool.
+    static func blocking<T: Sendable>(_ name: String = "corral-sandbox", _ body: @escaping @Sendable () throws -> T)
+        async throws -> T
+    {
+        try await BlockingExecutor.shared.run(name, body)
     }
 }
 

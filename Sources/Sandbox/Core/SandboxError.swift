@@ -43,22 +43,19 @@ public enum SandboxError: Error, Equatable, Sendable, CustomStringConvertible {
         }
     }
 
-    /// Maps a child's `{stage, errno}` record to an error.
+    /// Maps a child's `{stage, errno}` record to an error. The stage names come from C
+    /// (`cor_stage_name`), where the stages are defined.
     static func child(_ status: cor_status, cwd: String = "") -> SandboxError {
-        let stage = Int(status.stage)
-        if stage == Int(COR_STAGE_CWD_OUTSIDE.rawValue) { return .cwdOutsideWorkspace(cwd) }
-        if stage == Int(COR_STAGE_FORK.rawValue) && status.err == ENOMEM { return .memoryFullWhileStarting }
-        return .childFailed(stage: stageNames[stage] ?? "stage \(stage)", errno: status.err)
+        let stage = status.stage
+        if stage == Int32(COR_STAGE_CWD_OUTSIDE.rawValue) { return .cwdOutsideWorkspace(cwd) }
+        if stage == Int32(COR_STAGE_FORK.rawValue) && status.err == ENOMEM { return .memoryFullWhileStarting }
+        // setns through the init's pidfd fails with ESRCH exactly when that init has died.
+        if stage == Int32(COR_STAGE_SETNS.rawValue) && status.err == ESRCH { return .sandboxGone("") }
+        return .childFailed(stage: stageName(stage), errno: status.err)
     }
 
-    /// Readable names of the stages in `cshim_stages.h`.
-    static let stageNames: [Int: String] = [
-        2: "plan", 3: "ids", 4: "unshare(cgroup)", 5: "sethostname", 6: "loopback", 7: "mount(private)",
-        8: "mount(rootfs)", 9: "mount(workspace)", 10: "mount(tmp)", 11: "mount(proc)", 12: "mount(dev)",
-        13: "mount(bind)", 14: "pivot_root", 15: "capabilities", 16: "execveat(init)", 20: "cgroup",
-        21: "prctl(dumpable)", 22: "setns", 23: "clone", 24: "setsid", 25: "dup2(stdio)", 26: "setgroups",
-        27: "setresgid", 28: "setresuid", 29: "prctl(capbset_drop)", 30: "capset", 31: "prctl(ambient)",
-        32: "prlimit", 33: "prctl(no_new_privs)", 34: "chdir", 35: "cwd", 36: "close_range", 37: "sigprocmask",
-        38: "seccomp", 39: "execve",
-    ]
+    /// `setns`, `mount(proc)`, …; `stage N` for a number C does not know.
+    static func stageName(_ stage: Int32) -> String {
+        cor_stage_name(stage).map { String(cString: $0) } ?? "stage \(stage)"
+    }
 }

@@ -34,7 +34,7 @@ final class ProcessTree: Sendable {
             signal(SIGKILL)
             return
         }
-        Thread.detachNewThread { try? leaf.kill(timeout: .seconds(5)) }
+        BlockingExecutor.shared.execute("corral-kill") { try? leaf.kill(timeout: .seconds(5)) }
     }
 
     /// CPU, peak memory and OOM kills of the tree, from the kernel's counters.
@@ -46,7 +46,7 @@ final class ProcessTree: Sendable {
     /// The job has ended and its result is out: remove its cgroup.
     func finished() {
         guard let leaf else { return }
-        Thread.detachNewThread { try? leaf.destroy(timeout: .seconds(5)) }
+        BlockingExecutor.shared.execute("corral-leaf-rm") { try? leaf.destroy(timeout: .seconds(5)) }
     }
 }
 

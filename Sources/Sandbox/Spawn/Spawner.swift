@@ -12,11 +12,9 @@ struct SpawnedProcess {
 
 /// Starts job processes inside a sandbox through the C shim.
 enum Spawner {
-    /// Namespaces a job joins: everything the init has.
-    /// (Glibc hides the CLONE_NEW* constants behind _GNU_SOURCE; these are the kernel's.)
-    static let namespaces: Int32 =
-        0x1000_0000 /* user */ | 0x0002_0000 /* mnt */ | 0x2000_0000 /* pid */ | 0x4000_0000 /* net */
-        | 0x0400_0000 /* uts */ | 0x0800_0000 /* ipc */ | 0x0200_0000 /* cgroup */
+    /// Namespaces a job joins: everything the init has (defined in C, where the kernel's
+    /// CLONE_NEW* names are visible).
+    static let namespaces: Int32 = cor_sandbox_namespaces()
 
     /// The highest capability number this kernel knows.
     static let lastCapability: Int32 = {
@@ -184,6 +182,8 @@ enum Spawner {
         if bytes.count <= 16 << 10 {
             writer()  // fits in the pipe buffer: never blocks
         } else {
+            // Its own thread, not the pool's: a job that never reads its stdin would hold a
+            // pool thread for its whole life.
             Thread.detachNewThread(writer)
         }
     }
