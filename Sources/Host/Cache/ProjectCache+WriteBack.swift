@@ -11,7 +11,14 @@ extension ProjectCache {
         guard let entry = entries[id] else { throw .unknownProject(id) }
         guard entry.record.ready else { return false }
         let path = workspacePath(entry.record)
-        let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
+        let summary: ManifestSummary
+        do throws(CacheError) {
+            summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
+        } catch {
+            // Unknown is not clean: a workspace that cannot be checked reports dirty.
+            if entries[id]?.record.ready == true { entries[id]!.dirty = true }
+            throw error
+        }
         guard entries[id]?.record.ready == true else { return false }
         let dirty = summary.digest != entries[id]!.record.manifestDigest
         entries[id]!.dirty = dirty
@@ -117,6 +124,7 @@ extension ProjectCache {
                 }
             } catch {
                 _ = rename(trash, workspace)
+                entries[id]?.dirty = true
                 logger.error("eviction kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
                 return .failure(error)
             }

@@ -27,34 +27,21 @@ struct WalkEntry {
     var displayPath: String { String(decoding: path, as: UTF8.self) }
 }
 
-/// Walks a tree in sorted order without following symlinks.
+/// Walks a tree in sorted order without following symlinks, at any depth (``WorkspaceWalk``).
+///
+/// The manifest scan (dirty detection, disk use) and the packer share this walk, so a tree
+/// that can be fingerprinted can be packed, and the other way round.
 enum Walker {
-    static let maxDepth = 1024
-
     static func walk(_ root: String, _ visit: (inout WalkEntry) throws(CacheError) -> Void) throws(CacheError) {
         let fd = try sys("open(\(root))") { open(root, SafeTree.dirFlags) }
         defer { close(fd) }
-        try walk(fd, prefix: [], depth: 0, visit)
-    }
-
-    private static func walk(
-        _ dir: Int32, prefix: [UInt8], depth: Int, _ visit: (inout WalkEntry) throws(CacheError) -> Void
-    ) throws(CacheError) {
-        guard depth < maxDepth else {
-            throw .system(SystemError("walk(\(String(decoding: prefix, as: UTF8.self))): tree too deep", errno: ELOOP))
-        }
-        for name in try SafeTree.list(dir) {
+        try WorkspaceWalk.run(root: fd) { (parent, name, path) throws(CacheError) -> WorkspaceWalk.Step in
             var st = stat()
             // Entries a running job deletes mid-walk are simply not there any more.
-            if fstatat(dir, name.cString, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
-            var entry = WalkEntry(path: prefix + name.bytes, parent: dir, name: name, st: st)
+            if fstatat(parent, name.cString, &st, AT_SYMLINK_NOFOLLOW) != 0 { return .skip }
+            var entry = WalkEntry(path: path, parent: parent, name: name, st: st)
             try visit(&entry)
-            if entry.st.st_mode & S_IFMT == S_IFDIR {
-                let child = SafeTree.openDirectory(dir, name)
-                if child < 0 { continue }
-                defer { close(child) }
-                try walk(child, prefix: entry.path + [0x2f], depth: depth + 1, visit)
-            }
+            return entry.st.st_mode & S_IFMT == S_IFDIR ? .descend : .skip
         }
     }
 }
