@@ -71,7 +71,8 @@ public struct ProjectStatus: Sendable, Equatable {
     public var state: ProjectState
     public var sourceVersion: String?
     /// Whether the workspace changed since it was materialized or last written back, as of
-    /// the last check (nil: not checked since start).
+    /// the last check (nil: not checked since start). True as well when the last check
+    /// failed: a workspace that cannot be checked is never reported clean.
     public var dirty: Bool?
     public var diskBytes: Int64
     /// The workspace's disk cap: the size of the filesystem a ready workspace lives in, or

@@ -3,27 +3,36 @@ import Glibc
 import Sandbox
 
 /// Caps that stop a hostile or broken archive before it fills the disk.
+///
+/// A project's own snapshots are packed and restored under one value of these (see
+/// `ProjectCache.snapshotLimits(quota:)`), so whatever write-back saves, restore accepts.
 public struct ExtractionLimits: Sendable, Equatable {
-    /// Total bytes of file content written.
+    /// Bytes of file data written (holes of sparse files excluded) plus the bytes of every
+    /// entry's path and link target.
     public var maxBytes: Int64
     /// Number of archive entries (files, directories, links).
     public var maxEntries: Int
     /// Extracted bytes per archive byte; checked once ``ratioAllowance`` bytes are out, so
-    /// a small, very compressible project is never mistaken for a bomb.
+    /// a small, very compressible project is never mistaken for a bomb. `.infinity`: off.
     public var maxCompressionRatio: Double
     public var ratioAllowance: Int64
     /// Path components per entry.
     public var maxDepth: Int
+    /// Bytes of one entry's path, and of one link target. libarchive refuses a tar header
+    /// over 1 MiB when reading, so the packer must never write one: path and target
+    /// together stay well under it.
+    public var maxPathBytes: Int
 
     public init(
         maxBytes: Int64 = 16 << 30, maxEntries: Int = 1_000_000, maxCompressionRatio: Double = 200,
-        ratioAllowance: Int64 = 64 << 20, maxDepth: Int = 256
+        ratioAllowance: Int64 = 64 << 20, maxDepth: Int = 256, maxPathBytes: Int = 256 << 10
     ) {
         self.maxBytes = maxBytes
         self.maxEntries = maxEntries
         self.maxCompressionRatio = maxCompressionRatio
         self.ratioAllowance = ratioAllowance
         self.maxDepth = maxDepth
+        self.maxPathBytes = maxPathBytes
     }
 }
 
@@ -33,7 +42,7 @@ public struct ExtractionReport: Sendable, Equatable {
     public var directories = 0
     public var symlinks = 0
     public var hardlinks = 0
-    /// Bytes of file content written.
+    /// Bytes of file content written (holes of sparse files are not written).
     public var bytes: Int64 = 0
     /// Entries whose setuid, setgid or sticky bits were dropped.
     public var strippedModes = 0
@@ -51,6 +60,8 @@ public struct ExtractionReport: Sendable, Equatable {
 ///   is never followed (a later entry at the same name replaces the link itself);
 /// - symlinks are recreated as they are (the sandbox resolves them inside its own root, and
 ///   host code never follows them); hardlinks must point at a regular file extracted earlier;
+/// - sparse files get their holes back (`ftruncate` and writes at offsets), and only the
+///   data written counts against the byte cap;
 /// - device nodes, FIFOs and sockets are rejected; setuid, setgid and sticky bits are dropped;
 ///   ownership is never taken from the archive;
 /// - only the tar and zip readers and in-process decompressors are enabled: libarchive's
@@ -122,30 +133,26 @@ private let typeSocket: UInt32 = 0o140_000
 /// The state of one extraction: open directories, counters, deferred directory metadata.
 private final class ExtractionRun {
     let a: OpaquePointer
-    let root: Int32
     let limits: ExtractionLimits
     let archiveSize: Int64
     var report = ExtractionReport()
-    var entryCount = 0
-    /// Open descriptors of directories already walked, by relative path. Valid for the whole
-    /// run because no entry may replace a directory.
-    var directories: [[UInt8]: Int32] = [:]
-    var deferred: [(path: [FileName], perm: mode_t, mtime: timespec?)] = []
+    var budget: ArchiveBudget
+    var tree: DirectoryTree
+    /// Directory nodes whose mode and times are applied last.
+    var deferred: [(node: Int, perm: mode_t, mtime: timespec?)] = []
     let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
 
     init(archive: OpaquePointer, root: Int32, limits: ExtractionLimits, archiveSize: Int64) {
         self.a = archive
-        self.root = root
         self.limits = limits
         self.archiveSize = max(1, archiveSize)
+        self.budget = ArchiveBudget(limits, subject: "archive")
+        self.tree = DirectoryTree(root: root)
     }
 
     deinit { buffer.deallocate() }
 
-    func closeAll() {
-        for fd in directories.values { close(fd) }
-        directories.removeAll()
-    }
+    func closeAll() { tree.closeAll() }
 
     func entries() throws(CacheError) {
         var entry: OpaquePointer?
@@ -155,22 +162,21 @@ private final class ExtractionRun {
             guard rc == ARCHIVE_OK || rc == ARCHIVE_WARN, let entry else {
                 throw .corruptArchive(Extractor.errorString(a))
             }
-            entryCount += 1
-            if entryCount > limits.maxEntries {
-                throw .tooLarge("archive has more than \(limits.maxEntries) entries")
-            }
             try extract(entry)
         }
     }
 
     func extract(_ entry: OpaquePointer) throws(CacheError) {
         guard let cPath = archive_entry_pathname(entry) ?? archive_entry_pathname_utf8(entry) else {
-            throw .corruptArchive("entry \(entryCount) has no readable name")
+            throw .corruptArchive("entry \(budget.entries + 1) has no readable name")
         }
         let rawBytes = bytes(cPath)
         let raw = String(decoding: rawBytes, as: UTF8.self)
-        // Bounded descriptor cache; flushed only between entries, so no walk loses its fds.
-        if directories.count >= 4096 { closeAll() }
+        let linkBytes = (archive_entry_hardlink(entry) ?? archive_entry_symlink(entry)).map { strlen($0) } ?? 0
+        // The same count, in the same order, as the packer's (ArchiveBudget).
+        try budget.entry(rawBytes, link: linkBytes)
+        // Bounded descriptor cache; trimmed only between entries, so no lookup loses its fds.
+        tree.trim()
         let parts = try Extractor.components(rawBytes, limits: limits)
         guard let name = parts.last else { return }  // "./" itself: the root exists already
         let type = UInt32(archive_entry_filetype(entry)) & typeMask
@@ -186,8 +192,7 @@ private final class ExtractionRun {
         }
         switch type {
         case typeDirectory:
-            _ = try directory(parts[...], create: true, raw: raw)
-            deferred.append((parts, perm, mtime))
+            deferred.append((try tree.node(parts[...], create: true, raw: raw), perm, mtime))
             report.directories += 1
         case typeRegular:
             let parent = try directory(parts.dropLast(), create: true, raw: raw)
@@ -214,8 +219,8 @@ private final class ExtractionRun {
     func file(_ parent: Int32, _ name: FileName, raw: String, entry: OpaquePointer, perm: mode_t, mtime: timespec?)
         throws(CacheError)
     {
-        if archive_entry_size_is_set(entry) != 0, archive_entry_size(entry) > limits.maxBytes - report.bytes {
-            throw .tooLarge("\(raw) declares \(archive_entry_size(entry)) bytes, over the \(limits.maxBytes)-byte cap")
+        if archive_entry_size_is_set(entry) != 0, !budget.fits(dataSize(entry)) {
+            throw .tooLarge("\(raw) declares \(dataSize(entry)) bytes, over the \(limits.maxBytes)-byte cap")
         }
         var fd: Int32 = -1
         let c = name.cString
@@ -224,25 +229,43 @@ private final class ExtractionRun {
             return fd
         }
         defer { close(fd) }
+        // Blocks come with their offsets: a gap between them is a hole, left unwritten.
         while true {
-            let n = archive_read_data(a, buffer.baseAddress, buffer.count)
-            if n == 0 { break }
-            if n < 0 { throw .corruptArchive("\(raw): \(Extractor.errorString(a))") }
-            report.bytes += Int64(n)
-            try checkCaps()
+            var block: UnsafeRawPointer?
+            var size = 0
+            var offset: la_int64_t = 0
+            let rc = archive_read_data_block(a, &block, &size, &offset)
+            if rc == ARCHIVE_EOF { break }
+            if rc < ARCHIVE_WARN { throw .corruptArchive("\(raw): \(Extractor.errorString(a))") }
+            guard size > 0, let block else { continue }
+            report.bytes += Int64(size)
+            try budget.add(Int64(size), at: raw)
+            try checkRatio()
             var done = 0
-            while done < n {
-                done += try sys("write(\(raw))") { write(fd, buffer.baseAddress! + done, n - done) }
+            while done < size {
+                done += try sys("pwrite(\(raw))") { pwrite(fd, block + done, size - done, off_t(offset) + done) }
             }
+        }
+        // A trailing hole (or a file that is all hole) is the size, not written data.
+        if archive_entry_size_is_set(entry) != 0 {
+            try sys("ftruncate(\(raw))") { ftruncate(fd, off_t(archive_entry_size(entry))) }
         }
         try sys("fchmod(\(raw))") { fchmod(fd, perm) }
         if let mtime { withTimes(mtime) { _ = futimens(fd, $0) } }
     }
 
-    func checkCaps() throws(CacheError) {
-        if report.bytes > limits.maxBytes {
-            throw .tooLarge("archive expands past the \(limits.maxBytes)-byte cap")
-        }
+    /// The bytes of data an entry carries: its size, or for a sparse file the sum of its
+    /// data regions (its apparent size is mostly holes that cost nothing).
+    func dataSize(_ entry: OpaquePointer) -> Int64 {
+        guard archive_entry_sparse_reset(entry) > 0 else { return archive_entry_size(entry) }
+        var total: Int64 = 0
+        var offset: la_int64_t = 0
+        var length: la_int64_t = 0
+        while archive_entry_sparse_next(entry, &offset, &length) == ARCHIVE_OK { total += length }
+        return total
+    }
+
+    func checkRatio() throws(CacheError) {
         if report.bytes > limits.ratioAllowance,
             Double(report.bytes) > limits.maxCompressionRatio * Double(archiveSize)
         {
@@ -258,7 +281,7 @@ private final class ExtractionRun {
         }
         let targetParent: Int32
         do throws(CacheError) {
-            targetParent = try directory(target.dropLast(), create: false, raw: link)
+            targetParent = try tree.descriptor(tree.node(target.dropLast(), create: false, raw: link), raw: link)
         } catch {
             throw .unsafeEntry(path: raw, reason: "hardlink target \(link) is not in the archive")
         }
@@ -290,39 +313,15 @@ private final class ExtractionRun {
     /// The descriptor of the directory `parts`, walking (and creating) one component at a
     /// time without following symlinks.
     func directory(_ parts: ArraySlice<FileName>, create: Bool, raw: String) throws(CacheError) -> Int32 {
-        var fd = root
-        var key: [UInt8] = []
-        for part in parts {
-            key = key.isEmpty ? part.bytes : key + [0x2f] + part.bytes
-            if let cached = directories[key] {
-                fd = cached
-                continue
-            }
-            let shown = String(decoding: key, as: UTF8.self)
-            var next = SafeTree.openDirectory(fd, part)
-            if next < 0 && errno == ENOENT && create {
-                if mkdirat(fd, part.cString, 0o755) != 0 && errno != EEXIST {
-                    throw .system(SystemError("mkdirat(\(shown))", errno: errno))
-                }
-                next = SafeTree.openDirectory(fd, part)
-            }
-            if next < 0 {
-                if errno == ELOOP || errno == ENOTDIR {
-                    throw .unsafeEntry(path: raw, reason: "\(shown) is a symlink or a file, not a directory")
-                }
-                throw .system(SystemError("openat(\(shown))", errno: errno))
-            }
-            directories[key] = next
-            fd = next
-        }
-        return fd
+        try tree.descriptor(tree.node(parts, create: create, raw: raw), raw: raw)
     }
 
     /// Applies directory modes and times last: creating entries inside a directory changes
     /// its mtime, and a read-only mode would block the entries that follow.
     func finishDirectories() throws(CacheError) {
-        for (parts, perm, mtime) in deferred.reversed() {
-            let fd = try directory(parts[...], create: false, raw: parts.map(\.description).joined(separator: "/"))
+        for (node, perm, mtime) in deferred.reversed() {
+            tree.trim()
+            let fd = try tree.descriptor(node, raw: tree.nodes[node].name.description)
             // The owner keeps rwx so the project stays usable and removable.
             fchmod(fd, (perm & 0o777) | 0o700)
             if let mtime { withTimes(mtime) { _ = futimens(fd, $0) } }

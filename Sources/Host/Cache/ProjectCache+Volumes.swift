@@ -37,6 +37,21 @@ extension ProjectCache {
         return limits
     }
 
+    /// The limits of the project's own snapshots: the packer applies them at write-back and
+    /// the extractor at restore, so a snapshot that could be written can always be restored.
+    ///
+    /// The bytes cap is the workspace's cap (what the agent may write), counting file data
+    /// (not holes) and names. No compression-ratio check: that guards against bombs in
+    /// archives from elsewhere, and a snapshot's size is already bounded by the bytes cap,
+    /// while a workspace of zeros would trip it. No depth rule either: an agent decides how
+    /// deep its tree is, and the bytes of names, which grow with depth, are capped instead.
+    func snapshotLimits(quota: Int64?) -> ExtractionLimits {
+        var limits = extractionLimits(quota: quota)
+        limits.maxCompressionRatio = .infinity
+        limits.maxDepth = .max
+        return limits
+    }
+
     /// Where the project's tree is: inside its volume, or a directory under `workspaces/`.
     func workspacePath(_ r: ProjectRecord) -> String {
         r.volumeBytes != nil ? layout.volume(r.id).workspace : layout.workspace(r.id)

@@ -11,7 +11,14 @@ extension ProjectCache {
         guard let entry = entries[id] else { throw .unknownProject(id) }
         guard entry.record.ready else { return false }
         let path = workspacePath(entry.record)
-        let summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
+        let summary: ManifestSummary
+        do throws(CacheError) {
+            summary = try await BlockingThread.run("corral-scan") { () throws(CacheError) in try Manifest.scan(path) }
+        } catch {
+            // Unknown is not clean: a workspace that cannot be checked reports dirty.
+            if entries[id]?.record.ready == true { entries[id]!.dirty = true }
+            throw error
+        }
         guard entries[id]?.record.ready == true else { return false }
         let dirty = summary.digest != entries[id]!.record.manifestDigest
         entries[id]!.dirty = dirty
@@ -50,12 +57,19 @@ extension ProjectCache {
     }
 
     /// Packs the tree at `path` and uploads it as the project's snapshot.
+    ///
+    /// Packed under the limits the next materialization restores it under (the project's
+    /// cap as it will be then, and the download limit), so a snapshot that would not come
+    /// back fails here, as ``CacheError/tooLarge(_:)`` or ``CacheError/unsafeEntry(path:reason:)``,
+    /// and the workspace stays, dirty, instead.
     private func writeBack(_ id: String, from path: String) async throws(CacheError) -> SnapshotResult {
         let pack = layout.pack(id)
         defer { unlink(pack) }
+        let limits = snapshotLimits(quota: quota(entries[id]!))
+        let maxArchive = config.maxDownloadBytes
         let (summary, report) = try await BlockingThread.run("corral-pack") {
             () throws(CacheError) -> (ManifestSummary, PackReport) in
-            try Packer.pack(path, to: pack)
+            try Packer.pack(path, to: pack, limits: limits, maxArchiveBytes: maxArchive)
         }
         let key = layout.snapshotKey(id)
         let info = try await config.stores.primary.put(key, from: pack)
@@ -117,6 +131,7 @@ extension ProjectCache {
                 }
             } catch {
                 _ = rename(trash, workspace)
+                entries[id]?.dirty = true
                 logger.error("eviction kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
                 return .failure(error)
             }

@@ -196,7 +196,8 @@ public actor ProjectCache {
             fanout.send(.extracting)
             let target = layout.workspace(id)
             let quotaBytes = quota(entries[id]!)
-            let limits = extractionLimits(quota: quotaBytes)
+            // A snapshot is restored under exactly the limits it was packed under.
+            let limits = fromSnapshot ? snapshotLimits(quota: quotaBytes) : extractionLimits(quota: quotaBytes)
             let (volume, logger) = (layout.volume(id), logger)
             let summary = try await BlockingThread.run("corral-extract") { () throws(CacheError) -> ManifestSummary in
                 defer { unlink(download) }

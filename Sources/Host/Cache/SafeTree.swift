@@ -38,26 +38,47 @@ enum SafeTree {
 
     /// Removes `name` inside `parent` and everything under it without following symlinks.
     ///
-    /// Directories are made writable first (a job may have `chmod 0` them). Depth is capped
-    /// so a hostile, absurdly deep tree fails cleanly instead of exhausting descriptors.
-    static func remove(_ parent: Int32, _ name: FileName, depth: Int = 0) throws(CacheError) {
+    /// Directories are made writable first (a job may have `chmod 0` them). The tree is
+    /// walked by ``WorkspaceWalk``, so a workspace of any depth can be removed with a bounded
+    /// number of descriptors.
+    static func remove(_ parent: Int32, _ name: FileName) throws(CacheError) {
         var st = stat()
         let c = name.cString
         if fstatat(parent, c, &st, AT_SYMLINK_NOFOLLOW) != 0 {
             if errno == ENOENT { return }
             throw .system(SystemError("fstatat(\(name))", errno: errno))
         }
-        if st.st_mode & S_IFMT == S_IFDIR {
-            guard depth < 1024 else { throw .system(SystemError("remove(\(name)): tree too deep", errno: ELOOP)) }
-            let fd = openDirectory(parent, name)
-            guard fd >= 0 else { throw .system(SystemError("openat(\(name))", errno: errno)) }
-            defer { close(fd) }
-            if st.st_mode & 0o700 != 0o700 { fchmod(fd, 0o700) }
-            for child in try list(fd) { try remove(fd, child, depth: depth + 1) }
-            try sys("unlinkat(\(name))") { unlinkat(parent, c, AT_REMOVEDIR) }
-        } else {
+        guard st.st_mode & S_IFMT == S_IFDIR else {
             try sys("unlinkat(\(name))") { unlinkat(parent, c, 0) }
+            return
         }
+        let fd = openDirectory(parent, name)
+        guard fd >= 0 else { throw .system(SystemError("openat(\(name))", errno: errno)) }
+        defer { close(fd) }
+        try writable(fd)
+        try WorkspaceWalk.run(
+            root: fd,
+            enter: { (dir, child, path) throws(CacheError) -> WorkspaceWalk.Step in
+                var st = stat()
+                let c = child.cString
+                if fstatat(dir, c, &st, AT_SYMLINK_NOFOLLOW) != 0 { return .skip }
+                if st.st_mode & S_IFMT == S_IFDIR { return .descend }
+                try sys("unlinkat(\(String(decoding: path, as: UTF8.self)))") { unlinkat(dir, c, 0) }
+                return .skip
+            },
+            opened: writable,
+            leave: { (dir, child, path) throws(CacheError) in
+                try sys("unlinkat(\(String(decoding: path, as: UTF8.self)))") {
+                    unlinkat(dir, child.cString, AT_REMOVEDIR)
+                }
+            })
+        try sys("unlinkat(\(name))") { unlinkat(parent, c, AT_REMOVEDIR) }
+    }
+
+    /// Gives the owner rwx on an open directory, so its entries can be listed and removed.
+    private static func writable(_ fd: Int32) throws(CacheError) {
+        var st = stat()
+        if fstat(fd, &st) == 0 && st.st_mode & 0o700 != 0o700 { try sys("fchmod") { fchmod(fd, 0o700) } }
     }
 
     /// Removes an absolute path (the tree's parent is trusted: it is Corral's data directory).

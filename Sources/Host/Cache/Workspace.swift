@@ -27,34 +27,21 @@ struct WalkEntry {
     var displayPath: String { String(decoding: path, as: UTF8.self) }
 }
 
-/// Walks a tree in sorted order without following symlinks.
+/// Walks a tree in sorted order without following symlinks, at any depth (``WorkspaceWalk``).
+///
+/// The manifest scan (dirty detection, disk use) and the packer share this walk, so a tree
+/// that can be fingerprinted can be packed, and the other way round.
 enum Walker {
-    static let maxDepth = 1024
-
     static func walk(_ root: String, _ visit: (inout WalkEntry) throws(CacheError) -> Void) throws(CacheError) {
         let fd = try sys("open(\(root))") { open(root, SafeTree.dirFlags) }
         defer { close(fd) }
-        try walk(fd, prefix: [], depth: 0, visit)
-    }
-
-    private static func walk(
-        _ dir: Int32, prefix: [UInt8], depth: Int, _ visit: (inout WalkEntry) throws(CacheError) -> Void
-    ) throws(CacheError) {
-        guard depth < maxDepth else {
-            throw .system(SystemError("walk(\(String(decoding: prefix, as: UTF8.self))): tree too deep", errno: ELOOP))
-        }
-        for name in try SafeTree.list(dir) {
+        try WorkspaceWalk.run(root: fd) { (parent, name, path) throws(CacheError) -> WorkspaceWalk.Step in
             var st = stat()
             // Entries a running job deletes mid-walk are simply not there any more.
-            if fstatat(dir, name.cString, &st, AT_SYMLINK_NOFOLLOW) != 0 { continue }
-            var entry = WalkEntry(path: prefix + name.bytes, parent: dir, name: name, st: st)
+            if fstatat(parent, name.cString, &st, AT_SYMLINK_NOFOLLOW) != 0 { return .skip }
+            var entry = WalkEntry(path: path, parent: parent, name: name, st: st)
             try visit(&entry)
-            if entry.st.st_mode & S_IFMT == S_IFDIR {
-                let child = SafeTree.openDirectory(dir, name)
-                if child < 0 { continue }
-                defer { close(child) }
-                try walk(child, prefix: entry.path + [0x2f], depth: depth + 1, visit)
-            }
+            return entry.st.st_mode & S_IFMT == S_IFDIR ? .descend : .skip
         }
     }
 }
@@ -87,109 +74,5 @@ enum Manifest {
         var builder = ManifestBuilder()
         try Walker.walk(root) { (entry: inout WalkEntry) throws(CacheError) in builder.add(entry.path, entry.st) }
         return builder.finish()
-    }
-}
-
-/// What a snapshot contains.
-public struct PackReport: Sendable, Equatable {
-    public var files = 0
-    public var directories = 0
-    public var symlinks = 0
-    /// FIFOs, sockets and device nodes left out.
-    public var skipped = 0
-    public var bytes: Int64 = 0
-}
-
-/// Packs a workspace into a pax tar compressed with zstd, for write-back.
-///
-/// Symlinks are stored as symlinks and never followed; regular files are opened with
-/// `O_NOFOLLOW | O_NONBLOCK` and checked with `fstat`, so a job that swaps a file for a
-/// FIFO or a link mid-walk can neither hang the host nor leak a host file into the
-/// snapshot. Special files are skipped. The manifest returned describes exactly the
-/// metadata that was packed, so it becomes the new clean baseline.
-enum Packer {
-    static func pack(_ root: String, to archivePath: String) throws(CacheError) -> (ManifestSummary, PackReport) {
-        let out = try sys("open(\(archivePath))") {
-            open(archivePath, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-        }
-        defer { close(out) }
-        guard let a = archive_write_new() else { throw .system(SystemError("archive_write_new", errno: ENOMEM)) }
-        defer { archive_write_free(a) }
-        archive_write_set_format_pax_restricted(a)
-        guard archive_write_add_filter_zstd(a) == ARCHIVE_OK, archive_write_open_fd(a, out) == ARCHIVE_OK else {
-            throw .corruptArchive("cannot start snapshot: \(Extractor.errorString(a))")
-        }
-        guard let e = archive_entry_new() else { throw .system(SystemError("archive_entry_new", errno: ENOMEM)) }
-        defer { archive_entry_free(e) }
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 16, alignment: 16)
-        defer { buffer.deallocate() }
-        var manifest = ManifestBuilder()
-        var report = PackReport()
-
-        try Walker.walk(root) { (entry: inout WalkEntry) throws(CacheError) in
-            archive_entry_clear(e)
-            archive_entry_set_pathname(e, entry.path.map { CChar(bitPattern: $0) } + [0])
-            var fd: Int32 = -1
-            defer { if fd >= 0 { close(fd) } }
-            switch entry.st.st_mode & S_IFMT {
-            case S_IFDIR:
-                archive_entry_set_filetype(e, cor_ae_ifdir)
-                report.directories += 1
-            case S_IFLNK:
-                guard let target = readLink(entry.parent, entry.name) else { return }
-                archive_entry_set_filetype(e, cor_ae_iflnk)
-                target.withUnsafeBufferPointer { archive_entry_set_symlink(e, $0.baseAddress) }
-                report.symlinks += 1
-            case S_IFREG:
-                fd = openat(entry.parent, entry.name.cString, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)
-                guard fd >= 0, fstat(fd, &entry.st) == 0, entry.st.st_mode & S_IFMT == S_IFREG else { return }
-                archive_entry_set_filetype(e, cor_ae_ifreg)
-                archive_entry_set_size(e, la_int64_t(entry.st.st_size))
-                report.files += 1
-            default:
-                report.skipped += 1
-                return
-            }
-            archive_entry_set_perm(e, entry.st.st_mode & 0o777)
-            archive_entry_set_mtime(e, time_t(entry.st.st_mtim.tv_sec), Int(entry.st.st_mtim.tv_nsec))
-            guard archive_write_header(a, e) >= ARCHIVE_WARN else {
-                throw .corruptArchive("snapshot of \(entry.displayPath): \(Extractor.errorString(a))")
-            }
-            manifest.add(entry.path, entry.st)
-            if fd >= 0 {
-                report.bytes += try copy(fd, size: Int64(entry.st.st_size), into: a, buffer, entry.displayPath)
-            }
-        }
-        guard archive_write_close(a) == ARCHIVE_OK else {
-            throw .corruptArchive("cannot finish snapshot: \(Extractor.errorString(a))")
-        }
-        try sys("fsync(\(archivePath))") { fsync(out) }
-        return (manifest.finish(), report)
-    }
-
-    /// Copies at most `size` bytes (what the header promised). A file that shrank meanwhile
-    /// is padded by libarchive; its changed ctime marks the workspace dirty again.
-    private static func copy(
-        _ fd: Int32, size: Int64, into a: OpaquePointer, _ buffer: UnsafeMutableRawBufferPointer, _ path: String
-    ) throws(CacheError) -> Int64 {
-        var done: Int64 = 0
-        while done < size {
-            let want = Int(min(Int64(buffer.count), size - done))
-            let n = try sys("read(\(path))") { read(fd, buffer.baseAddress, want) }
-            if n == 0 { break }
-            guard archive_write_data(a, buffer.baseAddress, n) == n else {
-                throw .corruptArchive("snapshot of \(path): \(Extractor.errorString(a))")
-            }
-            done += Int64(n)
-        }
-        return done
-    }
-
-    /// The raw, NUL-terminated target bytes (not necessarily UTF-8).
-    private static func readLink(_ parent: Int32, _ name: FileName) -> [CChar]? {
-        var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-        let n = readlinkat(parent, name.cString, &buffer, buffer.count - 1)
-        guard n >= 0 else { return nil }
-        return Array(buffer[0...n])
     }
 }
