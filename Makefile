@@ -20,7 +20,7 @@ SWIFT_TEST_FLAGS ?= --no-parallel
 # `python3` need the devtools image.
 run: deps rootfs-minimal rootfs-devtools
 	swift build -c release --product corral-init
-	swift build -c release --product corral
+	swift build -c release --product corral --static-swift-stdlib
 	ROOTFS_OUT=$(ROOTFS_OUT) scripts/demo
 
 test: deps rootfs-minimal

@@ -81,6 +81,11 @@ enum RedisTLSBridge {
         // The handshake's timeouts must not cut a long blocking read (XREAD BLOCK) short.
         var none = timeval()
         _ = setsockopt(tcp, SOL_SOCKET, SO_RCVTIMEO, &none, socklen_t(MemoryLayout<timeval>.size))
+        // The pump must come back to poll after a record with no application data (a TLS
+        // 1.3 session ticket the server sends after the handshake): blocking in SSL_read
+        // for the next record then, while hiredis's request waits unread on the pair, was
+        // a deadlock that ended only at the command time-out.
+        cor_ssl_no_auto_retry(ssl)
         let session = Session(ssl: ssl, tcp: tcp, local: pair[1])
         let thread = Thread { session.pump() }
         thread.name = "corral-redis-tls"
@@ -162,7 +167,12 @@ enum RedisTLSBridge {
                     if fds[1].revents == 0 { continue }
                 }
                 let n = SSL_read(ssl, &buffer, Int32(buffer.count))
-                if n <= 0 { return }
+                if n <= 0 {
+                    // Only a handshake or ticket record was read: poll again.
+                    let error = SSL_get_error(ssl, n)
+                    if error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE { continue }
+                    return
+                }
                 if !writeAll(local, buffer, count: Int(n)) { return }
             }
         }
