@@ -83,11 +83,8 @@ struct ServerOptions: ParsableArguments {
     func bootstrapLogging() {
         // Both formats escape control characters: text a request chose (a file name, a
         // header) must never forge a line of the log.
-        if logFormat == "json" {
-            LoggingSystem.bootstrap { JSONLogHandler(label: $0) }
-        } else {
-            LoggingSystem.bootstrap { TextLogHandler(label: $0) }
-        }
+        let format: LineLogHandler.Format = logFormat == "json" ? .json : .text
+        LoggingSystem.bootstrap { LineLogHandler(label: $0, format: format) }
         // A parent may hand down a blocked SIGTERM/SIGINT (a test runner does): the
         // graceful shutdown must still hear them.
         var signals = sigset_t()

@@ -287,7 +287,7 @@ import Testing
     /// With `--log-format text`, a file name holding a newline once forged a log line.
     @Test func textLogsEscapeEveryControlCharacter() throws {
         let lines = LockedLines()
-        var logger = Logger(label: "corral.test") { TextLogHandler(label: $0, sink: lines.append) }
+        var logger = Logger(label: "corral.test") { LineLogHandler(label: $0, format: .text, sink: lines.append) }
         logger[metadataKey: "principal"] = "alpha"
         logger.warning(
             "write-back failed",

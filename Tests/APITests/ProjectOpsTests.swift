@@ -129,7 +129,7 @@ import Testing
 
     @Test func jsonLogsAreOneObjectPerLine() throws {
         let lines = LineSink()
-        var handler = JSONLogHandler(label: "corral.test", sink: lines.append)
+        var handler = LineLogHandler(label: "corral.test", sink: lines.append)
         handler[metadataKey: "request_id"] = "r1"
         let logger = Logger(label: "corral.test") { _ in handler }
         logger.warning("disk \"full\"\nreally", metadata: ["project": "alpha"])

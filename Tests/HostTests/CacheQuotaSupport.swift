@@ -122,18 +122,7 @@ final class QuotaFixture: Sendable {
 
     /// Runs a tool; its exit status and combined output.
     @discardableResult
-    func run(_ argv: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: argv[0])
-        process.arguments = Array(argv.dropFirst())
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
+    func run(_ argv: [String]) throws -> (Int32, String) { try runTool(argv) }
 
     deinit {
         // A failed test must not leak mounts or loop devices into the next one.
@@ -149,4 +138,19 @@ final class QuotaFixture: Sendable {
             }
         }
     }
+}
+
+/// Runs a tool (`argv[0]` is its path); its exit status and combined output.
+@discardableResult
+func runTool(_ argv: [String]) throws -> (Int32, String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: argv[0])
+    process.arguments = Array(argv.dropFirst())
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    try process.run()
+    let data = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }

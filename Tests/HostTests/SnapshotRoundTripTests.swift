@@ -22,7 +22,7 @@ import Testing
 
     /// `bsdtar -tvf` of the snapshot: one line per entry.
     func listing() throws -> [String] {
-        let (status, output) = try run(["/usr/bin/bsdtar", "-tvf", snapshot])
+        let (status, output) = try runTool(["/usr/bin/bsdtar", "-tvf", snapshot])
         #expect(status == 0)
         return output.split(separator: "\n").map(String.init)
     }
@@ -253,18 +253,6 @@ import Testing
         #expect(try await cache.status("p").dirty == true)
     }
 
-    func run(_ argv: [String]) throws -> (Int32, String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: argv[0])
-        process.arguments = Array(argv.dropFirst())
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
-    }
 }
 
 /// The same promise inside a real disk cap (ext4 on a loop device): the snapshot is bounded

@@ -22,7 +22,7 @@ public final class AuditLog: Sendable {
 
     func append(_ event: String, _ fields: [String: JSON]) {
         var line = fields
-        line["ts"] = .string(JSONLogHandler.timestamp())
+        line["ts"] = .string(LineLogHandler.timestamp())
         line["event"] = .string(event)
         let bytes = line.isEmpty ? [] : JSON.object(line).serialized() + [0x0A]
         lock.withLock { _ in
