@@ -70,6 +70,8 @@ struct Exec: AsyncParsableCommand {
             job.seccomp = try loaded.seccompProgram().instructions
             job.environment = loaded.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
         }
+        // One job: no spare cgroup leaf to make and remove for a job that never comes.
+        config.spareJobLeaves = false
         let sandbox = try await ProjectSandbox.create(config)
         let outcome: Result<JobResult, any Error>
         do {

@@ -143,6 +143,28 @@ import Testing
         ws.remove()
     }
 
+    /// A sandbox for one job (`corral exec`) makes no spare leaf: its mkdirs and rmdirs
+    /// would be paid for a job that never comes.
+    @Test func aSandboxForOneJobMakesNoSpareLeaf() async throws {
+        let ws = try TemporaryDirectory()
+        defer { ws.remove() }
+        var configuration = SandboxConfiguration(
+            projectID: "one-job", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs,
+            limits: CgroupLimits(pids: 64), cgroups: TestCgroups.driver)
+        configuration.spareJobLeaves = false
+        let s = try await ProjectSandbox.create(configuration)
+        let jobs = try #require(s.jobsCgroup)
+        #expect(try await sh(s, "echo one").stdout == "one\n")
+        #expect(try await sh(s, "echo two").stdout == "two\n")
+        // Each job had a leaf of its own, made at its start and gone with it; none waits.
+        for _ in 0..<200 where try jobs.leafNames() != [] { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(try jobs.leafNames() == [])
+        // Nothing is made later either.
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(try jobs.leafNames() == [])
+        await s.destroy()
+    }
+
     @Test func twentySandboxesWithLimitsLeaveNoCgroupBehind() async throws {
         let driver = try #require(TestCgroups.driver)
         let before = try driver.projectNames()

@@ -160,7 +160,7 @@ public final class ProjectSandbox: Sendable {
     }
 
     private func prepareSpareLeaf() {
-        guard let jobsCgroup else { return }
+        guard configuration.spareJobLeaves, let jobsCgroup else { return }
         let start = state.withLock { state in
             guard state.alive, state.spare == nil, !state.preparing else { return false }
             state.preparing = true

@@ -21,6 +21,10 @@ public struct SandboxConfiguration: Sendable {
     /// Whether a limit of ``limits`` this host cannot enforce refuses the sandbox (true) or
     /// is skipped and reported in ``ProjectSandbox/unenforcedLimits`` (false).
     public var requireLimits: Bool
+    /// Whether the next job's cgroup leaf is made while a job runs, so its `mkdir`s never sit
+    /// between a request and its job. A sandbox for a single job (`corral exec`) turns this
+    /// off: its spare would be made and removed for nothing.
+    public var spareJobLeaves = true
 
     public init(
         projectID: String,
