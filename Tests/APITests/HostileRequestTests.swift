@@ -131,7 +131,9 @@ import Testing
             for refused in replies[3...] {
                 #expect(refused["error"]?["data"]?["code"] == "rate_limited")
                 #expect(
-                    refused["error"]?["message"]?.stringValue?.hasPrefix("token \"batcher\" is over its rate") == true)
+                    refused["error"]?["message"]?.stringValue
+                        == "token \"batcher\" is over its rate of 0.001 requests a second (bursts of 3); retry after 1000 s"
+                )
             }
             let jobs = try await client.call(.get, "/v1/projects/alpha/jobs", token: TestTokens.admin)
             #expect(jobs.json["jobs"]?.arrayCount == 3)

@@ -123,7 +123,7 @@ struct RateRefusal {
 
     init(subject: RateSubject, decision: RateLimiter.Decision) {
         message =
-            "token \"\(subject.name)\" is over its rate of \(decision.limit) requests; retry after \(decision.retryAfter) s"
+            "token \"\(subject.name)\" is over its rate of \(JobView.format(subject.limit.perSecond)) requests a second (bursts of \(subject.limit.burst)); retry after \(decision.retryAfter) s"
         data = ["code": "rate_limited", "retry_after": .int(decision.retryAfter)]
     }
 }
