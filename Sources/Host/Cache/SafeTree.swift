@@ -30,10 +30,7 @@ enum SafeTree {
     /// Opens the directory `name` inside `parent`, refusing symlinks.
     static func openDirectory(_ parent: Int32, _ name: FileName) -> Int32 {
         let c = name.cString
-        while true {
-            let fd = openat(parent, c, dirFlags)
-            if fd >= 0 || errno != EINTR { return fd }
-        }
+        return retryingInterrupted { openat(parent, c, dirFlags) }
     }
 
     /// Removes `name` inside `parent` and everything under it without following symlinks.

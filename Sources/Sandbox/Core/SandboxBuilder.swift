@@ -118,7 +118,7 @@ struct SandboxBuilder {
         } catch {
             _ = cor_pidfd_send_signal(pidfd, SIGKILL)
             var s: Int32 = 0
-            while waitpid(pid, &s, 0) < 0 && errno == EINTR {}
+            retryingInterrupted { waitpid(pid, &s, 0) }
             close(pidfd)
             try? cgroup?.destroy()
             throw error
@@ -178,10 +178,7 @@ struct SandboxBuilder {
     private func awaitReady(_ fd: Int32) throws {
         var record = cor_status()
         let size = MemoryLayout<cor_status>.size
-        var n: Int
-        repeat {
-            n = withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) }
-        } while n < 0 && errno == EINTR
+        let n = retryingInterrupted { withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) } }
         guard n == size else { throw SandboxError.childFailed(stage: "init", errno: n < 0 ? errno : EPIPE) }
         guard record.stage == Int32(COR_STAGE_READY.rawValue) else { throw SandboxError.child(record) }
     }

@@ -44,8 +44,11 @@ final class EventLoop: Sendable {
     private func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
         while true {
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, -1) }
-            if n < 0 { continue }  // EINTR
+            let n = retryingInterrupted {
+                events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, 64, -1) }
+            }
+            // Only EBADF or EINVAL remain, and the loop owns epfd: nothing to do but go on.
+            if n < 0 { continue }
             for i in 0..<Int(n) {
                 let fd = events[i].data.fd
                 guard let handler = handlers.withLock({ $0[fd] }) else { continue }

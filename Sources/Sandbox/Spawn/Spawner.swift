@@ -108,7 +108,7 @@ enum Spawner {
             }
         }
         var status: Int32 = 0
-        while waitpid(apid, &status, 0) < 0 && errno == EINTR {}
+        retryingInterrupted { waitpid(apid, &status, 0) }
 
         // The kernel stored the job's pid in our memory at its clone, so a job exists even
         // when its records are lost: in a project whose memory is full, a write to the
@@ -120,7 +120,7 @@ enum Spawner {
         func reapChild() {
             guard child > 0 else { return }
             kill(child, SIGKILL)
-            while waitpid(child, &status, 0) < 0 && errno == EINTR {}
+            retryingInterrupted { waitpid(child, &status, 0) }
         }
         if let failure {
             reapChild()
@@ -146,7 +146,7 @@ enum Spawner {
         if pidfd < 0 {
             let e = errno
             kill(jobPID, SIGKILL)
-            while waitpid(jobPID, &status, 0) < 0 && errno == EINTR {}
+            retryingInterrupted { waitpid(jobPID, &status, 0) }
             throw SandboxError.system(SystemError("pidfd_open", errno: e))
         }
         return SpawnedProcess(pid: jobPID, pidfd: pidfd, stdout: fds.takeStdoutRead(), stderr: fds.takeStderrRead())
@@ -160,11 +160,7 @@ enum Spawner {
 
     private static func readRecord(_ fd: Int32, _ record: inout cor_status) -> Bool {
         let size = MemoryLayout<cor_status>.size
-        while true {
-            let n = withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) }
-            if n < 0 && errno == EINTR { continue }
-            return n == size
-        }
+        return retryingInterrupted { withUnsafeMutableBytes(of: &record) { read(fd, $0.baseAddress, size) } } == size
     }
 
     /// Writes stdin on its own thread: a job that reads slowly must not hold up the spawn.
@@ -172,8 +168,7 @@ enum Spawner {
         let writer: @Sendable () -> Void = {
             var offset = 0
             while offset < bytes.count {
-                let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-                if n < 0 && errno == EINTR { continue }
+                let n = retryingInterrupted { bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
                 if n <= 0 { break }
                 offset += n
             }

@@ -35,6 +35,17 @@ public func syscall<T: BinaryInteger>(_ call: @autoclosure () -> String, _ body:
     }
 }
 
+/// Runs a call again while it fails with EINTR, and returns its last result as is (-1 with
+/// `errno` set on any other failure): for calls whose failure is handled where they are made,
+/// not thrown. One place for the retry, instead of a loop at every call.
+@discardableResult
+public func retryingInterrupted<T: BinaryInteger>(_ body: () -> T) -> T {
+    while true {
+        let result = body()
+        if result != -1 || Glibc.errno != EINTR { return result }
+    }
+}
+
 /// Symbolic names for the errno values Corral reports.
 public enum Errno {
     private static let names: [Int32: String] = [
