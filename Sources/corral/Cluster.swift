@@ -57,7 +57,8 @@ struct Worker: AsyncParsableCommand {
             configuration, cluster: clusterConfiguration, host: hostName, address: address)
         try await worker.start()
         let app = try buildApplication(
-            api, host: host, files: HostFileTools(host: host), logger: Logger(label: "corral.api"))
+            api, host: host, jobs: host.jobService, files: HostFileTools(host: host),
+            logger: Logger(label: "corral.api"))
         logger.info(
             "corral worker",
             metadata: [
@@ -91,7 +92,8 @@ struct APINode: AsyncParsableCommand {
         let api = try server.apiConfiguration()
         let backend = ClusterBackend(configuration: try cluster.configuration(), workerToken: try cluster.workerToken())
         let app = try buildApplication(
-            api, host: backend, files: ClusterFileTools(backend: backend), logger: Logger(label: "corral.api"))
+            api, host: backend, jobs: backend.jobService, files: ClusterFileTools(backend: backend),
+            logger: Logger(label: "corral.api"))
         logger.info(
             "corral api",
             metadata: ["version": "\(HostModule.version)", "bind": "\(server.bind)", "node": "\(backend.jobs.node)"])

@@ -135,7 +135,7 @@ final class FakeExecution: JobExecution, @unchecked Sendable {
         await #expect(throws: JobError.overloaded(retryAfterSeconds: 5, scope: "host")) {
             try await jobs.submit(request("third", "t1"))
         }
-        #expect(await jobs.depth.queued == 3)
+        #expect(await jobs.depth().queued == 3)
     }
 
     @Test func idempotentResubmitAttachesToTheSameJob() async throws {

@@ -50,21 +50,15 @@ public struct ClusterBackend: HostBackend {
     /// The owner's error response as the same ``APIError``, so clients of the API node see
     /// exactly what the owner said.
     static func refusal(_ response: WorkerResponse) -> APIError {
-        let json = try? JSON.parse(response.body)
-        let code = json?["error"]?["code"]?.stringValue ?? "http_\(response.status)"
-        let message = json?["error"]?["message"]?.stringValue ?? "the worker answered \(response.status)"
+        let reply = try? Wire.decode(ErrorReply.self, from: response.body)
+        let code = reply?.error.code ?? "http_\(response.status)"
+        let message = reply?.error.message ?? "the worker answered \(response.status)"
         return APIError(
             .init(code: response.status), code, message, retryAfter: response.headers["retry-after"].flatMap(Int.init))
     }
 
     static func escape(_ value: String) -> String {
         value.addingPercentEncoding(withAllowedCharacters: .alphanumerics.union(.init(charactersIn: "-._~"))) ?? value
-    }
-
-    static func decode<T: Decodable>(_ type: T.Type, _ bytes: [UInt8]) throws -> T {
-        let decoder = JSONDecoder()
-        decoder.dateDecodingStrategy = .iso8601
-        return try decoder.decode(type, from: Data(bytes))
     }
 
     /// Throws `project_not_found` for a project the cluster does not know, without leasing it.
@@ -80,31 +74,34 @@ public struct ClusterBackend: HostBackend {
     public func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
         async throws -> ProjectInfo
     {
-        var fields: [String: JSON] = ["source": .string(source)]
-        if let sha256 { fields["sha256"] = .string(sha256) }
-        if let policy { fields["policy"] = .string(policy) }
-        let limitFields = Self.limitFields(limits)
-        if !limitFields.isEmpty { fields["limits"] = .object(limitFields.mapValues(JSON.number)) }
+        let body = RegisterRequest(source: source, sha256: sha256, policy: policy, limits: limits)
         let response = try await forward(
             id, "PUT", "/v1/projects/\(id)", headers: [("Content-Type", "application/json")],
-            body: JSON.object(fields).serialized())
-        return try Self.decode(ProjectInfo.self, response.body)
+            body: try Wire.encode(body))
+        return try Wire.decode(ProjectInfo.self, from: response.body)
     }
 
     public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws
         -> ProjectInfo
     {
-        var query = Self.limitFields(limits).map { ($0.key, Self.number($0.value)) }.sorted { $0.0 < $1.0 }
+        // The query carries what a registration's `limits` would, under the same names.
+        var query: [(String, String)] = []
+        if case .object(let fields) = JSON.from(limits) {
+            query = fields.compactMap { key, value in
+                value.numberValue.map { (key, String(decoding: JSON.number($0).serialized(), as: UTF8.self)) }
+            }
+            .sorted { $0.0 < $1.0 }
+        }
         if let policy { query.append(("policy", policy)) }
         let response = try await forward(
             id, "PUT", "/v1/projects/\(id)/archive", query: query,
             headers: [("Content-Type", "application/octet-stream")], body: archive)
-        return try Self.decode(ProjectInfo.self, response.body)
+        return try Wire.decode(ProjectInfo.self, from: response.body)
     }
 
     public func project(_ id: String) async throws -> ProjectInfo {
         try await requireRegistered(id)
-        return try Self.decode(ProjectInfo.self, try await forward(id, "GET", "/v1/projects/\(id)").body)
+        return try Wire.decode(ProjectInfo.self, from: try await forward(id, "GET", "/v1/projects/\(id)").body)
     }
 
     public func projects() async -> [ProjectInfo] {
@@ -120,7 +117,8 @@ public struct ClusterBackend: HostBackend {
     public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
         try await requireRegistered(id)
         guard let progress else {
-            return try Self.decode(ProjectInfo.self, try await forward(id, "POST", "/v1/projects/\(id)/warm").body)
+            return try Wire.decode(
+                ProjectInfo.self, from: try await forward(id, "POST", "/v1/projects/\(id)/warm").body)
         }
         // The owner's event stream, replayed event by event as it arrives.
         let events = ServerSentEvents()
@@ -128,17 +126,17 @@ public struct ClusterBackend: HostBackend {
             id, "POST", "/v1/projects/\(id)/warm", headers: [("Accept", "text/event-stream")]
         ) { chunk in
             for (name, data) in events.feed(chunk) where name == "progress" {
-                if let value = Self.progress(data) { progress(value) }
+                // A stage this node does not know is skipped, not fatal: the result still comes.
+                if let value = try? Wire.decode(CacheProgress.self, from: Array(data.utf8)) { progress(value) }
             }
         }
         for (name, data) in ServerSentEvents().feed(response.body) {
             switch name {
-            case "project": return try Self.decode(ProjectInfo.self, Array(data.utf8))
+            case "project": return try Wire.decode(ProjectInfo.self, from: Array(data.utf8))
             case "error":
-                let json = try? JSON.parse(Array(data.utf8))
+                let reply = try? Wire.decode(ErrorReply.self, from: Array(data.utf8))
                 throw APIError(
-                    .unprocessableContent, json?["error"]?["code"]?.stringValue ?? "warm_failed",
-                    json?["error"]?["message"]?.stringValue ?? data)
+                    .unprocessableContent, reply?.error.code ?? "warm_failed", reply?.error.message ?? data)
             default: continue
             }
         }
@@ -147,12 +145,8 @@ public struct ClusterBackend: HostBackend {
 
     public func snapshot(_ id: String) async throws -> SnapshotResult? {
         try await requireRegistered(id)
-        let json = try JSON.parse(try await forward(id, "POST", "/v1/projects/\(id)/snapshot").body)
-        guard let snap = json["snapshot"], case .object = snap else { return nil }
-        return SnapshotResult(
-            key: snap["key"]?.stringValue ?? "", version: snap["version"]?.stringValue ?? "",
-            bytes: Self.count(snap["bytes"]), files: Int(Self.count(snap["files"])),
-            skipped: Int(Self.count(snap["skipped"])))
+        let response = try await forward(id, "POST", "/v1/projects/\(id)/snapshot")
+        return try Wire.decode(SnapshotReply.self, from: response.body).snapshot
     }
 
     public func evict(_ id: String, discard: Bool) async throws {
@@ -162,31 +156,10 @@ public struct ClusterBackend: HostBackend {
 
     // MARK: - Jobs
 
-    public func submit(_ request: JobRequest) async throws -> JobRecord {
-        try await requireRegistered(request.project)
-        return try await jobs.submit(request)
-    }
-
-    public func waitJob(_ id: String, timeout: Duration, since: Int, untilFinished: Bool) async throws -> JobSnapshot {
-        try await jobs.wait(id, timeout: timeout, since: since, untilFinished: untilFinished)
-    }
-
-    public func jobSnapshot(_ id: String, since: Int) async throws -> JobSnapshot {
-        try await jobs.snapshot(id, since: since)
-    }
-
-    public func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobs.cancel(id) }
-
-    public func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
-        try await jobs.cancel(id, signal: signal)
-    }
-
-    public func jobs(project: String, limit: Int) async throws -> [JobRecord] {
-        try await jobs.list(project: project, limit: limit)
-    }
-
-    public func queueDepth() async -> (queued: Int, running: Int) {
-        (try? await jobs.depth()) ?? (0, 0)
+    /// The cluster's jobs as the API runs them: through Redis, for registered projects only
+    /// (a job for an unknown project is refused before anything is leased).
+    public var jobService: any JobService {
+        CheckedJobService(jobs) { [self] request in try await requireRegistered(request.project) }
     }
 
     // MARK: - Operations
@@ -194,7 +167,7 @@ public struct ClusterBackend: HostBackend {
     /// The workers' statuses, summed: projects, sandboxes and jobs add up; the cgroup mode,
     /// limits and policies are those every worker reports (differences are listed as errors).
     public func status() async -> HostStatus {
-        let depth = await queueDepth()
+        let depth = (try? await jobs.depth()) ?? (queued: 0, running: 0)
         var total = HostStatus(
             version: HostModule.version, projects: (try? await registry.list().count) ?? 0, sandboxes: 0,
             queuedJobs: depth.queued, runningJobs: depth.running, workerSlots: [:], cgroupMode: "none",
@@ -205,7 +178,7 @@ public struct ClusterBackend: HostBackend {
         for host in hosts {
             guard let address = try? await jobs.address(of: host),
                 let response = try? await workers.send("GET", address + "/status"), response.status == 200,
-                let status = try? Self.decode(HostStatus.self, response.body)
+                let status = try? Wire.decode(HostStatus.self, from: response.body)
             else {
                 total.policyErrors.append("worker \(host): status unavailable")
                 continue
@@ -239,49 +212,6 @@ public struct ClusterBackend: HostBackend {
         registryClient.close()
     }
 
-    // MARK: - Helpers
-
-    static func limitFields(_ limits: RequestedLimits) -> [String: Double] {
-        var fields: [String: Double] = [:]
-        if let v = limits.cpus { fields["cpus"] = v }
-        if let v = limits.memoryBytes { fields["memory_bytes"] = Double(v) }
-        if let v = limits.pids { fields["pids"] = Double(v) }
-        if let v = limits.tmpfsBytes { fields["tmpfs_bytes"] = Double(v) }
-        if let v = limits.workspaceBytes { fields["workspace_bytes"] = Double(v) }
-        if let v = limits.timeoutSeconds { fields["timeout_s"] = Double(v) }
-        if let v = limits.stdoutBytes { fields["stdout_bytes"] = Double(v) }
-        if let v = limits.stderrBytes { fields["stderr_bytes"] = Double(v) }
-        return fields
-    }
-
-    static func number(_ value: Double) -> String {
-        value == value.rounded() && abs(value) < 1e15 ? String(Int64(value)) : String(value)
-    }
-
-    /// A count from a worker's JSON: 0 unless it is a whole number in 0...2^53. Converting an
-    /// arbitrary `Double` with `Int64(_:)` traps on NaN, infinities and large values, and
-    /// one bad reply must not end the node.
-    static func count(_ value: JSON?) -> Int64 {
-        guard let number = value?.numberValue, number.isFinite, number >= 0, number <= 9_007_199_254_740_992 else {
-            return 0
-        }
-        return Int64(number)
-    }
-
-    static func progress(_ data: String) -> CacheProgress? {
-        guard let json = try? JSON.parse(Array(data.utf8)) else { return nil }
-        switch json["stage"]?.stringValue {
-        case "downloading":
-            return .downloading(
-                TransferProgress(
-                    bytes: Self.count(json["bytes"]),
-                    total: json["total"]?.numberValue == nil ? nil : Self.count(json["total"]),
-                    bytesPerSecond: json["bytes_per_second"]?.numberValue ?? 0))
-        case "extracting": return .extracting
-        case "ready": return .ready
-        default: return nil
-        }
-    }
 }
 
 /// Splits a `text/event-stream` into (event, data) pairs, across chunk boundaries.

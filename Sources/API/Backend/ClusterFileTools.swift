@@ -13,7 +13,7 @@ public struct ClusterFileTools: FileToolBackend {
     public var fileToolNames: [String] { FileTools.toolNames.sorted() }
 
     public func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
-        -> FileToolReply
+        -> ToolResult
     {
         try await backend.requireRegistered(project)
         var headers = [("Content-Type", "application/json")]
@@ -21,9 +21,6 @@ public struct ClusterFileTools: FileToolBackend {
         let response = try await backend.forward(
             project, "POST", "/v1/internal/projects/\(project)/files/\(name)", headers: headers,
             body: JSON.object(arguments).serialized())
-        let json = try JSON.parse(response.body)
-        return FileToolReply(
-            text: json["text"]?.stringValue ?? "", structured: json["structured"] ?? .object([:]),
-            isError: json["is_error"]?.boolValue ?? false, errorCode: json["error_code"]?.stringValue)
+        return try Wire.decode(ToolResult.self, from: response.body)
     }
 }

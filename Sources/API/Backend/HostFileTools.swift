@@ -10,11 +10,8 @@ public struct HostFileTools: FileToolBackend {
     public var fileToolNames: [String] { FileTools.toolNames.sorted() }
 
     public func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
-        -> FileToolReply
+        -> ToolResult
     {
-        let result = try await host.fileTool(project: project, name: name, arguments: arguments, caller: caller)
-        return FileToolReply(
-            text: result.text, structured: result.structured, isError: result.isError,
-            errorCode: result.errorCode)
+        try await host.fileTool(project: project, name: name, arguments: arguments, caller: caller)
     }
 }

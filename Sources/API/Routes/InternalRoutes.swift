@@ -24,10 +24,7 @@ struct InternalRoutes {
             let caller = request.headers[HTTPField.Name(Self.callerHeader)!]
             let reply = try await files.callFileTool(
                 project: id, name: name, arguments: arguments.all, caller: caller)
-            return Response.json([
-                "text": .string(reply.text), "structured": reply.structured, "is_error": .bool(reply.isError),
-                "error_code": .optional(reply.errorCode.map(JSON.string)),
-            ])
+            return Response.json(JSON.from(reply))
         }
     }
 }

@@ -118,7 +118,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         var headers = self.headers
         headers[.contentType] = "application/json"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        let body: JSON = ["error": ["code": .string(code), "message": .string(message)]]
+        let body = JSON.from(ErrorReply(code: code, message: message))
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
     }
 }

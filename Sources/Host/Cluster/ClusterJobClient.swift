@@ -13,7 +13,7 @@ import Synchronization
 ///
 /// While Redis is unreachable, calls throw ``ClusterError/redisUnavailable(retryAfterSeconds:)``
 /// (HTTP 503 with Retry-After); they work again as soon as Redis is back.
-public final class ClusterJobClient: Sendable {
+public final class ClusterJobClient: JobService {
     public let configuration: ClusterConfiguration
     /// This node's name in Redis (its wake stream); unique per process.
     public let node: String
@@ -55,8 +55,7 @@ public final class ClusterJobClient: Sendable {
     /// the same idempotency key from the same submitter to the same project returns the
     /// first job. A submitter at its ``JobRequest/submitterCap`` is refused, cluster-wide.
     public func submit(_ request: JobRequest) async throws -> JobRecord {
-        guard !request.command.isEmpty else { throw JobError.invalidRequest("command is empty") }
-        guard request.timeoutSeconds > 0 else { throw JobError.invalidRequest("timeout must be positive") }
+        try SubmitRules.validate(request)
         let id = newID()
         let lane = request.lane(shortThresholdSeconds: configuration.shortThresholdSeconds)
         let now = Date()
@@ -84,7 +83,8 @@ public final class ClusterJobClient: Sendable {
         case "existing" where parts.count > 1:
             return try await snapshot(parts[1]).record
         case "busy":
-            throw JobError.submitterBusy(submitter: request.submitter, limit: request.submitterCap ?? 0)
+            // The submit script applies ``SubmitRules/admit(_:existing:active:)`` atomically with the queue.
+            throw SubmitRules.busy(request)
         case "nohost":
             throw ClusterError.noLiveWorkers(retryAfterSeconds: RedisConnection.seconds(configuration.leaseTTL / 3))
         default:

@@ -101,15 +101,15 @@ public actor CorralHost {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
         let status = try await cache.status(id)
         let records = try await jobs.list(project: id, limit: 1000)
-        var limits = limitReport(sandbox: await pool.existing(id))
+        var limits = ProjectLimits(enforcement: limitReport(sandbox: await pool.existing(id)))
         if let resolved = try? Self.resolve(id, settings: settings, policies: policies) {
-            limits["require_limits"] = String(resolved.policy.requireLimits)
-            limits["cpus"] = String(resolved.limits.cpus)
-            limits["memory_bytes"] = String(resolved.limits.memoryBytes)
-            limits["pids_max"] = String(resolved.limits.pids)
-            limits["workspace_bytes"] = String(resolved.limits.workspaceBytes)
-            limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
-            limits["max_timeout_s"] = String(resolved.maxTimeoutSeconds)
+            limits.requireLimits = resolved.policy.requireLimits
+            limits.cpus = resolved.limits.cpus
+            limits.memoryBytes = resolved.limits.memoryBytes
+            limits.pidsMax = resolved.limits.pids
+            limits.workspaceBytes = resolved.limits.workspaceBytes
+            limits.timeoutSeconds = resolved.limits.timeoutSeconds
+            limits.maxTimeoutSeconds = resolved.maxTimeoutSeconds
         }
         return ProjectInfo(
             id: id, source: status.source, state: status.state.rawValue, sourceVersion: status.sourceVersion,
@@ -159,22 +159,14 @@ public actor CorralHost {
 
     // MARK: - Jobs
 
-    /// Runs a command and waits up to `budget` for it (the synchronous facade).
-    public func exec(_ request: JobRequest, budget: Duration) async throws -> JobSnapshot {
-        try await adopt(request.project)
-        try checkRequest(request)
-        return try await jobs.run(request, budget: budget)
+    /// The host's jobs as the API runs them: the ``JobSystem``, behind a check that refuses
+    /// up front what the project's policy would never run.
+    public nonisolated var jobService: any JobService {
+        CheckedJobService(jobs) { request in try await self.checkRequest(request) }
     }
 
-    /// Queues a command and returns at once.
-    public func submit(_ request: JobRequest) async throws -> JobRecord {
-        try await adopt(request.project)
-        try checkRequest(request)
-        return try await jobs.submit(request)
-    }
-
-    /// Refuses up front what the project's policy would never run.
-    private func checkRequest(_ request: JobRequest) throws {
+    /// Refuses a timeout above the project policy's maximum, and a project not registered.
+    func checkRequest(_ request: JobRequest) throws {
         let resolved = try Self.resolve(request.project, settings: settings, policies: policies)
         if request.timeoutSeconds > Double(resolved.maxTimeoutSeconds) {
             throw HostError.policyLimits(

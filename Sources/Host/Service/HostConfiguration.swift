@@ -44,33 +44,6 @@ public struct HostConfiguration: Sendable {
     }
 }
 
-/// A project as the HTTP API reports it.
-public struct ProjectInfo: Sendable, Codable, Equatable {
-    public var id: String
-    public var source: String
-    /// cold, fetching or ready.
-    public var state: String
-    public var sourceVersion: String?
-    public var dirty: Bool?
-    public var diskBytes: Int64
-    public var runningJobs: Int
-    public var queuedJobs: Int
-    public var expiresAt: Date
-    public var policy: String
-    public var sandbox: Bool
-    /// The limits in force for the project's jobs, and which of them the kernel enforces.
-    public var limits: [String: String]
-
-    enum CodingKeys: String, CodingKey {
-        case id, source, state, dirty, policy, sandbox, limits
-        case sourceVersion = "source_version"
-        case diskBytes = "disk_bytes"
-        case runningJobs = "running_jobs"
-        case queuedJobs = "queued_jobs"
-        case expiresAt = "expires_at"
-    }
-}
-
 /// Why the host refused a project call.
 public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownPolicy(String)
