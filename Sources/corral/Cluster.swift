@@ -1,5 +1,6 @@
 import API
 import ArgumentParser
+import Cluster
 import Foundation
 import Host
 import Logging
@@ -53,11 +54,11 @@ struct Worker: AsyncParsableCommand {
         configuration.stores = BlobStores(primary: LocalBlobStore(directory: ServerOptions.absolute(blobDir)))
         let hostName = name ?? ProcessInfo.processInfo.hostName
         let address = advertise ?? "http://\(server.bind)"
-        let (host, worker) = try await CorralHost.openWorker(
+        let (host, worker) = try await ClusterHost.openWorker(
             configuration, cluster: clusterConfiguration, host: hostName, address: address)
         try await worker.start()
         let app = try buildApplication(
-            api, host: host, jobs: host.jobService, files: HostFileTools(host: host),
+            api, host: host, jobs: host.jobService, files: host,
             logger: Logger(label: "corral.api"))
         logger.info(
             "corral worker",
@@ -106,7 +107,7 @@ struct APINode: AsyncParsableCommand {
 /// grace, projects are written back and their leases released, queued jobs handed over.
 struct WorkerShutdownService: Service {
     let worker: ClusterWorker
-    let host: CorralHost
+    let host: ClusterHost
     let grace: Duration
 
     func run() async throws {

@@ -33,41 +33,6 @@ final class FakeRunner: JobRunner, @unchecked Sendable {
     }
 }
 
-final class FakeExecution: JobExecution, @unchecked Sendable {
-    let onOutput: @Sendable (Sandbox.OutputStream, [UInt8]) -> Void
-    private let state = Mutex<(JobResult?, [CheckedContinuation<JobResult, Never>])>((nil, []))
-
-    init(onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void) { self.onOutput = onOutput }
-
-    func end(exitCode: Int32, status: JobResult.Status) {
-        let result = JobResult(
-            status: status, exitCode: exitCode, signal: nil, timedOut: false, oomKilled: false, durationMs: 1,
-            cpuMs: 0, peakMemoryBytes: 0, stdout: "", stderr: "", truncated: false, omittedBytes: 0, logPath: nil)
-        let waiters = state.withLock { s in
-            s.0 = s.0 ?? result
-            defer { s.1 = [] }
-            return s.1
-        }
-        for w in waiters { w.resume(returning: result) }
-    }
-
-    func wait() async -> JobResult {
-        await withCheckedContinuation { c in
-            let done = state.withLock { s -> JobResult? in
-                if let r = s.0 { return r }
-                s.1.append(c)
-                return nil
-            }
-            if let done { c.resume(returning: done) }
-        }
-    }
-
-    func cancel() async -> JobResult {
-        end(exitCode: 143, status: .cancelled)
-        return await wait()
-    }
-}
-
 @Suite struct JobQueueTests {
     func request(_ project: String, _ command: String, background: Bool = false, key: String? = nil) -> JobRequest {
         JobRequest(project: project, command: command, background: background, idempotencyKey: key)

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import HTTPTypes
 import Host
@@ -64,6 +65,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case let error as CacheError: return from(cache: error)
         case let error as HostError: return from(host: error)
         case let error as JobError: return from(job: error)
+        case let error as WorkerRefusal:
+            // The owner's answer, passed on as it is.
+            return .init(.init(code: error.status), error.code, error.message, retryAfter: error.retryAfter)
         case let error as ClusterError:
             return .init(
                 .init(code: error.httpStatus), error.httpStatus == 503 ? "unavailable" : "cluster_error",

@@ -1,7 +1,7 @@
 import Sandbox
 
 /// Jobs as the API sees them, wherever they run: ``JobSystem`` queues them on this host,
-/// a cluster's job client queues them through Redis on the project's owner. The HTTP
+/// a cluster's job client queues them on the project's owner host. The HTTP
 /// routes, the tool gateway and MCP use only this.
 public protocol JobService: Sendable {
     /// Queues a job and returns its record at once. A retried submit with the same

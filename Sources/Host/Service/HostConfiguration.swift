@@ -23,17 +23,14 @@ public struct HostConfiguration: Sendable {
     /// name. nil: a local store under the data directory. Worker hosts of a cluster share
     /// one primary store, so any of them can materialize any project.
     public var stores: BlobStores?
-    /// The cluster's project registry (a worker host's); nil on an all-in-one host.
-    public var registry: (any ProjectRegistry)?
 
     public init(
         dataDirectory: String, rootfsDirectory: String, policiesDirectory: String, defaultPolicy: String = "default",
         jobLimits: JobLimits = JobLimits(), cgroups: CgroupDriver? = CgroupDriver.host,
         ttl: Duration = .seconds(86_400),
-        stores: BlobStores? = nil, registry: (any ProjectRegistry)? = nil
+        stores: BlobStores? = nil
     ) {
         self.stores = stores
-        self.registry = registry
         self.dataDirectory = dataDirectory
         self.rootfsDirectory = rootfsDirectory
         self.policiesDirectory = policiesDirectory

@@ -1,6 +1,7 @@
 import API
 import Foundation
 import HTTPTypes
+import Host
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
