@@ -206,3 +206,39 @@ final class FakeRunner: JobRunner, @unchecked Sendable {
         #expect(idle.record.state == .running)
     }
 }
+
+/// The submit rules every job service shares, and the pre-check a host or a cluster puts in
+/// front of its queue.
+@Suite struct SubmitRulesTests {
+    @Test func aRetriedKeyReturnsItsJobEvenAtTheCapAndANewJobAtTheCapIsRefused() throws {
+        let capped = JobRequest(project: "p", command: "true", submitter: "agent", submitterCap: 2)
+        let first = JobRecord(id: "j1", request: capped, lane: .short, state: .running, createdAt: Date())
+        #expect(try SubmitRules.admit(capped, existing: first, active: 2) == first)
+        #expect(try SubmitRules.admit(capped, existing: nil, active: 1) == nil)
+        #expect(throws: JobError.submitterBusy(submitter: "agent", limit: 2)) {
+            try SubmitRules.admit(capped, existing: nil, active: 2)
+        }
+        #expect(throws: JobError.invalidRequest("command is empty")) {
+            try SubmitRules.validate(JobRequest(project: "p", command: ""))
+        }
+        #expect(throws: JobError.invalidRequest("timeout must be positive")) {
+            try SubmitRules.validate(JobRequest(project: "p", command: "true", timeoutSeconds: 0))
+        }
+    }
+
+    @Test func aCheckedServiceRefusesBeforeTheQueueSeesTheJob() async throws {
+        let jobs = try JobSystem(runner: FakeRunner())
+        let checked = CheckedJobService(jobs) { request in
+            if request.project == "unknown" { throw HostError.projectNotFound(request.project) }
+        }
+        await #expect(throws: HostError.projectNotFound("unknown")) {
+            try await checked.submit(JobRequest(project: "unknown", command: "true"))
+        }
+        await #expect(throws: HostError.projectNotFound("unknown")) {
+            try await checked.run(JobRequest(project: "unknown", command: "true"), budget: .seconds(1))
+        }
+        #expect(try await jobs.list(project: "unknown").isEmpty)
+        let record = try await checked.submit(JobRequest(project: "p", command: "true"))
+        #expect(try await checked.snapshot(record.id).record.id == record.id)
+    }
+}
