@@ -2,7 +2,8 @@
 import PackageDescription
 
 // Corral: a sandboxed container-per-project execution host for coding agents.
-// Dependency direction: corral → API → Host → Sandbox → C targets. Nothing points back up.
+// Dependency direction: corral → API → Cluster → Host → Sandbox → C targets. Nothing points
+// back up; Host and `corral serve` know nothing of Redis.
 
 let strict: [SwiftSetting] = [
     .swiftLanguageMode(.v6),
@@ -52,15 +53,24 @@ let package = Package(
         .target(
             name: "Host",
             dependencies: [
-                "Sandbox", "CShim", "CCurl", "CArchive", "CHiredis", "COpenSSL", "CSQLite",
+                "Sandbox", "CShim", "CCurl", "CArchive", "COpenSSL", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict
+        ),
+        // Several machines over Redis: the client, leases, the worker, the registry, and the
+        // backends of an API node (forwarding to each project's owner) and of a worker host.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "Host", "Sandbox", "CHiredis", "COpenSSL", "CCurl", .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
         .target(
             name: "API",
             dependencies: [
-                "Host", "Sandbox", .product(name: "Logging", package: "swift-log"),
+                "Cluster", "Host", "Sandbox", .product(name: "Logging", package: "swift-log"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Metrics", package: "swift-metrics"),
@@ -74,7 +84,7 @@ let package = Package(
         .executableTarget(
             name: "corral",
             dependencies: [
-                "API", "Host", "Sandbox",
+                "API", "Cluster", "Host", "Sandbox",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -92,7 +102,7 @@ let package = Package(
             swiftSettings: strict),
 
         .executableTarget(
-            name: "corral-bench-cluster", dependencies: ["Host", "Sandbox", "TestSupport"],
+            name: "corral-bench-cluster", dependencies: ["Cluster", "Host", "Sandbox", "TestSupport"],
             path: "benchmarks/ClusterBench",
             swiftSettings: strict),
 
@@ -105,11 +115,13 @@ let package = Package(
             path: "benchmarks/APIBench", swiftSettings: strict),
 
         // MARK: - Tests
-        .target(name: "TestSupport", dependencies: ["Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
+        .target(
+            name: "TestSupport", dependencies: ["Host", "Sandbox"], path: "Tests/TestSupport", swiftSettings: strict),
         // One worker host as its own process, for the multi-process cluster tests (kill -9)
         // and the cluster benchmark.
         .executableTarget(
-            name: "corral-cluster-testnode", dependencies: ["Host", "Sandbox"], path: "Tests/ClusterTestNode",
+            name: "corral-cluster-testnode", dependencies: ["Cluster", "Host", "Sandbox"],
+            path: "Tests/ClusterTestNode",
             swiftSettings: strict),
         .testTarget(
             name: "BindingTests",
@@ -118,6 +130,7 @@ let package = Package(
         ),
         .testTarget(name: "SandboxTests", dependencies: ["Sandbox", "TestSupport"], swiftSettings: strict),
         .testTarget(name: "HostTests", dependencies: ["Host", "TestSupport"], swiftSettings: strict),
+        .testTarget(name: "ClusterTests", dependencies: ["Cluster", "Host", "TestSupport"], swiftSettings: strict),
         .testTarget(
             name: "APITests",
             dependencies: [

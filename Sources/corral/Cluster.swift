@@ -1,5 +1,6 @@
 import API
 import ArgumentParser
+import Cluster
 import Foundation
 import Host
 import Logging
@@ -53,11 +54,12 @@ struct Worker: AsyncParsableCommand {
         configuration.stores = BlobStores(primary: LocalBlobStore(directory: ServerOptions.absolute(blobDir)))
         let hostName = name ?? ProcessInfo.processInfo.hostName
         let address = advertise ?? "http://\(server.bind)"
-        let (host, worker) = try await CorralHost.openWorker(
+        let (host, worker) = try await ClusterHost.openWorker(
             configuration, cluster: clusterConfiguration, host: hostName, address: address)
         try await worker.start()
         let app = try buildApplication(
-            api, host: host, files: HostFileTools(host: host), logger: Logger(label: "corral.api"))
+            api, host: host, jobs: host.jobService, files: host,
+            logger: Logger(label: "corral.api"))
         logger.info(
             "corral worker",
             metadata: [
@@ -91,7 +93,8 @@ struct APINode: AsyncParsableCommand {
         let api = try server.apiConfiguration()
         let backend = ClusterBackend(configuration: try cluster.configuration(), workerToken: try cluster.workerToken())
         let app = try buildApplication(
-            api, host: backend, files: ClusterFileTools(backend: backend), logger: Logger(label: "corral.api"))
+            api, host: backend, jobs: backend.jobService, files: ClusterFileTools(backend: backend),
+            logger: Logger(label: "corral.api"))
         logger.info(
             "corral api",
             metadata: ["version": "\(HostModule.version)", "bind": "\(server.bind)", "node": "\(backend.jobs.node)"])
@@ -104,7 +107,7 @@ struct APINode: AsyncParsableCommand {
 /// grace, projects are written back and their leases released, queued jobs handed over.
 struct WorkerShutdownService: Service {
     let worker: ClusterWorker
-    let host: CorralHost
+    let host: ClusterHost
     let grace: Duration
 
     func run() async throws {

@@ -28,7 +28,8 @@ struct Serve: AsyncParsableCommand {
         let configuration = try sandboxes.hostConfiguration(dataDir: server.dataDir, logger: logger)
         let corral = try await CorralHost.open(configuration)
         let app = try buildApplication(
-            api, host: corral, files: HostFileTools(host: corral), logger: Logger(label: "corral.api"))
+            api, host: corral, jobs: corral.jobService, files: HostFileTools(host: corral),
+            logger: Logger(label: "corral.api"))
         logger.info(
             "corral serve",
             metadata: [

@@ -88,7 +88,9 @@ struct LiveLoadTests {
         let host = try await LiveHost.open(data)
         _ = try await host.upload("demo", archive: try LiveHost.archive(LiveHost.demo))
         let port = Mutex(0)
-        let app = try buildApplication(APIConfiguration(port: 0), host: host) { bound in port.withLock { $0 = bound } }
+        let app = try buildApplication(APIConfiguration(port: 0), host: host, jobs: host.jobService) { bound in
+            port.withLock { $0 = bound }
+        }
         let group = ServiceGroup(
             configuration: .init(
                 services: [app, HostShutdownService(host: host, grace: .seconds(5))], logger: Logger(label: "test")))
@@ -110,7 +112,7 @@ struct LiveLoadTests {
         }
         // The host is shut: it accepts no jobs.
         await #expect(throws: JobError.shuttingDown) {
-            try await host.submit(JobRequest(project: "demo", command: "true"))
+            try await host.jobService.submit(JobRequest(project: "demo", command: "true"))
         }
     }
 

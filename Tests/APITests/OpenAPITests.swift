@@ -7,7 +7,9 @@ import Testing
 /// every documented operation is routed.
 @Suite struct OpenAPITests {
     @Test func everyRouteIsDocumentedAndEveryDocumentedOperationIsRouted() throws {
-        let router = buildRouter(try APIState(configuration: APIConfiguration(port: 0), backend: try FakeBackend()))
+        let backend = try FakeBackend()
+        let router = buildRouter(
+            try APIState(configuration: APIConfiguration(port: 0), backend: backend, jobs: backend.jobService))
         let routed = Set(router.routes.map { "\($0.method.rawValue) \($0.path.description)" })
         let document = try JSON.parse(OpenAPIDocument.bytes)
         guard case .object(let paths)? = document["paths"] else {

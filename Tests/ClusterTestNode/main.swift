@@ -9,6 +9,7 @@
 // fake runner ends each command at once printing COMMAND@HOST (`sleep-MS…` after MS
 // milliseconds; `block…` only when cancelled). Every start, and every write-back before a lease is
 // released, is appended to the ledger file as one line.
+import Cluster
 import Foundation
 import Host
 import Sandbox

@@ -38,7 +38,8 @@ import Testing
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)
         _ = try await host.upload("demo", archive: try Self.archive(["hello.sh": "echo hello from $(hostname)\n"]))
-        let r = try await host.exec(JobRequest(project: "demo", command: "sh hello.sh; id -u"), budget: .seconds(20))
+        let r = try await host.jobService.run(
+            JobRequest(project: "demo", command: "sh hello.sh; id -u"), budget: .seconds(20))
         #expect(r.record.state == .completed, "\(r.record.error ?? "")")
         #expect(r.record.result?.stdout == "hello from demo\n1000\n")
         let info = try await host.project("demo")
@@ -46,7 +47,7 @@ import Testing
         #expect(info.sandbox)
         #expect(info.policy == "default")
         // The default policy's seccomp profile is loaded.
-        let mode = try await host.exec(
+        let mode = try await host.jobService.run(
             JobRequest(project: "demo", command: "grep ^Seccomp: /proc/self/status"), budget: .seconds(20))
         #expect(mode.record.result?.stdout == "Seccomp:\t2\n")
         await host.shutdown(grace: .seconds(1))
@@ -56,11 +57,12 @@ import Testing
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)
         _ = try await host.upload("keep", archive: try Self.archive(["a.txt": "one\n"]))
-        _ = try await host.exec(
+        _ = try await host.jobService.run(
             JobRequest(project: "keep", command: "echo two >> a.txt; mkdir -p d; echo x > d/y"), budget: .seconds(20))
         try await host.evict("keep")
         #expect(try await host.project("keep").state == "cold")
-        let r = try await host.exec(JobRequest(project: "keep", command: "cat a.txt d/y"), budget: .seconds(20))
+        let r = try await host.jobService.run(
+            JobRequest(project: "keep", command: "cat a.txt d/y"), budget: .seconds(20))
         #expect(r.record.result?.stdout == "one\ntwo\nx\n")
         await host.shutdown(grace: .seconds(1))
     }
@@ -74,7 +76,7 @@ import Testing
             arguments: ["path": .string("src/new.py"), "content": .string("print(1)\n")],
             caller: nil)
         #expect(!written.isError, "\(written.text)")
-        let seen = try await host.exec(
+        let seen = try await host.jobService.run(
             JobRequest(project: "tools", command: "cat src/new.py; stat -c '%u %g' src/new.py src; echo made > b.txt"),
             budget: .seconds(20))
         #expect(seen.record.result?.stdout == "print(1)\n1000 1000\n1000 1000\n")
@@ -101,7 +103,7 @@ import Testing
         var builds: [String] = []
         for _ in 0..<4 {
             builds.append(
-                try await host.submit(
+                try await host.jobService.submit(
                     JobRequest(project: "busy", command: "while :; do :; done", timeoutSeconds: 60, background: true)
                 ).id)
         }
@@ -126,7 +128,7 @@ import Testing
             for i in 0..<100 {
                 group.addTask {
                     let start = ContinuousClock.now
-                    let r = try await host.exec(
+                    let r = try await host.jobService.run(
                         JobRequest(project: i % 2 == 0 ? "busy" : "calm", command: "echo \(i)"), budget: .seconds(60))
                     #expect(r.record.result?.stdout == "\(i)\n")
                     return ms(start)
@@ -149,9 +151,9 @@ import Testing
         let host = try await Self.host(data)
         let info = try await host.upload(
             "fill", archive: try Self.archive(["a.txt": "one\n"]), limits: RequestedLimits(workspaceBytes: 32 << 20))
-        #expect(info.limits["workspace_bytes"] == "33554432")
+        #expect(info.limits.workspaceBytes == 33_554_432)
         #expect(try await host.cache.status("fill").quotaBytes == 32 << 20)
-        let r = try await host.exec(
+        let r = try await host.jobService.run(
             JobRequest(
                 project: "fill",
                 command: "dd if=/dev/zero of=fill bs=1M count=200 2>&1 | grep -o 'No space left on device'"),
@@ -174,17 +176,18 @@ import Testing
         let host = try await Self.host(data)
         _ = try await host.upload("p", archive: try Self.archive(["x": "x"]))
         await #expect(throws: HostError.policyLimits("timeout 1801.0 s is above the project's maximum of 1800 s")) {
-            try await host.exec(JobRequest(project: "p", command: "true", timeoutSeconds: 1801), budget: .seconds(5))
+            try await host.jobService.run(
+                JobRequest(project: "p", command: "true", timeoutSeconds: 1801), budget: .seconds(5))
         }
         // Up to the policy's maximum is fine, above the default of 120 s included.
-        let long = try await host.exec(
+        let long = try await host.jobService.run(
             JobRequest(project: "p", command: "true", timeoutSeconds: 1800), budget: .seconds(20))
         #expect(long.record.state == .completed)
         await #expect(throws: HostError.unknownPolicy("nope")) {
             try await host.upload("q", archive: try Self.archive(["x": "x"]), policy: "nope")
         }
         await #expect(throws: HostError.projectNotFound("ghost")) {
-            try await host.exec(JobRequest(project: "ghost", command: "true"), budget: .seconds(5))
+            try await host.jobService.run(JobRequest(project: "ghost", command: "true"), budget: .seconds(5))
         }
         let status = await host.status()
         #expect(status.cgroupMode == "hybrid")

@@ -33,41 +33,6 @@ final class FakeRunner: JobRunner, @unchecked Sendable {
     }
 }
 
-final class FakeExecution: JobExecution, @unchecked Sendable {
-    let onOutput: @Sendable (Sandbox.OutputStream, [UInt8]) -> Void
-    private let state = Mutex<(JobResult?, [CheckedContinuation<JobResult, Never>])>((nil, []))
-
-    init(onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void) { self.onOutput = onOutput }
-
-    func end(exitCode: Int32, status: JobResult.Status) {
-        let result = JobResult(
-            status: status, exitCode: exitCode, signal: nil, timedOut: false, oomKilled: false, durationMs: 1,
-            cpuMs: 0, peakMemoryBytes: 0, stdout: "", stderr: "", truncated: false, omittedBytes: 0, logPath: nil)
-        let waiters = state.withLock { s in
-            s.0 = s.0 ?? result
-            defer { s.1 = [] }
-            return s.1
-        }
-        for w in waiters { w.resume(returning: result) }
-    }
-
-    func wait() async -> JobResult {
-        await withCheckedContinuation { c in
-            let done = state.withLock { s -> JobResult? in
-                if let r = s.0 { return r }
-                s.1.append(c)
-                return nil
-            }
-            if let done { c.resume(returning: done) }
-        }
-    }
-
-    func cancel() async -> JobResult {
-        end(exitCode: 143, status: .cancelled)
-        return await wait()
-    }
-}
-
 @Suite struct JobQueueTests {
     func request(_ project: String, _ command: String, background: Bool = false, key: String? = nil) -> JobRequest {
         JobRequest(project: project, command: command, background: background, idempotencyKey: key)
@@ -135,7 +100,7 @@ final class FakeExecution: JobExecution, @unchecked Sendable {
         await #expect(throws: JobError.overloaded(retryAfterSeconds: 5, scope: "host")) {
             try await jobs.submit(request("third", "t1"))
         }
-        #expect(await jobs.depth.queued == 3)
+        #expect(await jobs.depth().queued == 3)
     }
 
     @Test func idempotentResubmitAttachesToTheSameJob() async throws {
@@ -239,5 +204,41 @@ final class FakeExecution: JobExecution, @unchecked Sendable {
         let idle = try await jobs.wait(job.id, timeout: .milliseconds(100), since: second.cursor)
         #expect(idle.output == "")
         #expect(idle.record.state == .running)
+    }
+}
+
+/// The submit rules every job service shares, and the pre-check a host or a cluster puts in
+/// front of its queue.
+@Suite struct SubmitRulesTests {
+    @Test func aRetriedKeyReturnsItsJobEvenAtTheCapAndANewJobAtTheCapIsRefused() throws {
+        let capped = JobRequest(project: "p", command: "true", submitter: "agent", submitterCap: 2)
+        let first = JobRecord(id: "j1", request: capped, lane: .short, state: .running, createdAt: Date())
+        #expect(try SubmitRules.admit(capped, existing: first, active: 2) == first)
+        #expect(try SubmitRules.admit(capped, existing: nil, active: 1) == nil)
+        #expect(throws: JobError.submitterBusy(submitter: "agent", limit: 2)) {
+            try SubmitRules.admit(capped, existing: nil, active: 2)
+        }
+        #expect(throws: JobError.invalidRequest("command is empty")) {
+            try SubmitRules.validate(JobRequest(project: "p", command: ""))
+        }
+        #expect(throws: JobError.invalidRequest("timeout must be positive")) {
+            try SubmitRules.validate(JobRequest(project: "p", command: "true", timeoutSeconds: 0))
+        }
+    }
+
+    @Test func aCheckedServiceRefusesBeforeTheQueueSeesTheJob() async throws {
+        let jobs = try JobSystem(runner: FakeRunner())
+        let checked = CheckedJobService(jobs) { request in
+            if request.project == "unknown" { throw HostError.projectNotFound(request.project) }
+        }
+        await #expect(throws: HostError.projectNotFound("unknown")) {
+            try await checked.submit(JobRequest(project: "unknown", command: "true"))
+        }
+        await #expect(throws: HostError.projectNotFound("unknown")) {
+            try await checked.run(JobRequest(project: "unknown", command: "true"), budget: .seconds(1))
+        }
+        #expect(try await jobs.list(project: "unknown").isEmpty)
+        let record = try await checked.submit(JobRequest(project: "p", command: "true"))
+        #expect(try await checked.snapshot(record.id).record.id == record.id)
     }
 }

@@ -28,13 +28,13 @@ struct BenchFiles: FileToolBackend {
     var fileToolNames: [String] { host.fileToolNames + ["read_memory"] }
 
     func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
-        -> FileToolReply
+        -> ToolResult
     {
         guard name == "read_memory" else {
             return try await host.callFileTool(
                 project: project, name: name, arguments: arguments, caller: caller)
         }
-        return FileToolReply(
+        return ToolResult(
             text: text, structured: ["path": "bench.txt", "start_line": 1, "end_line": 200], isError: false)
     }
 }
@@ -131,7 +131,8 @@ func inProcessExec(_ runs: Int) async throws -> [Double] {
     var samples: [Double] = []
     for _ in 0..<runs {
         let start = ContinuousClock.now
-        _ = try await host.exec(JobRequest(project: "bench", command: "true", timeoutSeconds: 30), budget: .seconds(30))
+        _ = try await host.jobService.run(
+            JobRequest(project: "bench", command: "true", timeoutSeconds: 30), budget: .seconds(30))
         let elapsed = ContinuousClock.now - start
         samples.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
     }
@@ -143,7 +144,8 @@ func inProcessExec(_ runs: Int) async throws -> [Double] {
 let tokens = TokenStore([(Principal(name: "bench", projects: ["*"], admin: true, rate: .unlimited), token)])
 let port = Mutex(0)
 let app = try buildApplication(
-    APIConfiguration(port: 0, tokens: tokens), host: host, files: BenchFiles(host: HostFileTools(host: host)),
+    APIConfiguration(port: 0, tokens: tokens), host: host, jobs: host.jobService,
+    files: BenchFiles(host: HostFileTools(host: host)),
     logger: Logger(label: "bench")
 ) { bound in port.withLock { $0 = bound } }
 let group = ServiceGroup(configuration: .init(services: [app], logger: Logger(label: "bench")))
@@ -174,7 +176,7 @@ for (name, path, body) in calls {
 // project's CPU must not slow them.
 var builds: [String] = []
 for _ in 0..<4 {
-    let build = try await host.submit(
+    let build = try await host.jobService.submit(
         JobRequest(project: "bench", command: "while :; do :; done", timeoutSeconds: 600, background: true))
     builds.append(build.id)
 }

@@ -7,6 +7,7 @@
 // Usage: corral-bench-cluster [--rootfs DIR] [--runs N] [--fsync everysec|always]
 // With --rootfs (the directory holding `minimal`), jobs run `true` in real sandboxes; without
 // it a fake runner ends each job at once, which measures the queue and transport alone.
+import Cluster
 import Foundation
 import Host
 import Sandbox

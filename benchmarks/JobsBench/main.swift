@@ -108,7 +108,7 @@ let quiet = try await reads(runs)
 var builds: [String] = []
 for _ in 0..<4 {
     builds.append(
-        try await host.submit(
+        try await host.jobService.submit(
             JobRequest(project: "bench", command: "while :; do :; done", timeoutSeconds: 600, background: true)
         ).id)
 }

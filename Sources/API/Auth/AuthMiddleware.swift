@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -71,7 +72,7 @@ struct RateLimitMiddleware: RouterMiddleware {
         // An API node forwards for this principal: a worker charges it, not the worker token.
         let forwarded = ForwardedCaller(name: subject.name, rate: subject.limit)
         guard let decision = limiter.take(subject.key, limit: subject.limit) else {
-            return try await ForwardedCaller.$current.withValue(forwarded) { try await next(request, context) }
+            return try await Forwarding.$callerHeaders.withValue(forwarded.headers) { try await next(request, context) }
         }
         var headers = HTTPFields()
         headers[.rateLimitLimit] = String(decision.limit)
@@ -84,7 +85,9 @@ struct RateLimitMiddleware: RouterMiddleware {
                 .tooManyRequests, "rate_limited", refusal.message, retryAfter: decision.retryAfter, headers: headers)
         }
         do {
-            var response = try await ForwardedCaller.$current.withValue(forwarded) { try await next(request, context) }
+            var response = try await Forwarding.$callerHeaders.withValue(forwarded.headers) {
+                try await next(request, context)
+            }
             response.headers.append(contentsOf: headers)
             return response
         } catch {
@@ -141,13 +144,12 @@ extension APIState {
 }
 
 /// The agent an API node of a cluster is calling a worker for. The API node's rate-limit
-/// middleware sets it for the request's task; ``ClusterBackend`` sends it with every
-/// forwarded call; a worker believes it only from the worker token.
+/// middleware puts its headers on the request's task (`Forwarding.callerHeaders`), which
+/// the cluster's backend sends with every forwarded call; a worker believes them only from
+/// the worker token.
 struct ForwardedCaller: Sendable, Equatable {
     var name: String
     var rate: RateLimit
-
-    @TaskLocal static var current: ForwardedCaller?
 
     static let nameHeader = HTTPField.Name("X-Corral-On-Behalf-Of")!
     static let rateHeader = HTTPField.Name("X-Corral-Caller-Rate")!
@@ -169,7 +171,7 @@ struct ForwardedCaller: Sendable, Equatable {
     /// may hold any character.
     var headers: [(String, String)] {
         [
-            (Self.nameHeader.rawName, ClusterBackend.escape(name)),
+            (Self.nameHeader.rawName, Forwarding.escape(name)),
             (Self.rateHeader.rawName, "\(JobView.format(rate.perSecond)) \(rate.burst)"),
         ]
     }

@@ -78,8 +78,9 @@ public final class APIMetrics: Sendable {
     func rateLimited() { CoreMetrics.Counter(label: "corral_rate_limited_total", factory: factory).increment() }
 
     /// Updates the gauges from the host, then renders everything.
-    func render(backend: any HostBackend) async -> [UInt8] {
-        let depth = await backend.queueDepth()
+    func render(backend: any HostBackend, jobs: any JobService) async -> [UInt8] {
+        // A queue that cannot be asked (Redis away) reads as empty rather than failing the scrape.
+        let depth = (try? await jobs.depth()) ?? (queued: 0, running: 0)
         queued.record(depth.queued)
         running.record(depth.running)
         let status = await backend.status()

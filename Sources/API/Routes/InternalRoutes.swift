@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import HTTPTypes
 import Host
@@ -10,8 +11,6 @@ import Hummingbird
 struct InternalRoutes {
     let state: APIState
 
-    static let callerHeader = "X-Corral-Caller"
-
     func add(to router: Router<APIContext>) {
         router.post("/v1/internal/projects/:id/files/:tool") { request, context in
             let id = try context.projectID()
@@ -21,13 +20,10 @@ struct InternalRoutes {
                 throw APIError.unknownTool(name, known: state.files?.fileToolNames ?? [])
             }
             let arguments = try await request.jsonObject(limit: state.configuration.limits.maxJSONBytes)
-            let caller = request.headers[HTTPField.Name(Self.callerHeader)!]
+            let caller = request.headers[HTTPField.Name(Forwarding.callerHeader)!]
             let reply = try await files.callFileTool(
                 project: id, name: name, arguments: arguments.all, caller: caller)
-            return Response.json([
-                "text": .string(reply.text), "structured": reply.structured, "is_error": .bool(reply.isError),
-                "error_code": .optional(reply.errorCode.map(JSON.string)),
-            ])
+            return Response.json(JSON.from(reply))
         }
     }
 }

@@ -6,7 +6,7 @@ import Hummingbird
 /// `/v1/projects/{id}/exec` and `/jobs…`: run commands, wait on them, stream and cancel them.
 struct JobRoutes {
     let state: APIState
-    var backend: any HostBackend { state.backend }
+    var jobs: any JobService { state.jobs }
     var limits: APILimits { state.configuration.limits }
 
     func add(to router: Router<APIContext>) {
@@ -16,7 +16,7 @@ struct JobRoutes {
             let id = try context.projectID()
             _ = try context.authorize(project: id)
             let limit = try request.queryInt("limit", in: 1...1000) ?? 50
-            let records = try await backend.jobs(project: id, limit: limit)
+            let records = try await jobs.list(project: id, limit: limit)
             return Response.json(["jobs": .array(records.map { JobSummary(record: $0).json })])
         }
         router.get("/v1/projects/:id/jobs/:job") { request, context in try await poll(request, context) }
@@ -26,7 +26,7 @@ struct JobRoutes {
             var body = try await request.jsonObject(limit: limits.maxJSONBytes)
             let signal = try body.signal()
             try body.finish("a cancel request")
-            let snapshot = try await backend.cancelJob(job, signal: signal)
+            let snapshot = try await jobs.cancel(job, signal: signal)
             return Response.json(JobView(snapshot: snapshot).json)
         }
     }
@@ -52,7 +52,7 @@ struct JobRoutes {
         try body.finish("a job submission")
         job.idempotencyKey = try Self.idempotencyKey(request)
         let record = try await state.commands.launch(job, via: "jobs")
-        let snapshot = try await backend.jobSnapshot(record.id, since: 0)
+        let snapshot = try await jobs.snapshot(record.id, since: 0)
         var headers = HTTPFields()
         headers[.location] = "/v1/projects/\(id)/jobs/\(record.id)"
         return Response.json(JobView(snapshot: snapshot).json, status: .accepted, headers: headers)
@@ -63,7 +63,7 @@ struct JobRoutes {
         let (_, job) = try await ownedJob(context)
         let wait = try request.query("wait", in: 0...limits.maxWaitSeconds) ?? 0
         let since = try request.queryInt("since", in: JobSnapshot.cursors) ?? 0
-        let snapshot = try await backend.waitJob(
+        let snapshot = try await jobs.wait(
             job, timeout: .milliseconds(Int(wait * 1000)), since: since, untilFinished: false)
         return Response.json(JobView(snapshot: snapshot).json)
     }
@@ -74,8 +74,8 @@ struct JobRoutes {
         let (_, job) = try await ownedJob(context)
         let resume = try request.headerInt(.lastEventID, in: JobSnapshot.cursors)
         let start = try resume ?? request.queryInt("since", in: JobSnapshot.cursors) ?? 0
-        let first = try await backend.jobSnapshot(job, since: start)
-        return Response.eventStream { [backend] writer in
+        let first = try await jobs.snapshot(job, since: start)
+        return Response.eventStream { [jobs] writer in
             var status: JobState?
             var snapshot = first
             var cursor = start
@@ -96,7 +96,7 @@ struct JobRoutes {
                     try await writer.send("exit", JobView(snapshot: final).json)
                     return
                 }
-                let next = try await backend.waitJob(job, timeout: .seconds(15), since: cursor, untilFinished: false)
+                let next = try await jobs.wait(job, timeout: .seconds(15), since: cursor, untilFinished: false)
                 if next == snapshot { try await writer.keepAlive() }
                 snapshot = next
             }
@@ -110,7 +110,7 @@ struct JobRoutes {
         _ = try context.authorize(project: id)
         let job = try context.parameters.require("job")
         guard job.utf8.count <= 128,
-            let snapshot = try? await backend.jobSnapshot(job, since: Int.max / 2),
+            let snapshot = try? await jobs.snapshot(job, since: Int.max / 2),
             snapshot.record.request.project == id
         else { throw APIError.jobNotFound(job, project: id) }
         return (id, job)

@@ -107,12 +107,10 @@ struct JobSummary {
             "job_id": .string(record.id), "status": .string(record.state.rawValue),
             "command": .string(record.request.command), "lane": .string(record.lane.rawValue),
             "submitter": .string(record.request.submitter), "background": .bool(record.request.background),
-            "created_at": .string(Self.date(record.createdAt)),
-            "started_at": .optional(record.startedAt.map { .string(Self.date($0)) }),
-            "finished_at": .optional(record.finishedAt.map { .string(Self.date($0)) }),
+            "created_at": .string(Wire.date(record.createdAt)),
+            "started_at": .optional(record.startedAt.map { .string(Wire.date($0)) }),
+            "finished_at": .optional(record.finishedAt.map { .string(Wire.date($0)) }),
             "exit_code": .optional(record.result.map { .int($0.exitCode) }),
         ]
     }
-
-    static func date(_ date: Date) -> String { date.formatted(.iso8601) }
 }

@@ -39,7 +39,7 @@ struct OperationsRoutes {
             if context.principal != nil { _ = try context.requireAdmin() }
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-            let text = await state.metrics.render(backend: state.backend)
+            let text = await state.metrics.render(backend: state.backend, jobs: state.jobs)
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
         }
         router.get("/openapi.json") { _, context in

@@ -100,13 +100,12 @@ struct ProjectRoutes {
             return try await backend.warm(id) { sink.yield($0) }
         }
         return Response.eventStream { writer in
-            for await progress in events { try await writer.send("progress", Self.json(progress)) }
+            for await progress in events { try await writer.send("progress", JSON.from(progress)) }
             do {
                 try await writer.send("project", JSON.from(try await work.value))
             } catch {
                 let mapped = APIError.from(error)
-                try await writer.send(
-                    "error", ["error": ["code": .string(mapped.code), "message": .string(mapped.message)]])
+                try await writer.send("error", JSON.from(ErrorReply(code: mapped.code, message: mapped.message)))
             }
         }
     }
@@ -114,46 +113,26 @@ struct ProjectRoutes {
     func snapshot(_ context: APIContext) async throws -> Response {
         let id = try context.projectID()
         _ = try context.authorize(project: id)
-        guard let result = try await backend.snapshot(id) else {
-            return Response.json([
-                "project": .string(id), "snapshot": nil,
-                "message": "nothing to write back: the workspace is not materialized",
-            ])
-        }
-        return Response.json([
-            "project": .string(id),
-            "snapshot": [
-                "key": .string(result.key), "version": .string(result.version), "bytes": .int(result.bytes),
-                "files": .int(result.files), "skipped": .int(result.skipped),
-            ],
-        ])
+        return Response.json(JSON.from(SnapshotReply(project: id, snapshot: try await backend.snapshot(id))))
     }
 
-    static func json(_ progress: CacheProgress) -> JSON {
-        switch progress {
-        case .downloading(let transfer):
-            [
-                "stage": "downloading", "bytes": .int(transfer.bytes),
-                "total": .optional(transfer.total.map { .int($0) }),
-                "bytes_per_second": .number(transfer.bytesPerSecond.rounded()),
-            ]
-        case .extracting: ["stage": "extracting"]
-        case .ready: ["stage": "ready"]
-        }
-    }
-
-    /// Limits a project asks for; each may only lower its policy's (the host checks).
+    /// Limits a project asks for; each may only lower its policy's (the host checks). The
+    /// names are the wire's (``RequestedLimits/CodingKeys``), which an API node also sends.
     static func limits(_ fields: inout Arguments) throws(APIError) -> RequestedLimits {
+        typealias Key = RequestedLimits.CodingKeys
         let bytes: ClosedRange<Int> = 1...(1 << 50)
+        func size(_ key: Key) throws(APIError) -> UInt64? {
+            try fields.int(key.stringValue, in: bytes).map(UInt64.init)
+        }
         return RequestedLimits(
-            cpus: try fields.number("cpus", in: 0.01...4096),
-            memoryBytes: try fields.int("memory_bytes", in: bytes).map(UInt64.init),
-            pids: try fields.int("pids", in: 1...(1 << 22)),
-            tmpfsBytes: try fields.int("tmpfs_bytes", in: bytes).map(UInt64.init),
-            workspaceBytes: try fields.int("workspace_bytes", in: bytes).map(UInt64.init),
-            timeoutSeconds: try fields.int("timeout_s", in: 1...604_800),
-            stdoutBytes: try fields.int("stdout_bytes", in: bytes).map(UInt64.init),
-            stderrBytes: try fields.int("stderr_bytes", in: bytes).map(UInt64.init))
+            cpus: try fields.number(Key.cpus.stringValue, in: 0.01...4096),
+            memoryBytes: try size(.memoryBytes),
+            pids: try fields.int(Key.pids.stringValue, in: 1...(1 << 22)),
+            tmpfsBytes: try size(.tmpfsBytes),
+            workspaceBytes: try size(.workspaceBytes),
+            timeoutSeconds: try fields.int(Key.timeoutSeconds.stringValue, in: 1...604_800),
+            stdoutBytes: try size(.stdoutBytes),
+            stderrBytes: try size(.stderrBytes))
     }
 }
 

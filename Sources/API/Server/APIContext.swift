@@ -1,3 +1,4 @@
+import Host
 import Hummingbird
 import Logging
 import NIOCore
@@ -53,17 +54,5 @@ public struct APIContext: RequestContext {
                 .badRequest, "invalid_project", "invalid project id \"\(id)\": use 1-128 of A-Z a-z 0-9 . _ -")
         }
         return id
-    }
-}
-
-/// The host's rule for project ids, checked before anything else so a bad id never reaches
-/// a file path or a glob.
-enum ProjectID {
-    static func isValid(_ id: String) -> Bool {
-        guard (1...128).contains(id.utf8.count), id != ".", id != ".." else { return false }
-        return id.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == 0x2E || byte == 0x5F || byte == 0x2D
-        }
     }
 }

@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import HTTPTypes
 import Host
@@ -64,6 +65,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case let error as CacheError: return from(cache: error)
         case let error as HostError: return from(host: error)
         case let error as JobError: return from(job: error)
+        case let error as WorkerRefusal:
+            // The owner's answer, passed on as it is.
+            return .init(.init(code: error.status), error.code, error.message, retryAfter: error.retryAfter)
         case let error as ClusterError:
             return .init(
                 .init(code: error.httpStatus), error.httpStatus == 503 ? "unavailable" : "cluster_error",
@@ -118,7 +122,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         var headers = self.headers
         headers[.contentType] = "application/json"
         if let retryAfter { headers[.retryAfter] = String(retryAfter) }
-        let body: JSON = ["error": ["code": .string(code), "message": .string(message)]]
+        let body = JSON.from(ErrorReply(code: code, message: message))
         return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body.serialized())))
     }
 }

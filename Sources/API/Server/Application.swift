@@ -7,6 +7,8 @@ import ServiceLifecycle
 /// Everything the handlers share: the host, the file tools, limits, metrics, the audit log.
 public struct APIState: Sendable {
     public let backend: any HostBackend
+    /// Where every command goes: the host's job system, or a cluster's.
+    public let jobs: any JobService
     public let files: (any FileToolBackend)?
     public let configuration: APIConfiguration
     public let metrics: APIMetrics
@@ -18,10 +20,11 @@ public struct APIState: Sendable {
 
     /// Opens the audit log under `configuration.dataDirectory` (when set) and joins the parts.
     public init(
-        configuration: APIConfiguration, backend: any HostBackend, files: (any FileToolBackend)? = nil,
-        metrics: APIMetrics = APIMetrics()
+        configuration: APIConfiguration, backend: any HostBackend, jobs: any JobService,
+        files: (any FileToolBackend)? = nil, metrics: APIMetrics = APIMetrics()
     ) throws {
         self.backend = backend
+        self.jobs = jobs
         self.files = files
         self.configuration = configuration
         self.metrics = metrics
@@ -31,9 +34,10 @@ public struct APIState: Sendable {
         } else {
             audit = nil
         }
-        commands = Commands(backend: backend, audit: audit, metrics: metrics)
+        commands = Commands(backend: backend, jobs: jobs, audit: audit, metrics: metrics)
         tools = ToolGateway(
-            backend: backend, files: files, commands: commands, limits: configuration.limits, metrics: metrics)
+            backend: backend, jobs: jobs, files: files, commands: commands, limits: configuration.limits,
+            metrics: metrics)
     }
 }
 
@@ -60,15 +64,16 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
     return router
 }
 
-/// The application `corral serve` runs and tests drive: the router over `host`, bound as
-/// `configuration` says, with the audit of policy reloads as a service beside it.
+/// The application `corral serve` runs and tests drive: the router over `host` and `jobs`,
+/// bound as `configuration` says, with the audit of policy reloads as a service beside it.
 /// `onListening` gets the bound port (useful with port 0).
 public func buildApplication(
-    _ configuration: APIConfiguration, host: any HostBackend, files: (any FileToolBackend)? = nil,
+    _ configuration: APIConfiguration, host: any HostBackend, jobs: any JobService,
+    files: (any FileToolBackend)? = nil,
     logger: Logger = Logger(label: "corral.api"), onListening: (@Sendable (Int) async -> Void)? = nil
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
-    let state = try APIState(configuration: configuration, backend: host, files: files)
+    let state = try APIState(configuration: configuration, backend: host, jobs: jobs, files: files)
     var app = Application(
         router: buildRouter(state),
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "corral"),

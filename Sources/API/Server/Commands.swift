@@ -6,13 +6,15 @@ import Synchronization
 /// when accepted (or refused) and again when it ends, and its outcome is counted.
 struct Commands: Sendable {
     let backend: any HostBackend
+    let jobs: any JobService
     let audit: AuditLog?
     let metrics: APIMetrics
     private let watched = WatchSet()
     private let timeouts = TimeoutCache()
 
-    init(backend: any HostBackend, audit: AuditLog?, metrics: APIMetrics) {
+    init(backend: any HostBackend, jobs: any JobService, audit: AuditLog?, metrics: APIMetrics) {
         self.backend = backend
+        self.jobs = jobs
         self.audit = audit
         self.metrics = metrics
     }
@@ -21,7 +23,7 @@ struct Commands: Sendable {
     func launch(_ request: JobRequest, via: String) async throws -> JobRecord {
         let record: JobRecord
         do {
-            record = try await backend.submit(request)
+            record = try await jobs.submit(request)
         } catch {
             audit?.refused(request, via: via, error: APIError.from(error))
             throw error
@@ -37,7 +39,7 @@ struct Commands: Sendable {
     /// Queues `request` and waits up to `budget` for it to end.
     func run(_ request: JobRequest, budget: Duration, via: String) async throws -> JobSnapshot {
         let record = try await launch(request, via: via)
-        return try await backend.waitJob(record.id, timeout: budget, since: 0, untilFinished: true)
+        return try await jobs.wait(record.id, timeout: budget, since: 0, untilFinished: true)
     }
 
     /// The timeout a request that names none gets: the project's effective limit (its
@@ -45,19 +47,19 @@ struct Commands: Sendable {
     func defaultTimeout(project: String) async throws -> Double {
         if let cached = timeouts.get(project) { return cached }
         let info = try await backend.project(project)
-        let seconds = info.limits["timeout_s"].flatMap(Double.init) ?? 120
+        let seconds = info.limits.timeoutSeconds.map(Double.init) ?? 120
         timeouts.set(project, seconds)
         return seconds
     }
 
     private func watch(_ id: String) {
-        Task { [backend, audit, metrics, watched] in
+        Task { [jobs, audit, metrics, watched] in
             defer { watched.remove(id) }
             // Far past the end of the output: the watcher never copies output it ignores.
             let cursor = Int.max / 2
             while true {
                 guard
-                    let snapshot = try? await backend.waitJob(
+                    let snapshot = try? await jobs.wait(
                         id, timeout: .seconds(3600), since: cursor, untilFinished: true)
                 else { return }
                 if snapshot.record.state.isFinal {

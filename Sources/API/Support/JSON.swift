@@ -44,11 +44,9 @@ extension JSONValue {
         return nil
     }
 
-    /// The value as JSON of a Codable value (for embedding encoded structs).
+    /// A wire shape (``Wire``) as JSON, for responses and for embedding in larger ones.
     public static func from(_ value: some Encodable) -> JSON {
-        let encoder = JSONEncoder()
-        encoder.dateEncodingStrategy = .iso8601
-        guard let data = try? encoder.encode(value), let json = try? JSONValue.parse(json: data) else { return .null }
+        guard let bytes = try? Wire.encode(value), let json = try? JSONValue.parse(json: bytes) else { return .null }
         return json
     }
 }

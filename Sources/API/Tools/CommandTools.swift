@@ -5,6 +5,7 @@ import Sandbox
 /// `bash`, `job_output`, `job_kill` and `project_info`, over the host's job system.
 struct CommandTools {
     let backend: any HostBackend
+    let jobs: any JobService
     let commands: Commands
     let limits: APILimits
     let project: String
@@ -34,7 +35,7 @@ struct CommandTools {
             return ToolOutcome(
                 text:
                     "Started in the background as job \(record.id). Read its output with job_output {\"job_id\": \"\(record.id)\"}; stop it with job_kill.",
-                structured: JobView(snapshot: try await backend.jobSnapshot(record.id, since: 0)).json, isError: false)
+                structured: JobView(snapshot: try await jobs.snapshot(record.id, since: 0)).json, isError: false)
         }
         let budget = limits.defaultWaitSeconds
         let snapshot = try await run(request, budget: budget, progress: progress)
@@ -53,7 +54,7 @@ struct CommandTools {
         while true {
             let remaining = deadline - .now
             let slice = min(remaining, .seconds(2))
-            let snapshot = try await backend.waitJob(record.id, timeout: slice, since: cursor, untilFinished: false)
+            let snapshot = try await jobs.wait(record.id, timeout: slice, since: cursor, untilFinished: false)
             if snapshot.record.state.isFinal || remaining <= .zero { break }
             tick += 1
             let elapsed = (ContinuousClock.now - start).components.seconds
@@ -61,7 +62,7 @@ struct CommandTools {
             await progress(tick, "\(snapshot.record.state.rawValue) \(elapsed) s" + (tail.isEmpty ? "" : ": " + tail))
             cursor = snapshot.cursor
         }
-        return try await backend.jobSnapshot(record.id, since: 0)
+        return try await jobs.snapshot(record.id, since: 0)
     }
 
     func jobOutput(_ args: inout Arguments) async throws -> ToolOutcome {
@@ -70,7 +71,7 @@ struct CommandTools {
         let since = try args.int("since", in: JobSnapshot.cursors) ?? 0
         try args.finish("job_output")
         try await checkOwned(id)
-        let snapshot = try await backend.waitJob(
+        let snapshot = try await jobs.wait(
             id, timeout: .milliseconds(Int(wait * 1000)), since: since, untilFinished: false)
         let view = JobView(snapshot: snapshot)
         return ToolOutcome(text: view.text, structured: view.json, isError: false)
@@ -83,7 +84,7 @@ struct CommandTools {
         try await checkOwned(id)
         // The signal goes to the whole tree, then KILL after the grace: whichever is asked
         // for, the tree ends up gone, which is what the model wants.
-        let snapshot = try await backend.cancelJob(id, signal: signal)
+        let snapshot = try await jobs.cancel(id, signal: signal)
         var view = JobView(snapshot: snapshot)
         view.waited = nil
         let text =
@@ -114,7 +115,7 @@ struct CommandTools {
     func projectInfo(_ args: inout Arguments) async throws -> ToolOutcome {
         try args.finish("project_info")
         let info = try await backend.project(project)
-        let active = try await backend.jobs(project: project, limit: 200).filter { !$0.state.isFinal }
+        let active = try await jobs.list(project: project, limit: 200).filter { !$0.state.isFinal }
         var structured = JSON.from(info)
         if case .object(var fields) = structured {
             fields["root"] = "/workspace"
@@ -123,12 +124,14 @@ struct CommandTools {
         }
         var lines = [
             "project: \(info.id)", "root: /workspace", "state: \(info.state)",
-            "dirty: \(info.dirty.map { String($0) } ?? "unknown")", "expires_at: \(JobSummary.date(info.expiresAt))",
+            "dirty: \(info.dirty.map { String($0) } ?? "unknown")", "expires_at: \(Wire.date(info.expiresAt))",
             "running jobs: \(info.runningJobs), queued: \(info.queuedJobs)",
         ]
         lines += active.map { "  \($0.id) [\($0.state.rawValue)] \($0.request.command.prefix(80))" }
         lines.append(
-            "limits: " + info.limits.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: ", "))
+            "limits: "
+                + info.limits.wireFields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(
+                    separator: ", "))
         return ToolOutcome(text: lines.joined(separator: "\n"), structured: structured, isError: false)
     }
 
@@ -139,7 +142,7 @@ struct CommandTools {
 
     /// A job of another project is "not found", never "forbidden": ids reveal nothing.
     private func checkOwned(_ id: String) async throws {
-        guard let snapshot = try? await backend.jobSnapshot(id, since: Int.max / 2),
+        guard let snapshot = try? await jobs.snapshot(id, since: Int.max / 2),
             snapshot.record.request.project == project
         else { throw APIError.jobNotFound(id, project: project) }
     }

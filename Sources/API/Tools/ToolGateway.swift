@@ -35,6 +35,7 @@ typealias ToolProgress = @Sendable (_ progress: Double, _ message: String) async
 /// ``FileToolBackend``. REST and MCP share it, so both see the same tools.
 struct ToolGateway: Sendable {
     let backend: any HostBackend
+    let jobs: any JobService
     let files: (any FileToolBackend)?
     let commands: Commands
     let limits: APILimits
@@ -63,7 +64,7 @@ struct ToolGateway: Sendable {
         }
         var args = Arguments(fields)
         let tools = CommandTools(
-            backend: backend, commands: commands, limits: limits, project: project, principal: principal)
+            backend: backend, jobs: jobs, commands: commands, limits: limits, project: project, principal: principal)
         let outcome: ToolOutcome
         do {
             switch name {

@@ -33,11 +33,18 @@ struct CurlResponse: Sendable {
     var body: String
 }
 
+/// libcurl's process-wide set-up, done once for every user of libcurl in Corral: the blob
+/// transfers here and the cluster's worker client. `curl_global_init` is not thread-safe
+/// and must not run twice concurrently, so there is one place that calls it.
+package enum CurlLibrary {
+    /// Touch before the first easy handle.
+    package static let initialized: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
+}
+
 /// libcurl easy transfers with timeouts, retries with backoff, resume and a size limit.
 ///
 /// Every function here blocks: call it from ``BlockingThread``, never from a task.
 enum Curl {
-    private static let initialized: Void = { curl_global_init(Int(CURL_GLOBAL_DEFAULT)) }()
 
     private enum Outcome {
         case done
@@ -114,7 +121,7 @@ enum Curl {
     private static func attempts(
         _ policy: TransferPolicy, _ ctx: CurlContext, _ body: () throws(CacheError) -> Outcome
     ) throws(CacheError) {
-        _ = initialized
+        _ = CurlLibrary.initialized
         var attempt = 0
         while true {
             attempt += 1

@@ -332,12 +332,6 @@ public actor ProjectCache {
     }
 
     static func validate(_ id: String) throws(CacheError) {
-        let ok =
-            (1...128).contains(id.utf8.count) && id != "." && id != ".."
-            && id.utf8.allSatisfy { c in
-                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) || c == 0x2e
-                    || c == 0x5f || c == 0x2d
-            }
-        if !ok { throw .invalidProject(id) }
+        if !ProjectID.isValid(id) { throw .invalidProject(id) }
     }
 }

@@ -1,7 +1,7 @@
 import COpenSSL
 
 /// SHA-256, streaming, through OpenSSL's EVP interface (libcrypto is linked already for
-/// Redis over TLS): archive checksums, manifest digests, token digests and HMAC-SHA256 for
+/// the cluster's TLS to its store): archive checksums, manifest digests, token digests and HMAC-SHA256 for
 /// Azure Shared Key. OpenSSL picks the fastest implementation the CPU offers (SHA-NI, AVX2).
 ///
 /// A value type: a copy hashes on from where the original was, independently.

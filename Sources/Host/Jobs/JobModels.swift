@@ -79,6 +79,22 @@ public struct JobRecord: Sendable, Codable, Equatable {
     public var result: JobResult?
     /// Why the job could not start or was interrupted, for the model.
     public var error: String?
+
+    /// A record as a queue outside this module keeps it (the cluster's).
+    package init(
+        id: String, request: JobRequest, lane: JobLane, state: JobState, createdAt: Date, startedAt: Date? = nil,
+        finishedAt: Date? = nil, result: JobResult? = nil, error: String? = nil
+    ) {
+        self.id = id
+        self.request = request
+        self.lane = lane
+        self.state = state
+        self.createdAt = createdAt
+        self.startedAt = startedAt
+        self.finishedAt = finishedAt
+        self.result = result
+        self.error = error
+    }
 }
 
 /// A view of a job for callers: its record, its place in the queue, and output since a
@@ -93,6 +109,15 @@ public struct JobSnapshot: Sendable, Equatable {
     public var cursor: Int
     /// Output before `since` that is no longer held in memory.
     public var skippedBytes: Int
+
+    /// A view as a queue outside this module builds it (the cluster's).
+    package init(record: JobRecord, queuePosition: Int?, output: String, cursor: Int, skippedBytes: Int) {
+        self.record = record
+        self.queuePosition = queuePosition
+        self.output = output
+        self.cursor = cursor
+        self.skippedBytes = skippedBytes
+    }
 
     /// The cursors a caller may pass back (`since`, `Last-Event-ID`): far above any output a
     /// job can write, and far enough below `Int.max` that no sum or difference with a real

@@ -31,7 +31,7 @@ public struct JobLimits: Sendable {
 
 /// The queue, the workers and the results: commands become jobs, jobs run in lanes so long
 /// builds never hold up short calls, and callers wait without polling.
-public actor JobSystem {
+public actor JobSystem: JobService {
     let runner: any JobRunner
     let limits: JobLimits
     let journal: JobJournal?
@@ -78,16 +78,12 @@ public actor JobSystem {
     /// idempotency key from the same submitter to the same project returns the first job.
     public func submit(_ request: JobRequest) throws -> JobRecord {
         guard accepting else { throw JobError.shuttingDown }
-        guard !request.command.isEmpty else { throw JobError.invalidRequest("command is empty") }
-        guard request.timeoutSeconds > 0 else { throw JobError.invalidRequest("timeout must be positive") }
-        if let key = request.idempotencyKey,
-            let existing = try findIdempotent(request.submitter, project: request.project, key)
-        {
-            return existing
+        try SubmitRules.validate(request)
+        let existing = try request.idempotencyKey.flatMap {
+            try findIdempotent(request.submitter, project: request.project, $0)
         }
-        if let cap = request.submitterCap, active[request.submitter, default: 0] >= cap {
-            throw JobError.submitterBusy(submitter: request.submitter, limit: cap)
-        }
+        let activeJobs = active[request.submitter, default: 0]
+        if let existing = try SubmitRules.admit(request, existing: existing, active: activeJobs) { return existing }
         let lane: JobLane =
             request.background || request.timeoutSeconds > limits.shortThresholdSeconds ? .long : .short
         let queuedTotal = queues.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } }
@@ -179,7 +175,7 @@ public actor JobSystem {
     }
 
     /// Jobs waiting and running, per lane.
-    public var depth: (queued: Int, running: Int) {
+    public func depth() -> (queued: Int, running: Int) {
         (
             queues.values.reduce(0) { $0 + $1.values.reduce(0) { $0 + $1.count } },
             running.values.reduce(0) { $0 + $1.values.reduce(0, +) }

@@ -9,7 +9,6 @@ extension CorralHost {
     public func fileTool(project id: String, name: String, arguments: [String: JSONValue], caller: String?)
         async throws -> ToolResult
     {
-        try await adopt(id)
         let resolved = try Self.resolve(id, settings: settings, policies: policies)
         let workspace = try await cache.acquire(id)
         defer { Task { try? await cache.release(id) } }

@@ -14,10 +14,6 @@ public actor CorralHost {
     let logger = Logger(label: "corral.host")
     /// File tools per project, keyed by the materialization and sandbox they belong to.
     var toolsCache: [String: (key: String, tools: FileTools)] = [:]
-    /// Adoptions from the cluster registry in progress, one per project.
-    var adopting: [String: Task<Void, any Error>] = [:]
-    /// When each cluster project was last adopted or used here.
-    var adoptedAt: [String: ContinuousClock.Instant] = [:]
 
     init(
         configuration: HostConfiguration, policies: PolicyStore, cache: ProjectCache, jobs: JobSystem,
@@ -44,7 +40,7 @@ public actor CorralHost {
 
     /// Like ``open(_:)``, with the job system built by `makeJobs` over the host's sandbox
     /// runner (a cluster worker puts its start gate in front of it).
-    static func open(
+    package static func open(
         _ configuration: HostConfiguration, makeJobs: (any JobRunner) async throws -> JobSystem
     ) async throws -> CorralHost {
         let data = configuration.dataDirectory
@@ -76,10 +72,8 @@ public actor CorralHost {
         _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init()
     ) async throws -> ProjectInfo {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
-        try await adopt(id)
         try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
-        try await publish(id)
         return try await project(id)
     }
 
@@ -88,28 +82,25 @@ public actor CorralHost {
         async throws -> ProjectInfo
     {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
-        try await adopt(id)
         _ = try await cache.upload(id, bytes: archive, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         await pool.destroy(id)
-        try await publish(id)
         return try await project(id)
     }
 
     public func project(_ id: String) async throws -> ProjectInfo {
-        try await adopt(id)
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
         let status = try await cache.status(id)
         let records = try await jobs.list(project: id, limit: 1000)
-        var limits = limitReport(sandbox: await pool.existing(id))
+        var limits = ProjectLimits(enforcement: limitReport(sandbox: await pool.existing(id)))
         if let resolved = try? Self.resolve(id, settings: settings, policies: policies) {
-            limits["require_limits"] = String(resolved.policy.requireLimits)
-            limits["cpus"] = String(resolved.limits.cpus)
-            limits["memory_bytes"] = String(resolved.limits.memoryBytes)
-            limits["pids_max"] = String(resolved.limits.pids)
-            limits["workspace_bytes"] = String(resolved.limits.workspaceBytes)
-            limits["timeout_s"] = String(resolved.limits.timeoutSeconds)
-            limits["max_timeout_s"] = String(resolved.maxTimeoutSeconds)
+            limits.requireLimits = resolved.policy.requireLimits
+            limits.cpus = resolved.limits.cpus
+            limits.memoryBytes = resolved.limits.memoryBytes
+            limits.pidsMax = resolved.limits.pids
+            limits.workspaceBytes = resolved.limits.workspaceBytes
+            limits.timeoutSeconds = resolved.limits.timeoutSeconds
+            limits.maxTimeoutSeconds = resolved.maxTimeoutSeconds
         }
         return ProjectInfo(
             id: id, source: status.source, state: status.state.rawValue, sourceVersion: status.sourceVersion,
@@ -129,7 +120,6 @@ public actor CorralHost {
 
     /// Materializes the project and starts its sandbox now, reporting progress.
     public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil) async throws -> ProjectInfo {
-        try await adopt(id)
         let resolved = try Self.resolve(id, settings: settings, policies: policies)
         try await cache.setWorkspaceQuota(id, bytes: Self.quota(resolved.limits))
         let workspace = try await cache.acquire(id, progress: progress)
@@ -142,14 +132,12 @@ public actor CorralHost {
 
     /// Writes the workspace back to the blob store now.
     public func snapshot(_ id: String) async throws -> SnapshotResult? {
-        try await adopt(id)
         return try await cache.snapshot(id, force: true)
     }
 
     /// Evicts the workspace (writing it back first unless `discard`), after stopping its
     /// sandbox.
     public func evict(_ id: String, discard: Bool = false) async throws {
-        try await adopt(id)
         await pool.destroy(id)
         // The file tools hold a descriptor of the workspace root, which would keep its
         // volume busy and the eviction from unmounting it.
@@ -159,22 +147,14 @@ public actor CorralHost {
 
     // MARK: - Jobs
 
-    /// Runs a command and waits up to `budget` for it (the synchronous facade).
-    public func exec(_ request: JobRequest, budget: Duration) async throws -> JobSnapshot {
-        try await adopt(request.project)
-        try checkRequest(request)
-        return try await jobs.run(request, budget: budget)
+    /// The host's jobs as the API runs them: the ``JobSystem``, behind a check that refuses
+    /// up front what the project's policy would never run.
+    public nonisolated var jobService: any JobService {
+        CheckedJobService(jobs) { request in try await self.checkRequest(request) }
     }
 
-    /// Queues a command and returns at once.
-    public func submit(_ request: JobRequest) async throws -> JobRecord {
-        try await adopt(request.project)
-        try checkRequest(request)
-        return try await jobs.submit(request)
-    }
-
-    /// Refuses up front what the project's policy would never run.
-    private func checkRequest(_ request: JobRequest) throws {
+    /// Refuses a timeout above the project policy's maximum, and a project not registered.
+    func checkRequest(_ request: JobRequest) throws {
         let resolved = try Self.resolve(request.project, settings: settings, policies: policies)
         if request.timeoutSeconds > Double(resolved.maxTimeoutSeconds) {
             throw HostError.policyLimits(

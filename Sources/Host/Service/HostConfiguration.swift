@@ -23,17 +23,14 @@ public struct HostConfiguration: Sendable {
     /// name. nil: a local store under the data directory. Worker hosts of a cluster share
     /// one primary store, so any of them can materialize any project.
     public var stores: BlobStores?
-    /// The cluster's project registry (a worker host's); nil on an all-in-one host.
-    public var registry: (any ProjectRegistry)?
 
     public init(
         dataDirectory: String, rootfsDirectory: String, policiesDirectory: String, defaultPolicy: String = "default",
         jobLimits: JobLimits = JobLimits(), cgroups: CgroupDriver? = CgroupDriver.host,
         ttl: Duration = .seconds(86_400),
-        stores: BlobStores? = nil, registry: (any ProjectRegistry)? = nil
+        stores: BlobStores? = nil
     ) {
         self.stores = stores
-        self.registry = registry
         self.dataDirectory = dataDirectory
         self.rootfsDirectory = rootfsDirectory
         self.policiesDirectory = policiesDirectory
@@ -41,33 +38,6 @@ public struct HostConfiguration: Sendable {
         self.jobLimits = jobLimits
         self.cgroups = cgroups
         self.ttl = ttl
-    }
-}
-
-/// A project as the HTTP API reports it.
-public struct ProjectInfo: Sendable, Codable, Equatable {
-    public var id: String
-    public var source: String
-    /// cold, fetching or ready.
-    public var state: String
-    public var sourceVersion: String?
-    public var dirty: Bool?
-    public var diskBytes: Int64
-    public var runningJobs: Int
-    public var queuedJobs: Int
-    public var expiresAt: Date
-    public var policy: String
-    public var sandbox: Bool
-    /// The limits in force for the project's jobs, and which of them the kernel enforces.
-    public var limits: [String: String]
-
-    enum CodingKeys: String, CodingKey {
-        case id, source, state, dirty, policy, sandbox, limits
-        case sourceVersion = "source_version"
-        case diskBytes = "disk_bytes"
-        case runningJobs = "running_jobs"
-        case queuedJobs = "queued_jobs"
-        case expiresAt = "expires_at"
     }
 }
 

@@ -48,7 +48,7 @@ public struct HostStatus: Sendable, Codable, Equatable {
 
 extension CorralHost {
     public func status() async -> HostStatus {
-        let depth = await jobs.depth
+        let depth = await jobs.depth()
         let policyStatus = policies.status
         var slots: [String: Int] = [:]
         for lane in JobLane.allCases {
@@ -74,7 +74,7 @@ extension CorralHost {
             && images.allSatisfy {
                 FileManager.default.fileExists(atPath: configuration.rootfsDirectory + "/" + $0 + "/.corral-rootfs")
             }
-        checks["queue"] = await jobs.depth.queued < configuration.jobLimits.maxQueued
+        checks["queue"] = await jobs.depth().queued < configuration.jobLimits.maxQueued
         return checks
     }
 }

@@ -11,8 +11,8 @@ struct ProjectSettings: Sendable, Codable, Equatable {
     var timeoutSeconds: Int?
     /// Absent in files written before workspaces were capped: then the policy's cap.
     var workspaceBytes: UInt64?
-    /// The cluster ownership epoch this host's copy of the project belongs to (see
-    /// ``ProjectClaim``); nil on an all-in-one host.
+    /// The ownership epoch this host's copy of the project belongs to, when a registry
+    /// outside the host (a cluster's) hands projects between hosts; nil on an all-in-one host.
     var epoch: Int? = nil
 
     var requested: RequestedLimits {

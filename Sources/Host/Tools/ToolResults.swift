@@ -6,7 +6,9 @@ public protocol ToolOutput: Sendable {
     var structured: JSONValue { get }
 }
 
-/// A finished tool call as the gateway sends it: success or a model-facing error.
+/// A finished tool call as the gateway sends it: success or a model-facing error. It is
+/// also the wire shape of a file tool's reply from a worker to an API node
+/// (`{text, structured, is_error, error_code}`).
 public struct ToolResult: Sendable, Equatable {
     /// The text content.
     public let text: String
@@ -16,6 +18,14 @@ public struct ToolResult: Sendable, Equatable {
     public let isError: Bool
     /// The error's stable code, nil on success.
     public let errorCode: String?
+
+    /// A result as it arrives from elsewhere (a worker's reply, a test's fake).
+    public init(text: String, structured: JSONValue, isError: Bool, errorCode: String? = nil) {
+        self.text = text
+        self.structured = structured
+        self.isError = isError
+        self.errorCode = errorCode
+    }
 
     /// A successful result.
     public init(_ output: some ToolOutput) {
@@ -31,6 +41,32 @@ public struct ToolResult: Sendable, Equatable {
         structured = ["code": .string(error.code), "message": .string(error.message)]
         isError = error.isModelError
         errorCode = error.code
+    }
+}
+
+extension ToolResult: Codable {
+    enum CodingKeys: String, CodingKey {
+        case text, structured
+        case isError = "is_error"
+        case errorCode = "error_code"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            text: try container.decode(String.self, forKey: .text),
+            structured: try container.decode(JSONValue.self, forKey: .structured),
+            isError: try container.decode(Bool.self, forKey: .isError),
+            errorCode: try container.decodeIfPresent(String.self, forKey: .errorCode))
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(text, forKey: .text)
+        try container.encode(structured, forKey: .structured)
+        try container.encode(isError, forKey: .isError)
+        // `error_code: null` on success, as the reply always said.
+        try container.encode(errorCode, forKey: .errorCode)
     }
 }
 

@@ -1,6 +1,7 @@
 import API
 import Foundation
 import HTTPTypes
+import Host
 import Hummingbird
 import HummingbirdTesting
 import NIOCore
@@ -55,13 +56,14 @@ enum TestTokens {
     }
 }
 
-/// Builds the real application over `backend` and runs `body` against it in-process.
+/// Builds the real application over `backend` (and its jobs) and runs `body` against it
+/// in-process.
 func withAPI(
-    _ configuration: APIConfiguration = APIConfiguration(port: 0), backend: any HostBackend,
+    _ configuration: APIConfiguration = APIConfiguration(port: 0), backend: FakeBackend,
     files: (any FileToolBackend)? = nil, mode: TestingSetup = .router,
     _ body: @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
-    let app = try buildApplication(configuration, host: backend, files: files)
+    let app = try buildApplication(configuration, host: backend, jobs: backend.jobService, files: files)
     try await app.test(mode) { client in try await body(client) }
 }
 

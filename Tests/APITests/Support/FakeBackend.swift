@@ -26,7 +26,7 @@ actor FakeBackend: HostBackend {
         ProjectInfo(
             id: id, source: source, state: "cold", sourceVersion: nil, dirty: nil, diskBytes: 0, runningJobs: 0,
             queuedJobs: 0, expiresAt: Date(timeIntervalSince1970: 2_000_000_000), policy: "default", sandbox: false,
-            limits: ["timeout_s": "120"])
+            limits: ProjectLimits(timeoutSeconds: 120))
     }
 
     func setOverloaded(_ value: Bool) { overloaded = value }
@@ -79,31 +79,19 @@ actor FakeBackend: HostBackend {
         infos[id]?.state = "cold"
     }
 
-    func submit(_ request: JobRequest) async throws -> JobRecord {
+    /// The real job system, behind the checks the real host makes before a submit.
+    nonisolated var jobService: any JobService {
+        CheckedJobService(jobsystem) { request in try await self.check(request) }
+    }
+
+    func check(_ request: JobRequest) throws {
         guard infos[request.project] != nil else { throw HostError.projectNotFound(request.project) }
         if overloaded { throw JobError.overloaded(retryAfterSeconds: 7, scope: "host") }
         if request.timeoutSeconds > 1800 {
             throw HostError.policyLimits(
                 "timeout \(request.timeoutSeconds) s is above the policy's maximum of 1800 s")
         }
-        return try await jobsystem.submit(request)
     }
-
-    func waitJob(_ id: String, timeout: Duration, since: Int, untilFinished: Bool) async throws -> JobSnapshot {
-        try await jobsystem.wait(id, timeout: timeout, since: since, untilFinished: untilFinished)
-    }
-
-    func jobSnapshot(_ id: String, since: Int) async throws -> JobSnapshot {
-        try await jobsystem.snapshot(id, since: since)
-    }
-    func cancelJob(_ id: String) async throws -> JobSnapshot { try await jobsystem.cancel(id) }
-    func cancelJob(_ id: String, signal: JobSignal) async throws -> JobSnapshot {
-        try await jobsystem.cancel(id, signal: signal)
-    }
-    func jobs(project: String, limit: Int) async throws -> [JobRecord] {
-        try await jobsystem.list(project: project, limit: limit)
-    }
-    func queueDepth() async -> (queued: Int, running: Int) { await jobsystem.depth }
 
     func status() async -> HostStatus {
         HostStatus(
@@ -208,22 +196,22 @@ final class FakeFiles: FileToolBackend {
     }
 
     func callFileTool(project: String, name: String, arguments: [String: JSON], caller: String?) async throws
-        -> FileToolReply
+        -> ToolResult
     {
         let path = arguments["path"]?.stringValue ?? ""
         switch name {
         case "read_file", "read_text_file":
             guard let text = files.withLock({ $0[project]?[path] }) else {
-                return FileToolReply(
+                return ToolResult(
                     text: "not_found: \(path)", structured: ["code": "not_found"], isError: true,
                     errorCode: "not_found")
             }
             let numbered = text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().enumerated()
                 .map { "\($0.offset + 1)\t\($0.element)" }.joined(separator: "\n")
-            return FileToolReply(text: numbered, structured: ["path": .string(path)], isError: false)
+            return ToolResult(text: numbered, structured: ["path": .string(path)], isError: false)
         case "write_file":
             put(project, path, arguments["content"]?.stringValue ?? "")
-            return FileToolReply(text: "wrote \(path)", structured: [:], isError: false)
+            return ToolResult(text: "wrote \(path)", structured: [:], isError: false)
         case "edit_file":
             let old = arguments["old_str"]?.stringValue ?? ""
             let new = arguments["new_str"]?.stringValue ?? ""
@@ -233,12 +221,12 @@ final class FakeFiles: FileToolBackend {
                 return true
             }
             return ok
-                ? FileToolReply(text: "edited \(path)", structured: [:], isError: false)
-                : FileToolReply(
+                ? ToolResult(text: "edited \(path)", structured: [:], isError: false)
+                : ToolResult(
                     text: "old_str_not_found in \(path)", structured: [:], isError: true,
                     errorCode: "old_str_not_found")
         default:
-            return FileToolReply(text: "\(name) ok", structured: [:], isError: false)
+            return ToolResult(text: "\(name) ok", structured: [:], isError: false)
         }
     }
 }

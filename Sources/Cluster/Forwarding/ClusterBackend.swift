@@ -1,0 +1,250 @@
+import Foundation
+import Host
+import Sandbox
+
+/// The backend of `corral api`, a stateless node of a cluster: jobs go through Redis
+/// (``ClusterJobClient``), project calls are forwarded over HTTP to the worker host that
+/// owns the project (leasing it to the least-loaded live worker first when nobody does),
+/// and registrations are read from the cluster's registry. The node keeps no state, so
+/// any node answers for any project or job.
+public struct ClusterBackend: HostBackend {
+    public let jobs: ClusterJobClient
+    let registry: RedisProjectRegistry
+    let workers: WorkerClient
+    private let registryClient: RedisClient
+
+    /// `workerToken` is an admin token of the workers' API, sent with every forwarded call.
+    public init(configuration: ClusterConfiguration, workerToken: String?, node: String? = nil) {
+        jobs = ClusterJobClient(configuration: configuration, node: node)
+        registryClient = RedisClient(configuration.redis, name: "corral-api-registry")
+        registry = RedisProjectRegistry(redis: registryClient, configuration: configuration)
+        workers = WorkerClient(token: workerToken)
+    }
+
+    // MARK: - Forwarding
+
+    /// The base URL of the project's owner, assigning one if nobody owns it.
+    func owner(of id: String) async throws -> String {
+        let host = try await jobs.route(id)
+        guard let address = try await jobs.address(of: host) else {
+            throw ClusterError.workerUnreachable("worker \(host) advertises no address")
+        }
+        return address
+    }
+
+    /// Sends a call to the project's owner; a refusal comes back as the owner's error.
+    func forward(
+        _ id: String, _ method: String, _ path: String, query: [(String, String)] = [],
+        headers: [(String, String)] = [], body: [UInt8]? = nil, onChunk: (@Sendable ([UInt8]) -> Void)? = nil
+    ) async throws -> WorkerResponse {
+        let base = try await owner(of: id)
+        var url = base + path
+        if !query.isEmpty { url += "?" + query.map { "\($0.0)=\(Forwarding.escape($0.1))" }.joined(separator: "&") }
+        // The worker charges the agent's own rate, not the worker token's (one bucket for all).
+        let headers = headers + Forwarding.callerHeaders
+        let response = try await workers.send(method, url, headers: headers, body: body, onChunk: onChunk)
+        guard (200..<300).contains(response.status) else { throw Self.refusal(response) }
+        return response
+    }
+
+    /// The owner's error response as a ``WorkerRefusal``, which the API answers unchanged,
+    /// so clients of the API node see exactly what the owner said.
+    static func refusal(_ response: WorkerResponse) -> WorkerRefusal {
+        let reply = try? Wire.decode(ErrorReply.self, from: response.body)
+        let code = reply?.error.code ?? "http_\(response.status)"
+        let message = reply?.error.message ?? "the worker answered \(response.status)"
+        return WorkerRefusal(
+            status: response.status, code: code, message: message,
+            retryAfter: response.headers["retry-after"].flatMap(Int.init))
+    }
+
+    /// Throws `project_not_found` for a project the cluster does not know, without leasing it.
+    /// Rides out a Redis outage as a submit does, so a job is not refused for a blip.
+    func requireRegistered(_ id: String) async throws {
+        let registry = self.registry
+        let found = try await throughOutage(jobs.outageRetry) { try await registry.load(id) != nil }
+        if !found { throw HostError.projectNotFound(id) }
+    }
+
+    // MARK: - Projects
+
+    public func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
+        async throws -> ProjectInfo
+    {
+        let body = RegisterRequest(source: source, sha256: sha256, policy: policy, limits: limits)
+        let response = try await forward(
+            id, "PUT", "/v1/projects/\(id)", headers: [("Content-Type", "application/json")],
+            body: try Wire.encode(body))
+        return try Wire.decode(ProjectInfo.self, from: response.body)
+    }
+
+    public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws
+        -> ProjectInfo
+    {
+        // The query carries what a registration's `limits` would, under the same names.
+        var query: [(String, String)] = []
+        if case .object(let fields) = try JSONValue.parse(json: Wire.encode(limits)) {
+            query = fields.compactMap { key, value in
+                guard case .number(let number) = value else { return nil }
+                return (key, String(decoding: JSONValue.number(number).serialized(), as: UTF8.self))
+            }
+            .sorted { $0.0 < $1.0 }
+        }
+        if let policy { query.append(("policy", policy)) }
+        let response = try await forward(
+            id, "PUT", "/v1/projects/\(id)/archive", query: query,
+            headers: [("Content-Type", "application/octet-stream")], body: archive)
+        return try Wire.decode(ProjectInfo.self, from: response.body)
+    }
+
+    public func project(_ id: String) async throws -> ProjectInfo {
+        try await requireRegistered(id)
+        return try Wire.decode(ProjectInfo.self, from: try await forward(id, "GET", "/v1/projects/\(id)").body)
+    }
+
+    public func projects() async -> [ProjectInfo] {
+        guard let ids = try? await registry.list() else { return [] }
+        return await withTaskGroup(of: ProjectInfo?.self) { group in
+            for id in ids { group.addTask { try? await project(id) } }
+            var found: [ProjectInfo] = []
+            for await info in group { if let info { found.append(info) } }
+            return found.sorted { $0.id < $1.id }
+        }
+    }
+
+    public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
+        try await requireRegistered(id)
+        guard let progress else {
+            return try Wire.decode(
+                ProjectInfo.self, from: try await forward(id, "POST", "/v1/projects/\(id)/warm").body)
+        }
+        // The owner's event stream, replayed event by event as it arrives.
+        let events = ServerSentEvents()
+        let response = try await forward(
+            id, "POST", "/v1/projects/\(id)/warm", headers: [("Accept", "text/event-stream")]
+        ) { chunk in
+            for (name, data) in events.feed(chunk) where name == "progress" {
+                // A stage this node does not know is skipped, not fatal: the result still comes.
+                if let value = try? Wire.decode(CacheProgress.self, from: Array(data.utf8)) { progress(value) }
+            }
+        }
+        for (name, data) in ServerSentEvents().feed(response.body) {
+            switch name {
+            case "project": return try Wire.decode(ProjectInfo.self, from: Array(data.utf8))
+            case "error":
+                let reply = try? Wire.decode(ErrorReply.self, from: Array(data.utf8))
+                throw WorkerRefusal(
+                    status: 422, code: reply?.error.code ?? "warm_failed", message: reply?.error.message ?? data)
+            default: continue
+            }
+        }
+        throw ClusterError.workerUnreachable("the owner's warm stream ended without a result")
+    }
+
+    public func snapshot(_ id: String) async throws -> SnapshotResult? {
+        try await requireRegistered(id)
+        let response = try await forward(id, "POST", "/v1/projects/\(id)/snapshot")
+        return try Wire.decode(SnapshotReply.self, from: response.body).snapshot
+    }
+
+    public func evict(_ id: String, discard: Bool) async throws {
+        try await requireRegistered(id)
+        _ = try await forward(id, "DELETE", "/v1/projects/\(id)/workspace", query: [("discard", String(discard))])
+    }
+
+    // MARK: - Jobs
+
+    /// The cluster's jobs as the API runs them: through Redis, for registered projects only
+    /// (a job for an unknown project is refused before anything is leased).
+    public var jobService: any JobService {
+        CheckedJobService(jobs) { [self] request in try await requireRegistered(request.project) }
+    }
+
+    // MARK: - Operations
+
+    /// The workers' statuses, summed: projects, sandboxes and jobs add up; the cgroup mode,
+    /// limits and policies are those every worker reports (differences are listed as errors).
+    public func status() async -> HostStatus {
+        let depth = (try? await jobs.depth()) ?? (queued: 0, running: 0)
+        var total = HostStatus(
+            version: HostModule.version, projects: (try? await registry.list().count) ?? 0, sandboxes: 0,
+            queuedJobs: depth.queued, runningJobs: depth.running, workerSlots: [:], cgroupMode: "none",
+            enforcedLimits: [:], policies: [:], policyErrors: [])
+        let hosts = (try? await jobs.liveWorkers()) ?? []
+        total.workerSlots["workers"] = hosts.count
+        var modes: Set<String> = []
+        for host in hosts {
+            guard let address = try? await jobs.address(of: host),
+                let response = try? await workers.send("GET", address + "/status"), response.status == 200,
+                let status = try? Wire.decode(HostStatus.self, from: response.body)
+            else {
+                total.policyErrors.append("worker \(host): status unavailable")
+                continue
+            }
+            total.sandboxes += status.sandboxes
+            modes.insert(status.cgroupMode)
+            total.enforcedLimits.merge(status.enforcedLimits) { first, _ in first }
+            total.policies.merge(status.policies) { first, _ in first }
+            total.policyErrors += status.policyErrors.map { "worker \(host): \($0)" }
+            for (lane, slots) in status.workerSlots where !lane.hasSuffix("per_project") {
+                total.workerSlots[lane, default: 0] += slots
+            }
+        }
+        total.cgroupMode =
+            modes.count == 1 ? modes.first! : modes.isEmpty ? "none" : modes.sorted().joined(separator: ",")
+        return total
+    }
+
+    public func readiness() async -> [String: Bool] {
+        let workers = try? await jobs.liveWorkers()
+        return ["redis": workers != nil, "workers": !(workers ?? []).isEmpty]
+    }
+
+    /// Policies live on the workers; the node has none to reload (the stream ends at once).
+    public func policyReloads() async -> AsyncStream<Int> { AsyncStream { $0.finish() } }
+
+    public func policySummary() async -> (digests: [String: String], errors: [String]) { ([:], []) }
+
+    public func shutdown(grace: Duration) async {
+        jobs.close()
+        registryClient.close()
+    }
+
+}
+
+/// Splits a `text/event-stream` into (event, data) pairs, across chunk boundaries.
+final class ServerSentEvents: @unchecked Sendable {
+    private var buffer: [UInt8] = []
+    private let lock = NSLock()
+
+    func feed(_ chunk: [UInt8]) -> [(String, String)] {
+        lock.lock()
+        defer { lock.unlock() }
+        buffer += chunk
+        var events: [(String, String)] = []
+        while let end = Self.blankLine(in: buffer) {
+            let block = String(decoding: buffer[..<end.start], as: UTF8.self)
+            buffer.removeFirst(end.next)
+            var name = "message"
+            var data: [String] = []
+            for line in block.split(separator: "\n", omittingEmptySubsequences: false) {
+                if line.hasPrefix("event:") { name = line.dropFirst(6).trimmingCharacters(in: .whitespaces) }
+                if line.hasPrefix("data:") {
+                    let value = line.dropFirst(5)
+                    data.append(String(value.hasPrefix(" ") ? value.dropFirst() : value))
+                }
+            }
+            events.append((name, data.joined(separator: "\n")))
+        }
+        return events
+    }
+
+    private static func blankLine(in bytes: [UInt8]) -> (start: Int, next: Int)? {
+        var i = 0
+        while i + 1 < bytes.count {
+            if bytes[i] == 0x0A && bytes[i + 1] == 0x0A { return (i, i + 2) }
+            i += 1
+        }
+        return nil
+    }
+}

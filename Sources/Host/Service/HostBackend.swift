@@ -1,0 +1,46 @@
+import Foundation
+import Sandbox
+
+/// What the HTTP API needs from a Corral host besides its jobs (a ``JobService``): project
+/// calls, status and the policy audit. ``CorralHost`` is the real implementation; in a
+/// cluster, `ClusterHost` wraps it on a worker and `ClusterBackend` forwards to the owner on
+/// an API node (module Cluster). Router tests use a fake, so they need neither root nor
+/// sandboxes.
+public protocol HostBackend: Sendable {
+    func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
+        async throws -> ProjectInfo
+    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws -> ProjectInfo
+    func project(_ id: String) async throws -> ProjectInfo
+    func projects() async -> [ProjectInfo]
+    func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo
+    func snapshot(_ id: String) async throws -> SnapshotResult?
+    func evict(_ id: String, discard: Bool) async throws
+
+    func status() async -> HostStatus
+    /// The project cache's hits, misses and downloaded bytes, for `/metrics`; nil for a
+    /// backend without a cache of its own.
+    func cacheCounters() async -> CacheCounters?
+    func readiness() async -> [String: Bool]
+    /// The generation after each policy reload, for the audit log.
+    func policyReloads() async -> AsyncStream<Int>
+    /// Digests of the policies in force and the files that failed to load.
+    func policySummary() async -> (digests: [String: String], errors: [String])
+    func shutdown(grace: Duration) async
+}
+
+extension HostBackend {
+    public func cacheCounters() async -> CacheCounters? { nil }
+}
+
+/// The real host: project calls go to ``CorralHost`` itself; its jobs are its
+/// ``CorralHost/jobService``.
+extension CorralHost: HostBackend {
+    public func cacheCounters() async -> CacheCounters? { await cache.counters }
+
+    public func policyReloads() -> AsyncStream<Int> { policies.reloads() }
+
+    public func policySummary() -> (digests: [String: String], errors: [String]) {
+        let status = policies.status
+        return (status.digests, status.errors.map(\.description))
+    }
+}

@@ -1,0 +1,98 @@
+import Foundation
+import Host
+import Testing
+
+/// The shapes that cross HTTP and the API node ↔ worker hop: each encodes to exactly the
+/// JSON the API has always answered, and decodes back to the same value, so both ends of
+/// a hop agree by construction.
+@Suite struct WireTests {
+    func text(_ value: some Encodable) throws -> String {
+        String(decoding: try JSONValue.parse(json: Wire.encode(value)).serialized(), as: UTF8.self)
+    }
+
+    func roundTrip<T: Codable & Equatable>(_ value: T) throws -> T {
+        try Wire.decode(T.self, from: Wire.encode(value))
+    }
+
+    @Test func projectLimitsAreTypedInSwiftAndStringsOnTheWire() throws {
+        let limits = ProjectLimits(
+            enforcement: ["pids": "not enforced: no pids controller"], requireLimits: true, cpus: 1.5,
+            memoryBytes: 1 << 30, pidsMax: 256, workspaceBytes: 33_554_432, timeoutSeconds: 60, maxTimeoutSeconds: 600)
+        #expect(
+            try text(limits)
+                == #"{"cpus":"1.5","max_timeout_s":"600","memory_bytes":"1073741824","pids":"not enforced: no pids controller","pids_max":"256","require_limits":"true","timeout_s":"60","workspace_bytes":"33554432"}"#
+        )
+        #expect(try roundTrip(limits) == limits)
+        #expect(try text(ProjectLimits()) == "{}")
+    }
+
+    @Test func projectInfoCarriesISO8601Dates() throws {
+        let info = ProjectInfo(
+            id: "p", source: "file:///src", state: "cold", sourceVersion: nil, dirty: nil, diskBytes: 0,
+            runningJobs: 1, queuedJobs: 2, expiresAt: Date(timeIntervalSince1970: 2_000_000_000), policy: "default",
+            sandbox: false, limits: ProjectLimits(timeoutSeconds: 120))
+        #expect(
+            try text(info)
+                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","queued_jobs":2,"running_jobs":1,"sandbox":false,"source":"file:///src","state":"cold"}"#
+        )
+        #expect(try roundTrip(info) == info)
+        #expect(Wire.date(info.expiresAt) == "2033-05-18T03:33:20Z")
+    }
+
+    @Test func snapshotRepliesSayNullWhenNothingWasWritten() throws {
+        let none = SnapshotReply(project: "p", snapshot: nil)
+        #expect(
+            try text(none)
+                == #"{"message":"nothing to write back: the workspace is not materialized","project":"p","snapshot":null}"#
+        )
+        let written = SnapshotReply(
+            project: "p", snapshot: SnapshotResult(key: "snapshots/p", version: "v1", bytes: 10, files: 2, skipped: 1))
+        #expect(
+            try text(written)
+                == #"{"project":"p","snapshot":{"bytes":10,"files":2,"key":"snapshots/p","skipped":1,"version":"v1"}}"#)
+        #expect(try roundTrip(none) == none)
+        #expect(try roundTrip(written) == written)
+    }
+
+    @Test func warmProgressEventsRoundTripAndRefuseUnknownStages() throws {
+        let downloading = CacheProgress.downloading(TransferProgress(bytes: 10, total: nil, bytesPerSecond: 99.6))
+        #expect(try text(downloading) == #"{"bytes":10,"bytes_per_second":100,"stage":"downloading","total":null}"#)
+        #expect(
+            try roundTrip(downloading)
+                == .downloading(TransferProgress(bytes: 10, total: nil, bytesPerSecond: 100)))
+        #expect(try text(CacheProgress.extracting) == #"{"stage":"extracting"}"#)
+        #expect(try roundTrip(CacheProgress.ready) == .ready)
+        #expect(throws: DecodingError.self) { try Wire.decode(CacheProgress.self, from: Array(#"{"stage":"x"}"#.utf8)) }
+        // A count no Int64 holds is refused, never trapped on.
+        #expect(throws: DecodingError.self) {
+            try Wire.decode(
+                CacheProgress.self, from: Array(#"{"stage":"downloading","bytes":1e300,"bytes_per_second":1}"#.utf8))
+        }
+    }
+
+    @Test func requestedLimitsUseTheAPIsNames() throws {
+        let limits = RequestedLimits(cpus: 0.5, memoryBytes: 1 << 20, timeoutSeconds: 30)
+        #expect(try text(limits) == #"{"cpus":0.5,"memory_bytes":1048576,"timeout_s":30}"#)
+        #expect(try roundTrip(limits) == limits)
+        #expect(
+            try text(RegisterRequest(source: "s3://b/k", sha256: nil, policy: nil, limits: RequestedLimits()))
+                == #"{"source":"s3://b/k"}"#)
+    }
+
+    @Test func fileToolRepliesKeepErrorCodeNullOnSuccess() throws {
+        let ok = ToolResult(text: "hi", structured: ["path": "a"], isError: false)
+        #expect(try text(ok) == #"{"error_code":null,"is_error":false,"structured":{"path":"a"},"text":"hi"}"#)
+        let failed = ToolResult(ToolError.noOpEdit(path: "a", edit: nil))
+        #expect(try roundTrip(failed) == failed)
+        #expect(try roundTrip(ok) == ok)
+    }
+
+    @Test func errorRepliesAndTheProjectIDRule() throws {
+        #expect(try text(ErrorReply(code: "busy", message: "m")) == #"{"error":{"code":"busy","message":"m"}}"#)
+        #expect(ProjectID.isValid("a-b_c.1"))
+        #expect(!ProjectID.isValid(".."))
+        #expect(!ProjectID.isValid(""))
+        #expect(!ProjectID.isValid(String(repeating: "a", count: 129)))
+        #expect(!ProjectID.isValid("a/b"))
+    }
+}
