@@ -96,9 +96,11 @@ struct CompatRoutes {
         }
     }
 
+    /// A failed read answers `content: ""` (a string, as the first design it is compatible
+    /// with does): clients that treat `content` as text must not break on a missing file.
     static func read(_ content: String?, error: String?, exists: Bool, size: Int? = nil) -> JSON {
         [
-            "content": .optional(content.map { .string($0) }), "error": .optional(error.map { .string($0) }),
+            "content": .string(content ?? ""), "error": .optional(error.map { .string($0) }),
             "exists": .bool(exists), "size": .optional(size.map { .int($0) }),
         ]
     }
