@@ -29,6 +29,24 @@ import Testing
         }
     }
 
+    /// Anthropic's bash tool sends `restart: true`, alone or with a command: alone it is
+    /// answered at once (every command gets a fresh shell here), with a command it runs it.
+    @Test func bashRestartAloneIsAnsweredAndWithACommandRunsIt() async throws {
+        try await withAPI(backend: try FakeBackend(), files: FakeFiles()) { client in
+            let alone = try await client.call(.post, "/v1/projects/alpha/tools/bash", json: ["restart": true])
+            #expect(alone.status == .ok)
+            #expect(alone.json["structuredContent"]?["restarted"] == true)
+            let withCommand = try await client.call(
+                .post, "/v1/projects/alpha/tools/bash", json: ["restart": true, "command": "echo hi"])
+            #expect(withCommand.status == .ok)
+            #expect(withCommand.json["structuredContent"]?["output"] == "hi\n", "\(withCommand.text)")
+            let neither = try await client.call(.post, "/v1/projects/alpha/tools/bash", json: ["restart": false])
+            #expect(neither.status == .unprocessableContent)
+            #expect(neither.json["structuredContent"]?["error"]?["code"] == "invalid_argument", "\(neither.text)")
+            #expect(neither.json["structuredContent"]?["error"]?["message"] == "`command` is required")
+        }
+    }
+
     @Test func unknownToolsAre404AndListTheTools() async throws {
         try await withAPI(backend: try FakeBackend(), files: FakeFiles()) { client in
             let reply = try await client.call(.post, "/v1/projects/alpha/tools/rm_rf", json: [:])

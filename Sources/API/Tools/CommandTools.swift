@@ -12,14 +12,17 @@ struct CommandTools {
     let principal: Principal
 
     func bash(_ args: inout Arguments, progress: ToolProgress?) async throws -> ToolOutcome {
-        // Anthropic's bash tool restarts its shell; here every command gets a fresh one.
-        if try args.bool("restart") == true {
+        // Anthropic's bash tool restarts its shell; here every command gets a fresh one, so a
+        // restart alone is answered at once, and a restart with a command runs the command.
+        let restart = try args.bool("restart") == true
+        let given = try args.string("command", aliases: ["cmd"], maxBytes: limits.maxCommandBytes)
+        if restart && given == nil {
             try args.finish("bash")
             return ToolOutcome(
                 text: "Each command runs in a fresh shell in the project's sandbox; there is no session to restart.",
                 structured: ["restarted": true], isError: false)
         }
-        let command = try args.requiredString("command", aliases: ["cmd"], maxBytes: limits.maxCommandBytes)
+        guard let command = given else { throw APIError.missingArgument("command") }
         guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
         let timeout = try args.number("timeout", aliases: ["timeout_s"], in: 0.001...604_800)
         let cwd = try args.string("cwd", maxBytes: 4096) ?? "/workspace"
