@@ -128,6 +128,12 @@ import Testing
             #expect(
                 ToolText.first(kill.json)?.hasPrefix(
                     "Job \(longID) was stopped with SIGKILL; it and every process it started are gone.") == true)
+            // A second job_kill stopped nothing: it says the job had already ended, not that
+            // this call's signal stopped it.
+            let again = try await client.call(
+                .post, "/v1/projects/alpha/tools/job_kill", json: ["job_id": .string(longID)])
+            #expect(ToolText.first(again.json) == "Job \(longID) had already ended (cancelled).")
+            #expect(again.json["structuredContent"]?["exit_code"] == 137)
             let info = try await client.call(.post, "/v1/projects/alpha/tools/project_info", json: [:])
             #expect(info.json["structuredContent"]?["root"] == "/workspace")
             #expect(info.json["structuredContent"]?["id"] == "alpha")

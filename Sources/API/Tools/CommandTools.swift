@@ -85,13 +85,16 @@ struct CommandTools {
         let signal = try args.signal()
         try args.finish("job_kill")
         try await checkOwned(id)
+        // A job that had already ended (a second job_kill, say) was not stopped by this call:
+        // say so, not which signal this call would have sent.
+        let before = try await jobs.snapshot(id, since: 0)
         // The signal goes to the whole tree, then KILL after the grace: whichever is asked
         // for, the tree ends up gone, which is what the model wants.
-        let snapshot = try await jobs.cancel(id, signal: signal)
+        let snapshot = before.record.state.isFinal ? before : try await jobs.cancel(id, signal: signal)
         var view = JobView(snapshot: snapshot)
         view.waited = nil
         let text =
-            snapshot.record.state == .cancelled
+            !before.record.state.isFinal && snapshot.record.state == .cancelled
             ? Self.stopped(id, signal: signal, snapshot: snapshot)
             : "Job \(id) had already ended (\(snapshot.record.state.rawValue))."
         return ToolOutcome(text: text, structured: view.json, isError: false)
