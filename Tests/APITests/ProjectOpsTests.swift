@@ -43,7 +43,7 @@ import Testing
                 .post, "/file/read", json: ["project_id": "alpha", "file_path": "../../etc/passwd"])
             #expect(
                 outside.json == [
-                    "content": nil, "error": "path_outside_project: ../../etc/passwd is outside the project",
+                    "content": "", "error": "path_outside_project: ../../etc/passwd is outside the project",
                     "exists": false, "size": nil,
                 ])
             let absolute = try await client.call(
