@@ -70,10 +70,11 @@ struct RateLimitMiddleware: RouterMiddleware {
         let subject = RateSubject(principal: principal, request: request, defaultRate: defaultRate)
         context.rateSubject = subject
         // An API node forwards for this principal: a worker charges it, not the worker token.
-        let forwarded = ForwardedCaller(name: subject.name, rate: subject.limit)
-        guard let decision = limiter.take(subject.key, limit: subject.limit) else {
-            return try await Forwarding.$callerHeaders.withValue(forwarded.headers) { try await next(request, context) }
+        let forwarded = ForwardedCaller(name: subject.name, rate: subject.limit).headers
+        func proceed() async throws -> Response {
+            try await Forwarding.$callerHeaders.withValue(forwarded) { try await next(request, context) }
         }
+        guard let decision = limiter.take(subject.key, limit: subject.limit) else { return try await proceed() }
         var headers = HTTPFields()
         headers[.rateLimitLimit] = String(decision.limit)
         headers[.rateLimitRemaining] = String(decision.remaining)
@@ -85,9 +86,7 @@ struct RateLimitMiddleware: RouterMiddleware {
                 .tooManyRequests, "rate_limited", refusal.message, retryAfter: decision.retryAfter, headers: headers)
         }
         do {
-            var response = try await Forwarding.$callerHeaders.withValue(forwarded.headers) {
-                try await next(request, context)
-            }
+            var response = try await proceed()
             response.headers.append(contentsOf: headers)
             return response
         } catch {

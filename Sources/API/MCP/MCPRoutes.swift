@@ -75,12 +75,14 @@ struct MCPRoutes {
                 ),
                 status: .badRequest)
         }
-        var replies: [JSON] = []
+        // Each reply is serialized once: its size counts toward the cap, and its bytes are
+        // the response.
+        var replies: [[UInt8]] = []
         var replyBytes = 0
         for (index, item) in batch.enumerated() {
             let id = item["id"].flatMap { $0 == .null ? nil : $0 }
             if index > 0, let refusal = state.charge(context) {
-                if let id { replies.append(RPC.error(id, -32000, refusal.message, data: refusal.data)) }
+                if let id { replies.append(RPC.error(id, -32000, refusal.message, data: refusal.data).serialized()) }
                 continue
             }
             if replyBytes > limits.maxBatchReplyBytes {
@@ -89,15 +91,16 @@ struct MCPRoutes {
                         RPC.error(
                             id, -32000,
                             "not run: this batch's replies passed \(limits.maxBatchReplyBytes) bytes; send the rest in another request",
-                            data: ["code": "reply_too_large"]))
+                            data: ["code": "reply_too_large"]
+                        ).serialized())
                 }
                 continue
             }
-            guard let reply = await session.handle(item, progress: nil) else { continue }
-            replyBytes += reply.serialized().count
+            guard let reply = await session.handle(item, progress: nil)?.serialized() else { continue }
+            replyBytes += reply.count
             replies.append(reply)
         }
-        return replies.isEmpty ? Response(status: .accepted) : Response.json(.array(replies))
+        return replies.isEmpty ? Response(status: .accepted) : Response.json(array: replies)
     }
 
     /// Progress notifications while the tool runs, then its result, as SSE `message` events.

@@ -79,10 +79,27 @@ extension Request {
 extension Response {
     /// A JSON response.
     static func json(_ value: JSON, status: HTTPResponse.Status = .ok, headers: HTTPFields = [:]) -> Response {
+        json(bytes: value.serialized(), status: status, headers: headers)
+    }
+
+    /// A JSON array of values already serialized (each one written once, not again here).
+    static func json(array elements: [[UInt8]]) -> Response {
+        var bytes: [UInt8] = [UInt8(ascii: "[")]
+        bytes.reserveCapacity(elements.reduce(2) { $0 + $1.count + 1 })
+        for (index, element) in elements.enumerated() {
+            if index > 0 { bytes.append(UInt8(ascii: ",")) }
+            bytes += element
+        }
+        bytes.append(UInt8(ascii: "]"))
+        return json(bytes: bytes)
+    }
+
+    private static func json(bytes: [UInt8], status: HTTPResponse.Status = .ok, headers: HTTPFields = [:])
+        -> Response
+    {
         var headers = headers
         headers[.contentType] = "application/json"
-        return Response(
-            status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: value.serialized())))
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: bytes)))
     }
 
     /// A Server-Sent Events stream; `produce` writes events until it returns.

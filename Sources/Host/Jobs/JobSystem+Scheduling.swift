@@ -66,9 +66,9 @@ extension JobSystem {
     }
 
     func finish(_ entry: Entry, state: JobState, result: JobResult?, error: String?) {
-        if !entry.record.state.isFinal {
-            let submitter = entry.record.request.submitter
-            active[submitter] = active[submitter].map { $0 > 1 ? $0 - 1 : nil } ?? nil
+        let submitter = entry.record.request.submitter
+        if !entry.record.state.isFinal, let count = active[submitter] {
+            active[submitter] = count > 1 ? count - 1 : nil
         }
         entry.record.state = state
         entry.record.finishedAt = Date()

@@ -14,9 +14,7 @@ extension Duration {
 
     /// Milliseconds rounded up: a positive time-out stays positive.
     public var millisecondsRoundedUp: Int64 {
-        let (seconds, attoseconds) = components
-        let whole = seconds.multipliedClamped(by: 1000).addingClamped(attoseconds / 1_000_000_000_000_000)
-        return attoseconds % 1_000_000_000_000_000 > 0 ? whole.addingClamped(1) : whole
+        components.attoseconds % 1_000_000_000_000_000 > 0 ? milliseconds.addingClamped(1) : milliseconds
     }
 
     /// Whole nanoseconds, rounded toward zero; saturating.
