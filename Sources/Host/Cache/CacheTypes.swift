@@ -112,7 +112,9 @@ public enum CacheProgress: Sendable, Equatable {
 }
 
 /// The outcome of a write-back.
-public struct SnapshotResult: Sendable, Equatable {
+/// Codable as it crosses the wire (`POST …/snapshot`, the node-worker hop): the field names
+/// are the JSON keys.
+public struct SnapshotResult: Sendable, Equatable, Codable {
     /// The key in the primary store.
     public var key: String
     public var version: String

@@ -1,6 +1,6 @@
 /// Limits a project's request asks for. Each may lower its policy's value, never raise it;
 /// nil means "the policy's value".
-public struct RequestedLimits: Sendable, Hashable {
+public struct RequestedLimits: Sendable, Hashable, Codable {
     public var cpus: Double?
     public var memoryBytes: UInt64?
     public var pids: Int?
@@ -24,6 +24,18 @@ public struct RequestedLimits: Sendable, Hashable {
         self.timeoutSeconds = timeoutSeconds
         self.stdoutBytes = stdoutBytes
         self.stderrBytes = stderrBytes
+    }
+
+    /// The limits' names on the wire (a registration's `limits`, an upload's query); the
+    /// API reads each by its key here. Absent keys are nil.
+    public enum CodingKeys: String, CodingKey, CaseIterable {
+        case cpus, pids
+        case memoryBytes = "memory_bytes"
+        case tmpfsBytes = "tmpfs_bytes"
+        case workspaceBytes = "workspace_bytes"
+        case timeoutSeconds = "timeout_s"
+        case stdoutBytes = "stdout_bytes"
+        case stderrBytes = "stderr_bytes"
     }
 }
 

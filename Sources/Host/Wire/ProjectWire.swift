@@ -26,29 +26,6 @@ public struct SnapshotReply: Sendable, Codable, Equatable {
     }
 }
 
-extension SnapshotResult: Codable {
-    enum CodingKeys: String, CodingKey { case key, version, bytes, files, skipped }
-
-    public init(from decoder: any Decoder) throws {
-        let container = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(
-            key: try container.decode(String.self, forKey: .key),
-            version: try container.decode(String.self, forKey: .version),
-            bytes: try container.decode(Int64.self, forKey: .bytes),
-            files: try container.decode(Int.self, forKey: .files),
-            skipped: try container.decode(Int.self, forKey: .skipped))
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(key, forKey: .key)
-        try container.encode(version, forKey: .version)
-        try container.encode(bytes, forKey: .bytes)
-        try container.encode(files, forKey: .files)
-        try container.encode(skipped, forKey: .skipped)
-    }
-}
-
 // MARK: - Warm progress
 
 /// One `progress` event of a warm's event stream:
@@ -106,44 +83,5 @@ public struct RegisterRequest: Sendable, Codable, Equatable {
         self.sha256 = sha256
         self.policy = policy
         self.limits = limits == RequestedLimits() ? nil : limits
-    }
-}
-
-extension RequestedLimits: Codable {
-    /// The limits' names on the wire (a registration's `limits`, an upload's query); the
-    /// API reads each by its key here.
-    public enum CodingKeys: String, CodingKey, CaseIterable {
-        case cpus, pids
-        case memoryBytes = "memory_bytes"
-        case tmpfsBytes = "tmpfs_bytes"
-        case workspaceBytes = "workspace_bytes"
-        case timeoutSeconds = "timeout_s"
-        case stdoutBytes = "stdout_bytes"
-        case stderrBytes = "stderr_bytes"
-    }
-
-    public init(from decoder: any Decoder) throws {
-        let c = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(
-            cpus: try c.decodeIfPresent(Double.self, forKey: .cpus),
-            memoryBytes: try c.decodeIfPresent(UInt64.self, forKey: .memoryBytes),
-            pids: try c.decodeIfPresent(Int.self, forKey: .pids),
-            tmpfsBytes: try c.decodeIfPresent(UInt64.self, forKey: .tmpfsBytes),
-            workspaceBytes: try c.decodeIfPresent(UInt64.self, forKey: .workspaceBytes),
-            timeoutSeconds: try c.decodeIfPresent(Int.self, forKey: .timeoutSeconds),
-            stdoutBytes: try c.decodeIfPresent(UInt64.self, forKey: .stdoutBytes),
-            stderrBytes: try c.decodeIfPresent(UInt64.self, forKey: .stderrBytes))
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encodeIfPresent(cpus, forKey: .cpus)
-        try c.encodeIfPresent(memoryBytes, forKey: .memoryBytes)
-        try c.encodeIfPresent(pids, forKey: .pids)
-        try c.encodeIfPresent(tmpfsBytes, forKey: .tmpfsBytes)
-        try c.encodeIfPresent(workspaceBytes, forKey: .workspaceBytes)
-        try c.encodeIfPresent(timeoutSeconds, forKey: .timeoutSeconds)
-        try c.encodeIfPresent(stdoutBytes, forKey: .stdoutBytes)
-        try c.encodeIfPresent(stderrBytes, forKey: .stderrBytes)
     }
 }
