@@ -15,20 +15,36 @@ struct ClusterAPITests {
         let port: Int
         let process = Process()
 
-        init(_ name: String, arguments: [String], port: Int, token: String) throws {
+        /// Where the process's log goes: a node that fails to start says why there.
+        let log: String
+
+        init(_ name: String, arguments: [String], port: Int, token: String, log: String) throws {
             self.name = name
             self.port = port
+            self.log = log
             process.executableURL = URL(fileURLWithPath: HostCrashTests.corral)
             process.arguments = arguments
             process.environment = ["CORRAL_WORKER_TOKEN": token, "PATH": "/usr/bin:/bin"]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+            // A restarted node appends to its log, so a failure shows both runs.
+            if !FileManager.default.fileExists(atPath: log) {
+                FileManager.default.createFile(atPath: log, contents: nil)
+            }
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            defer { try? output.close() }
+            try output.seekToEnd()
+            process.standardOutput = output
+            process.standardError = output
             try process.run()
             for _ in 0..<400 {
                 if Self.curl(["http://127.0.0.1:\(port)/health"]).contains("ok") { return }
+                if !process.isRunning { break }
                 usleep(50_000)
             }
-            throw TestSupportError("\(name) did not come up")
+            let state = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+            stop(SIGKILL)
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw TestSupportError(
+                "\(name) did not come up on port \(port) (\(state)); its log ends:\n\(text.suffix(3000))")
         }
 
         static func curl(_ args: [String]) -> String {
@@ -84,17 +100,17 @@ struct ClusterAPITests {
         }
 
         func startAPI() throws {
-            let port = HostCrashTests.freePort()
+            let port = try LoopbackPort.free()
             api = try Node(
                 "api",
                 arguments: [
                     "api", "--bind", "127.0.0.1:\(port)", "--redis", redis.url, "--key-prefix", prefix,
                     "--lease-ms", "1500", "--data-dir", dir.path + "/api", "--log-format", "text",
-                ], port: port, token: token)
+                ], port: port, token: token, log: dir.path + "/api.log")
         }
 
         func startWorker(_ name: String) throws {
-            let port = HostCrashTests.freePort()
+            let port = try LoopbackPort.free()
             workers[name] = try Node(
                 name,
                 arguments: [
@@ -103,7 +119,7 @@ struct ClusterAPITests {
                     dir.path + "/" + name, "--policies-dir", dir.path + "/policies", "--rootfs-dir",
                     TestPaths.rootfsDirectory, "--cgroup-prefix", "\(cgroupPrefix)-\(name)", "--log-format", "text",
                     "--shutdown-grace", "5",
-                ], port: port, token: token)
+                ], port: port, token: token, log: dir.path + "/\(name).log")
         }
 
         /// Redis as the test sees it, through redis-cli.

@@ -24,14 +24,28 @@ import Testing
                 "--rootfs-dir", TestPaths.rootfsDirectory, "--cgroup-prefix", "corral-tests-\(getpid())-serve",
                 "--log-format", "text",
             ]
-            process.standardOutput = FileHandle.nullDevice
-            process.standardError = FileHandle.nullDevice
+            // Beside the data directory, appended to by a restarted host: a host that
+            // fails to start says why there.
+            let log = URL(fileURLWithPath: data).deletingLastPathComponent().appendingPathComponent("serve.log").path
+            if !FileManager.default.fileExists(atPath: log) {
+                FileManager.default.createFile(atPath: log, contents: nil)
+            }
+            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+            defer { try? output.close() }
+            try output.seekToEnd()
+            process.standardOutput = output
+            process.standardError = output
             try process.run()
             for _ in 0..<300 {
                 if (try? curl(["http://127.0.0.1:\(port)/health"]))?.contains("ok") == true { return }
+                if !process.isRunning { break }
                 usleep(50_000)
             }
-            throw TestSupportError("corral serve did not come up")
+            let state = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+            if process.isRunning { kill(SIGKILL) }
+            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
+            throw TestSupportError(
+                "corral serve did not come up on port \(port) (\(state)); its log ends:\n\(text.suffix(3000))")
         }
 
         func curl(_ args: [String]) throws -> String {
@@ -59,8 +73,6 @@ import Testing
         }
     }
 
-    static func freePort() -> Int { Int.random(in: 20_000..<60_000) }
-
     /// Live host processes named `name` whose cgroup path contains `fragment`. Zombies do not
     /// count: the killed host's job processes were its children and wait for the machine's
     /// init to reap them, but they are dead.
@@ -84,7 +96,7 @@ import Testing
         let policies = dir.path + "/policies"
         try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
         try "rootfs = \"minimal\"\n".write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
-        let port = Self.freePort()
+        let port = try LoopbackPort.free()
         let first = try Server(data: data, policies: policies, port: port)
         let archive = try LiveArchive.make(["a.txt": "kept\n"])
         defer { unlink(archive) }

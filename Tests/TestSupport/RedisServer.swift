@@ -24,7 +24,7 @@ public final class RedisServer: @unchecked Sendable {
         var template = Array((FileManager.default.temporaryDirectory.path + "/corral-redis-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { throw TestSupportError("mkdtemp: errno \(errno)") }
         directory = String(cString: made)
-        port = try Self.freePort()
+        port = try LoopbackPort.free()
         try start()
     }
 
@@ -99,25 +99,6 @@ public final class RedisServer: @unchecked Sendable {
             reply += String(decoding: buffer[0..<n], as: UTF8.self)
         }
         return reply.contains("+PONG")
-    }
-
-    /// A port the kernel just handed out and nobody holds.
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestSupportError("socket: errno \(errno)") }
-        defer { close(fd) }
-        var address = loopback(port: 0)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                bind(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        guard bound == 0 else { throw TestSupportError("bind: errno \(errno)") }
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 
     static func loopback(port: Int) -> sockaddr_in {
