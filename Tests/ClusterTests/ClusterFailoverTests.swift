@@ -107,6 +107,52 @@ struct ClusterFailoverTests {
         client.close()
     }
 
+    /// A submit that reached Redis but lost its reply when the connection broke, with
+    /// Redis still unresponsive when the node's outage retry runs out: the job is recorded,
+    /// so answering "unavailable, retry" would make a client without an idempotency key run
+    /// it twice. The node waits for Redis to say and answers with the job.
+    @Test func aSubmitWhoseReplyIsLostIsSettledNotRefused() async throws {
+        // Leases outlast the stall, so the late submit still finds its worker alive.
+        let f = try ClusterFixture(leaseTTL: .seconds(6))
+        let (a, _) = try await f.worker("host-a")
+        var impatient = f.configuration
+        impatient.redis.commandTimeout = .milliseconds(300)
+        impatient.redis.connectTimeout = .milliseconds(300)
+        let client = ClusterJobClient(configuration: impatient, outageRetry: .milliseconds(500))
+        // Loads the submit script, so the submit under test sends only EVALSHA.
+        let first = try await client.submit(JobRequest(project: "pl", command: "warm"))
+        #expect(try await client.wait(first.id, timeout: .seconds(5), untilFinished: true).record.state == .completed)
+        // A script that holds Redis for 2 s: commands sent meanwhile wait in their sockets
+        // and run after it, including those of a connection the client has given up on.
+        let staller = RedisClient(f.configuration.redis, name: "staller")
+        let stall = Task {
+            try await staller.command([
+                "EVAL",
+                """
+                local t = redis.call('TIME'); local start = t[1] * 1000000 + t[2]
+                while true do
+                  t = redis.call('TIME')
+                  if t[1] * 1000000 + t[2] - start > 2000000 then return 1 end
+                end
+                """, "0",
+            ])
+        }
+        try await Task.sleep(for: .milliseconds(200))
+        let started = ContinuousClock.now
+        let record = try await client.submit(JobRequest(project: "pl", command: "once"))
+        #expect(ContinuousClock.now - started > .milliseconds(1500), "the submit did not meet the stall")
+        #expect(try await stall.value == .integer(1))
+        let done = try await client.wait(record.id, timeout: .seconds(10), untilFinished: true)
+        #expect(done.record.state == .completed)
+        #expect(done.output == "once@host-a\n")
+        #expect(f.ledger.hosts(of: "once") == ["host-a"])
+        let recorded = try await staller.command(["ZCARD", "corral:project:pl:jobs"])
+        #expect(recorded == .integer(2), "exactly the warm-up and the one submit are recorded")
+        staller.close()
+        await a.shutdown(grace: .seconds(1))
+        client.close()
+    }
+
     @Test func redisRestartedUnderLoadLosesNothingAcceptedAndRunsNothingTwice() async throws {
         let f = try ClusterFixture(leaseTTL: .seconds(3))
         let (a, _) = try await f.worker("host-a")
@@ -115,6 +161,9 @@ struct ClusterFailoverTests {
         let client = ClusterJobClient(configuration: f.configuration, outageRetry: .zero)
         let accepted = Locked<[String: String]>([:])
         let refusals = Locked(0)
+        // A submit in flight when Redis goes away is not refused but settled: it waits for
+        // Redis to say whether the job was recorded.
+        let settled = Locked(Duration.zero)
         let total = 80
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask {
@@ -124,7 +173,10 @@ struct ClusterFailoverTests {
                         project: "p\(i % 8)", command: "job-\(i)", idempotencyKey: "k\(i)", submitter: "load")
                     while true {
                         do {
+                            let started = ContinuousClock.now
                             let record = try await client.submit(request)
+                            let took = ContinuousClock.now - started
+                            settled.update { $0 = max($0, took) }
                             accepted.update { $0[record.id] = request.command }
                             break
                         } catch ClusterError.redisUnavailable(let after) {
@@ -147,7 +199,9 @@ struct ClusterFailoverTests {
             }
             try await group.waitForAll()
         }
-        #expect(refusals.value > 0, "the outage was never seen")
+        #expect(
+            refusals.value > 0 || settled.value > .milliseconds(500),
+            "the outage was never seen: no refusal, slowest submit \(settled.value)")
         let jobs = accepted.value
         #expect(jobs.count == total)
         for (id, command) in jobs {

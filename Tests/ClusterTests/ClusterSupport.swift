@@ -45,8 +45,16 @@ final class ClusterFakeRunner: JobRunner, @unchecked Sendable {
 
     func execution(_ command: String) -> FakeExecution? { executions.withLock { $0[command] } }
 
+    /// Ends `command`'s execution, waiting (up to 10 s) for the worker to start it: a job
+    /// reads `running` in Redis a moment before its execution exists here.
     func finish(_ command: String, exitCode: Int32 = 0) {
-        execution(command)?.end(exitCode: exitCode, status: .completed)
+        for _ in 0..<1000 {
+            if let running = execution(command) {
+                running.end(exitCode: exitCode, status: .completed)
+                return
+            }
+            usleep(10_000)
+        }
     }
 }
 

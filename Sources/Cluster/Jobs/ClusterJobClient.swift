@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import Logging
 import Sandbox
 import Synchronization
 
@@ -27,6 +28,11 @@ public final class ClusterJobClient: JobService {
     /// How long a submit (and an API node's registry check before it) rides out a Redis outage.
     public let outageRetry: Duration
     private let sequence = Atomic<Int>(0)
+    private let logger = Logger(label: "corral.cluster")
+
+    /// How much longer a submit whose reply was lost waits for Redis to tell whether the
+    /// job was recorded, after ``outageRetry`` has run out.
+    static let unknownOutcomeWindow: Duration = .seconds(15)
 
     /// `outageRetry` is how long a submit keeps retrying through a Redis outage (with the
     /// same job ID, so a retry never queues the job twice) before it throws.
@@ -69,10 +75,28 @@ public final class ClusterJobClient: JobService {
         // No live worker is usually a moment's gap (Redis just came back and the heartbeats
         // with it): wait for one as for Redis itself. Nothing was written meanwhile.
         let deadline = ContinuousClock.now + outageRetry
+        let sent = SentFlag()
+        let submit: @Sendable () async throws -> RedisReply = {
+            try await self.redis.eval(ClusterScripts.submit, keys: [], arguments: arguments) { sent.set() }
+        }
         var parts: [String] = []
         while true {
-            let reply = try await throughOutage(deadline - .now) {
-                try await self.redis.eval(ClusterScripts.submit, keys: [], arguments: arguments)
+            let reply: RedisReply
+            do {
+                reply = try await throughOutage(deadline - .now, submit)
+            } catch ClusterError.redisUnavailable(let after) where sent.isSet {
+                // A submit reached Redis and its reply was lost: the job may be queued. An
+                // "unavailable" now would be a lie the client acts on (a retry without an
+                // idempotency key runs it twice), so wait longer for Redis to say which,
+                // running the same script: it answers `existing` if the job was recorded.
+                do {
+                    reply = try await throughOutage(Self.unknownOutcomeWindow, submit)
+                } catch ClusterError.redisUnavailable {
+                    logger.error(
+                        "a submitted job may have been queued while redis went away; its outcome is unknown",
+                        metadata: ["job": "\(id)", "project": "\(request.project)"])
+                    throw ClusterError.redisUnavailable(retryAfterSeconds: after)
+                }
             }
             parts = (reply.array ?? []).compactMap(\.string)
             guard parts.first == "nohost", ContinuousClock.now < deadline else { break }
@@ -228,6 +252,13 @@ public final class ClusterJobClient: JobService {
         let n = String(sequence.add(1, ordering: .relaxed).newValue, radix: 36)
         return "c\(ms)-\(n)-\(String(UInt32.random(in: 0...UInt32.max), radix: 36))"
     }
+}
+
+/// Whether a Redis call was sent and then lost its reply, set from the connection's thread.
+final class SentFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    func set() { value.store(true, ordering: .relaxed) }
+    var isSet: Bool { value.load(ordering: .relaxed) }
 }
 
 /// Runs `body`, retrying for up to `window` while Redis is unreachable; safe only for

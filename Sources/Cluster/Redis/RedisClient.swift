@@ -49,8 +49,14 @@ public final class RedisClient: Sendable {
     }
 
     /// Runs a Lua script by its SHA, loading it first when Redis does not know it.
+    ///
+    /// `lost` is called if the script was sent but the connection broke before its reply:
+    /// the call throws ``ClusterError/redisUnavailable(retryAfterSeconds:)``, yet Redis may
+    /// have run it. A caller whose script is idempotent can run it again to learn the outcome.
     @discardableResult
-    public func eval(_ script: RedisScript, keys: [String], arguments: [String]) async throws -> RedisReply {
+    public func eval(
+        _ script: RedisScript, keys: [String], arguments: [String], lost: (@Sendable () -> Void)? = nil
+    ) async throws -> RedisReply {
         for _ in 0..<2 {
             let sha: String
             if let known = scripts.withLock({ $0[script.source] }) {
@@ -62,7 +68,8 @@ public final class RedisClient: Sendable {
                 scripts.withLock { $0[script.source] = loaded }
                 sha = loaded
             }
-            let reply = try await connection.send([["EVALSHA", sha, String(keys.count)] + keys + arguments])[0]
+            let reply = try await connection.send(
+                [["EVALSHA", sha, String(keys.count)] + keys + arguments], lost: lost)[0]
             if case .error(let message) = reply, message.hasPrefix("NOSCRIPT") {
                 // Redis restarted and lost its script cache: load again and retry once.
                 scripts.withLock { $0[script.source] = nil }

@@ -18,6 +18,9 @@ final class RedisConnection: Sendable {
         let commands: [[String]]
         /// For a blocking read: how long the server may hold the reply before answering nil.
         let blocking: Duration?
+        /// Called when the commands were written but the connection broke before their
+        /// replies came: Redis may have run them.
+        let lost: (@Sendable () -> Void)?
         let continuation: CheckedContinuation<[RedisReply], any Error>
     }
 
@@ -59,11 +62,15 @@ final class RedisConnection: Sendable {
 
     /// Sends `commands` as one pipeline and returns their replies in order. Error replies
     /// are values here; a broken connection throws ``ClusterError/redisUnavailable(retryAfterSeconds:)``.
-    func send(_ commands: [[String]], blocking: Duration? = nil) async throws -> [RedisReply] {
+    /// `lost` hears when they may have run although the call throws (see ``Request/lost``).
+    func send(_ commands: [[String]], blocking: Duration? = nil, lost: (@Sendable () -> Void)? = nil) async throws
+        -> [RedisReply]
+    {
         try await withCheckedThrowingContinuation { continuation in
             let accepted = queue.withLock { q -> Bool in
                 guard !q.closed else { return false }
-                q.requests.append(Request(commands: commands, blocking: blocking, continuation: continuation))
+                q.requests.append(
+                    Request(commands: commands, blocking: blocking, lost: lost, continuation: continuation))
                 return true
             }
             if accepted { wake.signal() } else { continuation.resume(throwing: ClusterError.closed) }
@@ -125,6 +132,7 @@ final class RedisConnection: Sendable {
                 guard redisGetReply(c, &raw) == REDIS_OK, let raw else {
                     drop(reason: Self.errorText(c))
                     for pending in group.dropFirst(offset) {
+                        pending.lost?()
                         pending.continuation.resume(throwing: ClusterError.redisUnavailable(retryAfterSeconds: 1))
                     }
                     return
