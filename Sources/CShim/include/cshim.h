@@ -100,5 +100,6 @@ int cor_set_thread_name(const char *name);
 #include "cshim_probe6.h"
 #include "cshim_tools.h"
 #include "cshim_loop.h"
+#include "cshim_netns.h"
 
 #endif

@@ -77,6 +77,19 @@ public final class ProjectSandbox: Sendable {
     /// Whether the init is alive and the sandbox has not been destroyed.
     public var isAlive: Bool { state.withLock { $0.alive } && !reaped.isSet }
 
+    /// The sandbox's network namespace, opened now; throws ``SandboxError/sandboxGone(_:)``
+    /// if the sandbox is gone.
+    public func networkNamespace() throws -> NetworkNamespace {
+        guard isAlive else { throw SandboxError.sandboxGone(configuration.projectID) }
+        let namespace = try NetworkNamespace(pid: initPID)
+        // The init's pid could have been reused between the check and the open: a signal 0
+        // through the pidfd still reaching the init afterwards means it was not.
+        guard isAlive, cor_pidfd_send_signal(initPidfd, 0) == 0 else {
+            throw SandboxError.sandboxGone(configuration.projectID)
+        }
+        return namespace
+    }
+
     /// Runs a job to completion.
     public func exec(_ job: JobSpec) async throws -> JobResult {
         try await start(job).wait()
