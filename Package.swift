@@ -55,6 +55,8 @@ let package = Package(
             dependencies: [
                 "Sandbox", "CShim", "CCurl", "CArchive", "COpenSSL", "CSQLite",
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict
         ),
@@ -99,6 +101,10 @@ let package = Package(
 
         .executableTarget(
             name: "corral-bench-jobs", dependencies: ["Host", "Sandbox"], path: "benchmarks/JobsBench",
+            swiftSettings: strict),
+
+        .executableTarget(
+            name: "corral-bench-egress", dependencies: ["Host", "Sandbox"], path: "benchmarks/EgressBench",
             swiftSettings: strict),
 
         .executableTarget(

@@ -104,12 +104,28 @@ import Testing
             _ = try await client.call(
                 .post, "/v1/projects/alpha/exec", json: ["command": "echo refused"], token: TestTokens.alpha)
             backend.reloadSink.yield(7)
-            // The watcher and the reload audit write on their own tasks.
+            backend.egressSink.yield(
+                EgressEvent(
+                    project: "alpha", host: "other.example", port: 443, address: nil, kind: "connect",
+                    decision: .refused, rule: "not_allowed", bytesOut: 0, bytesIn: 0, durationMs: 2))
+            backend.egressSink.yield(
+                EgressEvent(
+                    project: "alpha", host: "files.example", port: 443, address: "192.0.2.7", kind: "connect",
+                    decision: .allowed, rule: nil, bytesOut: 517, bytesIn: 4096, durationMs: 31))
+            // The watcher and the reload and egress audits write on their own tasks.
             for _ in 0..<100 {
                 let text = (try? String(contentsOfFile: data + "/audit.log", encoding: .utf8)) ?? ""
-                if text.contains("policy_reload") && text.contains("\"exit_code\":4") { break }
+                if text.contains("policy_reload") && text.contains("\"exit_code\":4") && text.contains("files.example")
+                {
+                    break
+                }
                 try await Task.sleep(for: .milliseconds(50))
             }
+            let metrics = try await client.call(.get, "/metrics", token: TestTokens.admin).text
+            #expect(metrics.contains(#"corral_egress_connections_total{decision="refused"} 1"#), "\(metrics)")
+            #expect(metrics.contains(#"corral_egress_connections_total{decision="allowed"} 1"#))
+            #expect(metrics.contains(#"corral_egress_bytes_total{direction="out"} 517"#))
+            #expect(metrics.contains(#"corral_egress_bytes_total{direction="in"} 4096"#))
         }
         let lines = try String(contentsOfFile: data + "/audit.log", encoding: .utf8).split(separator: "\n")
         let events = lines.map { try? JSON.parse(Array($0.utf8)) }
@@ -125,6 +141,14 @@ import Testing
         let reload = events.first { $0?["event"] == "policy_reload" }
         #expect(reload??["generation"] == 7)
         #expect(reload??["policies"] == ["default": "sha256:x"])
+        let egress = events.filter { $0?["event"] == "egress" }
+        #expect(egress.count == 2)
+        #expect(
+            egress.first??["rule"] == "not_allowed" && egress.first??["decision"] == "refused"
+                && egress.first??["host"] == "other.example" && egress.first??["project"] == "alpha")
+        #expect(
+            egress.last??["address"] == "192.0.2.7" && egress.last??["bytes_out"] == 517
+                && egress.last??["bytes_in"] == 4096 && egress.last??["duration_ms"] == 31)
     }
 
     @Test func jsonLogsAreOneObjectPerLine() throws {

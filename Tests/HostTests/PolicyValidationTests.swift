@@ -142,15 +142,85 @@ import Testing
                 ])
     }
 
-    @Test func unsupportedNetworkMode() throws {
+    @Test func networkSectionIsCheckedEntryByEntry() throws {
         #expect(
             try policyErrors("[network]\nmode = \"host\"\n") == [
-                "p.toml:2: network.mode: unsupported network mode \"host\" (hint: only \"none\" is supported; egress allowlists are planned)"
+                "p.toml:2: network.mode: unknown network mode \"host\" (hint: use \"none\", \"allowlist\" (the hosts in egress) or \"public\" (any public address))"
             ])
+        // egress beside mode "none" is a forgotten mode.
         #expect(
             try policyErrors("[network]\negress = [\"example.com:443\"]\n") == [
-                "p.toml:2: network.egress: egress allowlists are not supported yet (hint: remove egress or leave it empty; mode \"none\" allows no network at all)"
+                "p.toml:2: network.egress: egress names hosts but [network] mode is \"none\" (hint: set mode = \"allowlist\" to allow exactly these hosts, or remove egress)"
             ])
+        #expect(
+            try policyErrors("[network]\nmode = \"allowlist\"\n") == [
+                "p.toml:2: network.mode: mode \"allowlist\" with no egress entries allows nothing (hint: list hosts in egress, e.g. egress = [\"packages.example.org\"], or use mode = \"none\")"
+            ])
+        let bad = """
+            [network]
+            mode = "allowlist"
+            egress = ["ok.example", "*.example", "bad host", "x.example:0", "y.example:http", "[::1"]
+            allow_private = ["10.0.0.0/33", "nope"]
+            max_connections = 0
+            max_bytes_per_hour = "1KiB"
+            """
+        let hint = "write a host name (files.example.org), *.domain, or either with :PORT"
+        let got = try policyErrors(bad)
+        #expect(
+            got == [
+                "p.toml:3: network.egress: \"*.example\": *. must be followed by a domain such as example.net (hint: \(hint))",
+                "p.toml:3: network.egress: \"bad host\" is not a host name, *.domain or address (with an optional :port); names are letters, digits, - and . (hint: \(hint))",
+                "p.toml:3: network.egress: \"x.example:0\": port 0 is not in 1...65535 (hint: \(hint))",
+                "p.toml:3: network.egress: \"y.example:http\": the port must be a number (hint: \(hint))",
+                "p.toml:3: network.egress: \"[::1\" has no closing ] (hint: \(hint))",
+                "p.toml:4: network.allow_private: \"10.0.0.0/33\": the prefix length must be 0...32 (hint: write a CIDR such as 10.20.0.0/16)",
+                "p.toml:4: network.allow_private: \"nope\" is not an address range such as 10.20.0.0/16 (hint: write a CIDR such as 10.20.0.0/16)",
+                "p.toml:5: network.max_connections: 0 is out of range (hint: use 1...10000)",
+                "p.toml:6: network.max_bytes_per_hour: \"1KiB\" is out of range (hint: use 1MiB...1024TiB)",
+            ], "\(got.joined(separator: "\n"))")
+    }
+
+    @Test func aNetworkSectionResolvesAndRendersWhole() throws {
+        let policy = try loadPolicy(
+            """
+            [network]
+            mode = "allowlist"
+            egress = ["Packages.Example.org.", "*.cdn.example.net", "internal.example:8443", "[2001:db8::1]:8443"]
+            allow_private = ["10.20.0.0/16", "fd00::/8"]
+            max_connections = 8
+            max_bytes_per_hour = "1GiB"
+            """)
+        let rules = policy.egressRules
+        #expect(rules.mode == .allowlist)
+        #expect(
+            rules.egress.map(\.description) == [
+                "packages.example.org", "*.cdn.example.net", "internal.example:8443", "[2001:db8::1]:8443",
+            ])
+        #expect(rules.allowPrivate.map(\.description) == ["10.20.0.0/16", "fd00::/8"])
+        #expect(rules.maxConnections == 8 && rules.maxBytesPerHour == 1 << 30)
+        #expect(rules.refusal(host: "packages.example.org", port: 443) == nil)
+        #expect(rules.refusal(host: "PACKAGES.example.org.", port: 80) == nil)
+        #expect(rules.refusal(host: "a.cdn.example.net", port: 443) == nil)
+        #expect(rules.refusal(host: "cdn.example.net", port: 443)?.rule == "not_allowed")
+        #expect(rules.refusal(host: "internal.example", port: 443)?.rule == "port")
+        #expect(rules.refusal(host: "internal.example", port: 8443) == nil)
+        #expect(rules.refusal(host: "2001:db8::1", port: 8443) == nil)
+        #expect(rules.refusal(host: "x", address: IPAddress("10.20.3.4")!) == nil)
+        #expect(rules.refusal(host: "x", address: IPAddress("10.21.0.1")!)?.rule == "private_address")
+        #expect(rules.refusal(host: "x", address: IPAddress("::ffff:169.254.169.254")!)?.rule == "private_address")
+        #expect(rules.refusal(host: "x", address: IPAddress("fd12::1")!) == nil)
+        #expect(rules.refusal(host: "x", address: IPAddress("93.184.216.34")!) == nil)
+        let rendered = PolicyRenderer.body(policy)
+        #expect(
+            rendered.contains(
+                """
+                [network]
+                mode = "allowlist"
+                egress = ["packages.example.org", "*.cdn.example.net", "internal.example:8443", "[2001:db8::1]:8443"]
+                allow_private = ["10.20.0.0/16", "fd00::/8"]
+                max_connections = 8
+                max_bytes_per_hour = "1GiB"
+                """), "\(rendered)")
     }
 
     @Test func unterminatedString() throws {

@@ -75,6 +75,20 @@ public final class APIMetrics: Sendable {
         .increment()
     }
 
+    /// One connection through the egress proxy: `corral_egress_connections_total{decision}`,
+    /// and for allowed ones the bytes each way.
+    func egress(_ event: EgressEvent) {
+        CoreMetrics.Counter(
+            label: "corral_egress_connections_total", dimensions: [("decision", event.decision.rawValue)],
+            factory: factory
+        ).increment()
+        for (direction, bytes) in [("out", event.bytesOut), ("in", event.bytesIn)] where bytes > 0 {
+            CoreMetrics.Counter(
+                label: "corral_egress_bytes_total", dimensions: [("direction", direction)], factory: factory
+            ).increment(by: Int64(clamping: bytes))
+        }
+    }
+
     func rateLimited() { CoreMetrics.Counter(label: "corral_rate_limited_total", factory: factory).increment() }
 
     /// Updates the gauges from the host, then renders everything.

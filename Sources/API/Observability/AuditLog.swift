@@ -67,6 +67,19 @@ public final class AuditLog: Sendable {
             ])
     }
 
+    /// A connection through the egress proxy, allowed (when it ended) or refused.
+    func egress(_ event: EgressEvent) {
+        append(
+            "egress",
+            [
+                "project": .string(event.project), "host": .string(event.host), "port": .int(event.port),
+                "address": .optional(event.address.map { .string($0) }), "kind": .string(event.kind),
+                "decision": .string(event.decision.rawValue), "rule": .optional(event.rule.map { .string($0) }),
+                "bytes_out": .int(Int(clamping: event.bytesOut)), "bytes_in": .int(Int(clamping: event.bytesIn)),
+                "duration_ms": .int(event.durationMs),
+            ])
+    }
+
     func policyReload(generation: Int, digests: [String: String], errors: [String]) {
         append(
             "policy_reload",

@@ -79,6 +79,7 @@ public func buildApplication(
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "corral"),
         onServerRunning: { channel in await onListening?(channel.localAddress?.port ?? 0) }, logger: logger)
     if let audit = state.audit { app.addServices(PolicyAuditService(backend: host, audit: audit)) }
+    app.addServices(EgressAuditService(backend: host, audit: state.audit, metrics: state.metrics))
     return app
 }
 
@@ -99,6 +100,28 @@ struct PolicyAuditService: Service {
         }
         // A backend without policies (an API node's) ends its reloads at once; the service
         // must still run until shutdown, or the group takes its end for a failure.
+        try? await gracefulShutdown()
+    }
+}
+
+/// Writes every egress proxy connection to the audit log and the metrics while the server runs.
+struct EgressAuditService: Service {
+    let backend: any HostBackend
+    let audit: AuditLog?
+    let metrics: APIMetrics
+
+    func run() async throws {
+        let events = await backend.egressEvents()
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                for await event in events.cancelOnGracefulShutdown() {
+                    audit?.egress(event)
+                    metrics.egress(event)
+                }
+            }
+        }
+        // A backend without sandboxes ends its stream at once; the service runs on until
+        // shutdown, as a service group expects.
         try? await gracefulShutdown()
     }
 }

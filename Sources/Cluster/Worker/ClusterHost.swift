@@ -129,6 +129,8 @@ public actor ClusterHost: HostBackend, FileToolBackend {
     public func cacheCounters() async -> CacheCounters? { await host.cacheCounters() }
     public func readiness() async -> [String: Bool] { await host.readiness() }
     public func policyReloads() async -> AsyncStream<Int> { await host.policyReloads() }
+
+    public func egressEvents() async -> AsyncStream<EgressEvent> { await host.egressEvents() }
     public func policySummary() async -> (digests: [String: String], errors: [String]) {
         await host.policySummary()
     }

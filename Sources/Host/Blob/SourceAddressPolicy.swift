@@ -153,7 +153,7 @@ public enum SourceHostPattern: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// An IPv4 (4 bytes) or IPv6 (16 bytes) address.
-public struct IPAddress: Sendable, Equatable, CustomStringConvertible {
+public struct IPAddress: Sendable, Hashable, CustomStringConvertible {
     public let bytes: [UInt8]
 
     /// Parses the text form of an IPv4 or IPv6 address (no brackets, no zone).

@@ -69,14 +69,30 @@ public struct Policy: Sendable, Hashable {
         public let stderrBytes: UInt64
     }
 
-    /// Network access from inside the sandbox.
+    /// Network access from inside the sandbox: its `[network]` section. The sandbox's own
+    /// namespace always has loopback only; what it may reach beyond goes through the host's
+    /// egress proxy, under these rules (docs/NETWORK.md).
     public struct Network: Sendable, Hashable {
         public let mode: Mode
+        /// Hosts reachable in `allowlist` mode.
+        public let egress: [EgressHost]
+        /// Non-public ranges reachable anyway.
+        public let allowPrivate: [AddressRange]
+        public let maxConnections: Int
+        public let maxBytesPerHour: UInt64
 
-        /// Only `none` exists today; an egress allowlist mode will be added beside it.
-        public enum Mode: String, Sendable, Hashable, CaseIterable {
-            /// A network namespace with loopback only.
-            case none
+        public typealias Mode = EgressRules.Mode
+
+        public init(
+            mode: Mode, egress: [EgressHost] = [], allowPrivate: [AddressRange] = [],
+            maxConnections: Int = EgressRules.defaultMaxConnections,
+            maxBytesPerHour: UInt64 = EgressRules.defaultMaxBytesPerHour
+        ) {
+            self.mode = mode
+            self.egress = egress
+            self.allowPrivate = allowPrivate
+            self.maxConnections = maxConnections
+            self.maxBytesPerHour = maxBytesPerHour
         }
     }
 
@@ -112,6 +128,14 @@ public struct Policy: Sendable, Hashable {
 }
 
 extension Policy {
+    /// The rules the egress proxy applies to this policy's sandboxes.
+    public var egressRules: EgressRules {
+        EgressRules(
+            policy: name, file: files.first ?? name, mode: network.mode, egress: network.egress,
+            allowPrivate: network.allowPrivate, maxConnections: network.maxConnections,
+            maxBytesPerHour: network.maxBytesPerHour)
+    }
+
     /// The compiled seccomp filter, from the process-wide cache when this profile has been
     /// compiled before.
     public func seccompProgram() throws -> SeccompProgram { try seccomp.compile() }

@@ -65,23 +65,50 @@ enum PolicyDecoder {
     }
 
     private static func decodeNetwork(_ top: TableReader, into layer: inout PolicyLayer) {
-        guard let network = top.table("network", allowed: ["mode", "egress"]) else { return }
+        guard
+            let network = top.table(
+                "network", allowed: ["mode", "egress", "allow_private", "max_connections", "max_bytes_per_hour"])
+        else { return }
         if let mode = network.string("mode") {
             if let known = Policy.Network.Mode(rawValue: mode.value) {
                 layer.networkMode = Setting(value: known, origin: mode.origin)
             } else {
                 report(
-                    mode.origin, in: top.diagnostics, "unsupported network mode \"\(mode.value)\"",
-                    hint: "only \"none\" is supported; egress allowlists are planned")
+                    mode.origin, in: top.diagnostics, "unknown network mode \"\(mode.value)\"",
+                    hint: "use \"none\", \"allowlist\" (the hosts in egress) or \"public\" (any public address)")
             }
         }
-        // Reserved for the egress allowlist, so files can be written ahead of it; until then
-        // a non-empty list would be a promise the sandbox does not keep.
-        if let egress = network.strings("egress"), !egress.value.isEmpty {
-            report(
-                egress.origin, in: top.diagnostics, "egress allowlists are not supported yet",
-                hint: "remove egress or leave it empty; mode \"none\" allows no network at all")
+        if let egress = network.strings("egress") {
+            var hosts: [EgressHost] = []
+            var ok = true
+            for entry in egress.value {
+                do throws(EgressHost.ParseError) {
+                    hosts.append(try EgressHost(parsing: entry.value))
+                } catch {
+                    report(
+                        entry.origin, in: top.diagnostics, error.description,
+                        hint: "write a host name (files.example.org), *.domain, or either with :PORT")
+                    ok = false
+                }
+            }
+            if ok { layer.egress = Setting(value: hosts, origin: egress.origin) }
         }
+        if let ranges = network.strings("allow_private") {
+            var parsed: [AddressRange] = []
+            var ok = true
+            for entry in ranges.value {
+                do throws(EgressHost.ParseError) {
+                    parsed.append(try AddressRange(parsing: entry.value))
+                } catch {
+                    report(
+                        entry.origin, in: top.diagnostics, error.description, hint: "write a CIDR such as 10.20.0.0/16")
+                    ok = false
+                }
+            }
+            if ok { layer.allowPrivate = Setting(value: parsed, origin: ranges.origin) }
+        }
+        layer.maxConnections = network.integer("max_connections", in: PolicyBounds.connections)
+        layer.maxBytesPerHour = network.size("max_bytes_per_hour", in: PolicyBounds.egressBytes)
     }
 
     private static func capabilities(_ keep: Setting<[Setting<String>]>, diagnostics: Diagnostics)

@@ -21,6 +21,10 @@ struct PolicyLayer: Sendable {
     var stdout: Setting<UInt64>?
     var stderr: Setting<UInt64>?
     var networkMode: Setting<Policy.Network.Mode>?
+    var egress: Setting<[EgressHost]>?
+    var allowPrivate: Setting<[AddressRange]>?
+    var maxConnections: Setting<Int64>?
+    var maxBytesPerHour: Setting<UInt64>?
     var capabilities: Setting<CapabilitySet>?
     var mounts: Setting<[Policy.BindMount]>?
     /// Merged per variable across files, unlike arrays, which a child replaces whole.
@@ -59,6 +63,8 @@ enum PolicyBounds {
     static let workspace: ClosedRange<UInt64> = (16 << 20)...(16 << 40)
     static let timeout: ClosedRange<Int64> = 1...604_800
     static let output: ClosedRange<UInt64> = (1 << 10)...(1 << 30)
+    static let connections: ClosedRange<Int64> = 1...10_000
+    static let egressBytes: ClosedRange<UInt64> = (1 << 20)...(1 << 50)
 }
 
 /// What a policy gets for a setting no file in its chain mentions.

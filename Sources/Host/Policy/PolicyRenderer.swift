@@ -32,7 +32,13 @@ public enum PolicyRenderer {
             "[output]", "stdout = \(size(policy.output.stdoutBytes))", "stderr = \(size(policy.output.stderrBytes))",
             "",
         ]
-        out += ["[network]", "mode = \(quote(policy.network.mode.rawValue))", ""]
+        let network = policy.network
+        out += [
+            "[network]", "mode = \(quote(network.mode.rawValue))",
+            "egress = \(list(network.egress.map(\.description)))",
+            "allow_private = \(list(network.allowPrivate.map(\.description)))",
+            "max_connections = \(network.maxConnections)", "max_bytes_per_hour = \(size(network.maxBytesPerHour))", "",
+        ]
         out += ["[capabilities]", "keep = \(list(policy.capabilities.names))", ""]
         out += ["[env]", "pass = \(list(policy.environment.pass))", "", "[env.set]"]
         out += policy.environment.set.map { "\(key($0.name)) = \(quote($0.value))" } + [""]

@@ -32,7 +32,11 @@ enum PolicyResolver {
             output: Policy.OutputCaps(
                 stdoutBytes: merged.stdout?.value ?? PolicyDefaults.stdout,
                 stderrBytes: merged.stderr?.value ?? PolicyDefaults.stderr),
-            network: Policy.Network(mode: merged.networkMode?.value ?? .none),
+            network: Policy.Network(
+                mode: merged.networkMode?.value ?? .none, egress: merged.egress?.value ?? [],
+                allowPrivate: merged.allowPrivate?.value ?? [],
+                maxConnections: merged.maxConnections.map { Int($0.value) } ?? EgressRules.defaultMaxConnections,
+                maxBytesPerHour: merged.maxBytesPerHour?.value ?? EgressRules.defaultMaxBytesPerHour),
             seccomp: seccomp,
             capabilities: merged.capabilities?.value ?? .none,
             mounts: merged.mounts?.value ?? [],
@@ -64,6 +68,21 @@ enum PolicyResolver {
                     "\"\(name.value)\" is both passed through and set",
                     hint: "remove it from env.pass or from [env.set]"))
         }
+        // egress only means something in allowlist mode: a list beside mode "none" is a
+        // forgotten mode, and an allowlist with nothing on it reaches nothing.
+        let mode = merged.networkMode?.value ?? .none
+        if let egress = merged.egress, !egress.value.isEmpty, mode != .allowlist {
+            errors.append(
+                egress.origin.error(
+                    "egress names hosts but [network] mode is \"\(mode.rawValue)\"",
+                    hint: "set mode = \"allowlist\" to allow exactly these hosts, or remove egress"))
+        }
+        if mode == .allowlist, merged.egress?.value.isEmpty ?? true, let origin = merged.networkMode?.origin {
+            errors.append(
+                origin.error(
+                    "mode \"allowlist\" with no egress entries allows nothing",
+                    hint: "list hosts in egress, e.g. egress = [\"packages.example.org\"], or use mode = \"none\""))
+        }
         return errors
     }
 }
@@ -86,6 +105,10 @@ extension PolicyLayer {
         stdout = layer.stdout ?? stdout
         stderr = layer.stderr ?? stderr
         networkMode = layer.networkMode ?? networkMode
+        egress = layer.egress ?? egress
+        allowPrivate = layer.allowPrivate ?? allowPrivate
+        maxConnections = layer.maxConnections ?? maxConnections
+        maxBytesPerHour = layer.maxBytesPerHour ?? maxBytesPerHour
         capabilities = layer.capabilities ?? capabilities
         mounts = layer.mounts ?? mounts
         envSet.merge(layer.envSet) { _, new in new }

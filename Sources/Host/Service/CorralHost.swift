@@ -11,6 +11,8 @@ public actor CorralHost {
     public let jobs: JobSystem
     let pool: SandboxPool
     let settings: ProjectSettingsStore
+    /// Serves every sandbox's way out (docs/NETWORK.md).
+    public nonisolated let egress: EgressProxy
     let logger = Logger(label: "corral.host")
     /// File tools per project, keyed by the materialization and sandbox they belong to.
     var toolsCache: [String: (key: String, tools: FileTools)] = [:]
@@ -18,8 +20,9 @@ public actor CorralHost {
     init(
         configuration: HostConfiguration, policies: PolicyStore, cache: ProjectCache, jobs: JobSystem,
         pool: SandboxPool,
-        settings: ProjectSettingsStore
+        settings: ProjectSettingsStore, egress: EgressProxy
     ) {
+        self.egress = egress
         self.configuration = configuration
         self.policies = policies
         self.cache = cache
@@ -51,17 +54,19 @@ public actor CorralHost {
             dataDirectory: data + "/cache", stores: configuration.stores, ttl: configuration.ttl)
         cacheConfiguration.stores.sourceAddresses = configuration.sourceAddresses
         let cache = try await ProjectCache.open(cacheConfiguration)
-        let pool = SandboxPool()
         let settings = ProjectSettingsStore(path: data + "/projects.json")
         let resolve: @Sendable (String) throws -> ResolvedProject = { id in
             try Self.resolve(id, settings: settings, policies: policies)
         }
+        let egress = EgressProxy()
+        let pool = SandboxPool(proxy: egress) { id in (try? resolve(id))?.policy.egressRules }
         let runner = HostJobRunner(cache: cache, pool: pool, resolve: resolve) { project, workspace in
             Self.sandboxConfiguration(project, workspace: workspace, configuration: configuration)
         }
         let jobs = try await makeJobs(runner)
         return CorralHost(
-            configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings)
+            configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings,
+            egress: egress)
     }
 
     // MARK: - Projects
@@ -169,6 +174,7 @@ public actor CorralHost {
     public func shutdown(grace: Duration) async {
         await jobs.shutdown(grace: grace)
         await pool.destroyAll()
+        await egress.shutdown()
         for status in await cache.list() where status.state == .ready {
             _ = try? await cache.snapshot(status.id)
         }

@@ -25,11 +25,15 @@ public protocol HostBackend: Sendable {
     func policyReloads() async -> AsyncStream<Int>
     /// Digests of the policies in force and the files that failed to load.
     func policySummary() async -> (digests: [String: String], errors: [String])
+    /// Every connection through the egress proxy from now on, for the audit log and
+    /// metrics; a backend without sandboxes ends the stream at once.
+    func egressEvents() async -> AsyncStream<EgressEvent>
     func shutdown(grace: Duration) async
 }
 
 extension HostBackend {
     public func cacheCounters() async -> CacheCounters? { nil }
+    public func egressEvents() async -> AsyncStream<EgressEvent> { AsyncStream { $0.finish() } }
 }
 
 /// The real host: project calls go to ``CorralHost`` itself; its jobs are its
@@ -38,6 +42,8 @@ extension CorralHost: HostBackend {
     public func cacheCounters() async -> CacheCounters? { await cache.counters }
 
     public func policyReloads() -> AsyncStream<Int> { policies.reloads() }
+
+    public nonisolated func egressEvents() -> AsyncStream<EgressEvent> { egress.events() }
 
     public func policySummary() -> (digests: [String: String], errors: [String]) {
         let status = policies.status

@@ -18,6 +18,9 @@ struct HostJobRunner: JobRunner {
         do {
             let policy = project.policy
             var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
+            if policy.network.mode != .none {
+                environment.merge(EgressProxy.environment) { policySet, _ in policySet }
+            }
             environment.merge(request.environment) { _, requested in requested }
             let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
             let spec = JobSpec(

@@ -10,10 +10,27 @@ actor SandboxPool {
         /// The materialization the sandbox mounts: a new one needs a new sandbox.
         let workspace: Workspace
         let policyDigest: String
+        /// The egress proxy's listener inside it, if the host runs one.
+        let egress: EgressEndpoint?
+
+        func destroy() async {
+            await egress?.close()
+            await sandbox.destroy()
+        }
     }
 
     private var live: [String: Task<Live, any Error>] = [:]
     private let logger = Logger(label: "corral.sandboxes")
+    /// Serves every sandbox's `127.0.0.1:3128`; nil: sandboxes get no proxy (tests of
+    /// other things).
+    let proxy: EgressProxy?
+    /// The project's egress rules as its policy says now, asked for each connection.
+    let rules: @Sendable (String) -> EgressRules?
+
+    init(proxy: EgressProxy? = nil, rules: @escaping @Sendable (String) -> EgressRules? = { _ in nil }) {
+        self.proxy = proxy
+        self.rules = rules
+    }
 
     /// The project's sandbox over `workspace` with `config`, creating or replacing it as
     /// needed.
@@ -30,20 +47,33 @@ actor SandboxPool {
                 live[project] = nil
                 if let stale = try? await task.value {
                     logger.info("replacing the sandbox of \(project)")
-                    await stale.sandbox.destroy()
+                    await stale.destroy()
                 }
             }
             if let task = live[project] { return try await task.value.sandbox }
         }
-        let task = Task { [logger] in
+        let task = Task { [logger, proxy, rules] in
             let sandbox = try await ProjectSandbox.create(configure(workspace))
+            // Every sandbox gets the proxy, whatever its policy says now: the policy is read
+            // per connection, so a reload that grants network applies without a new sandbox,
+            // and under mode "none" a program that tries the proxy is told why it is refused.
+            var egress: EgressEndpoint?
+            if let proxy {
+                do {
+                    egress = try await proxy.open(
+                        project: project, namespace: try sandbox.networkNamespace(), rules: { rules(project) })
+                } catch {
+                    await sandbox.destroy()
+                    throw error
+                }
+            }
             for (resource, reason) in sandbox.unenforcedLimits.sorted(by: { $0.key.rawValue < $1.key.rawValue }) {
                 // Allowed by the project's policy (require_limits = false), never silent.
                 logger.warning(
                     "sandbox runs without its \(resource.rawValue) limit",
                     metadata: ["project": "\(project)", "limit": "\(resource.rawValue)", "reason": "\(reason)"])
             }
-            return Live(sandbox: sandbox, workspace: workspace, policyDigest: policyDigest)
+            return Live(sandbox: sandbox, workspace: workspace, policyDigest: policyDigest, egress: egress)
         }
         live[project] = task
         do {
@@ -63,7 +93,7 @@ actor SandboxPool {
     /// Destroys the project's sandbox (before its workspace is evicted).
     func destroy(_ project: String) async {
         guard let task = live.removeValue(forKey: project) else { return }
-        if let current = try? await task.value { await current.sandbox.destroy() }
+        if let current = try? await task.value { await current.destroy() }
     }
 
     func destroyAll() async {

@@ -15,10 +15,13 @@ actor FakeBackend: HostBackend {
     var shutdownCalls = 0
     let reloads: AsyncStream<Int>
     let reloadSink: AsyncStream<Int>.Continuation
+    let egress: AsyncStream<EgressEvent>
+    let egressSink: AsyncStream<EgressEvent>.Continuation
 
     init(projects: [String] = ["alpha", "beta"], limits: JobLimits = JobLimits()) throws {
         jobsystem = try JobSystem(runner: FakeRunner(), limits: limits)
         (reloads, reloadSink) = AsyncStream.makeStream(of: Int.self)
+        (egress, egressSink) = AsyncStream.makeStream(of: EgressEvent.self)
         for id in projects { infos[id] = Self.info(id) }
     }
 
@@ -101,6 +104,7 @@ actor FakeBackend: HostBackend {
 
     func readiness() async -> [String: Bool] { ["queue": !overloaded, "rootfs": true] }
     func policyReloads() async -> AsyncStream<Int> { reloads }
+    func egressEvents() async -> AsyncStream<EgressEvent> { egress }
     func policySummary() async -> (digests: [String: String], errors: [String]) { (["default": "sha256:x"], []) }
     func shutdown(grace: Duration) async {
         shutdownCalls += 1
