@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The devtools image, the one agents get by default: Debian bookworm (minbase) plus
-# python3, git, ripgrep, nodejs, npm, curl, ca-certificates and build-essential. About
-# 1.1 GB; takes a minute or two with a nearby mirror. Called by rootfs/build as
+# python3 (with pip and venv), git, ripgrep, nodejs, npm, curl, ca-certificates and
+# build-essential. About 1.2 GB; takes a minute or two with a nearby mirror. Called by rootfs/build as
 # `devtools.sh preflight` and `devtools.sh build DIR`.
 #
 # The packages are installed with apt-get inside a chroot after debootstrap rather than via
@@ -12,7 +12,7 @@
 set -euo pipefail
 
 suite=bookworm
-packages="python3 git ripgrep nodejs npm curl ca-certificates build-essential"
+packages="python3 python3-pip python3-venv git ripgrep nodejs npm curl ca-certificates build-essential"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 me="rootfs devtools"
 

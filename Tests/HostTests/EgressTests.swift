@@ -204,6 +204,41 @@ import Testing
         await f.stop()
     }
 
+    /// Descriptors and threads of this process.
+    static func counts() -> (fds: Int, threads: Int) {
+        let fm = FileManager.default
+        return (
+            (try? fm.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1,
+            (try? fm.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+        )
+    }
+
+    @Test func aDestroyedSandboxLeavesNoListenerConnectionOrDescriptor() async throws {
+        let f = try await Fixture()
+        let port = f.upstream.port
+        /// A sandbox, connections through its proxy (one left open by a background job when
+        /// the sandbox goes), then the sandbox destroyed.
+        func cycle() async throws {
+            let out = try await f.run(
+                "open",
+                """
+                (printf 'CONNECT localhost:\(port) HTTP/1.1\\r\\n\\r\\n'; sleep 30) | nc 127.0.0.1 3128 > /dev/null &
+                wget -q -O - http://localhost:\(port)/hello.txt
+                """)
+            #expect(out == "hello through the proxy\n", "\(out)")
+            try await f.host.evict("open")
+        }
+        try await cycle()
+        try await Task.sleep(for: .milliseconds(300))
+        let before = Self.counts()
+        for _ in 0..<3 { try await cycle() }
+        try await Task.sleep(for: .milliseconds(300))
+        let after = Self.counts()
+        #expect(after.fds == before.fds, "\(before) → \(after)")
+        #expect(after.threads <= before.threads, "\(before) → \(after)")
+        await f.stop()
+    }
+
     @Test func aProjectsConnectionsAreCappedAndTheCapFreesAsTheyClose() async throws {
         let f = try await Fixture()
         let port = f.upstream.port
