@@ -85,13 +85,18 @@ struct APINode: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
     @OptionGroup var cluster: ClusterOptions
 
+    @Option(help: "The workers' --default-policy: the only policy tokens without `policies` may use.")
+    var defaultPolicy: String = "default"
+
     func validate() throws { try server.check() }
 
     func run() async throws {
         server.bootstrapLogging()
         let logger = Logger(label: "corral.api-node")
         let api = try server.apiConfiguration()
-        let backend = ClusterBackend(configuration: try cluster.configuration(), workerToken: try cluster.workerToken())
+        let backend = ClusterBackend(
+            configuration: try cluster.configuration(), workerToken: try cluster.workerToken(),
+            defaultPolicy: defaultPolicy)
         let app = try buildApplication(
             api, host: backend, jobs: backend.jobService, files: ClusterFileTools(backend: backend),
             logger: Logger(label: "corral.api"))

@@ -50,7 +50,7 @@ struct ServerOptions: ParsableArguments {
     @Option(help: "Address to listen on, HOST:PORT.")
     var bind: String = APIModule.defaultBind
 
-    @Option(help: "JSON file of bearer tokens (name, secret, project globs, admin, rate).")
+    @Option(help: "JSON file of bearer tokens (name, secret, project globs, admin, rate, max_jobs, policies).")
     var tokens: String?
 
     @Option(help: "Directory for the host's state: cache, journal, audit log.")
@@ -128,7 +128,7 @@ struct SandboxHostOptions: ParsableArguments {
     @Option(help: "Directory of policy files.")
     var policiesDir: String = "policies"
 
-    @Option(help: "The policy of projects registered without one.")
+    @Option(help: "The policy of projects registered without one, and the only one tokens without `policies` may use.")
     var defaultPolicy: String = "default"
 
     @Option(help: "Name of this host's cgroup subtree (beside the machine's own cgroups).")

@@ -160,6 +160,63 @@ import Testing
         #expect(Principal(name: "t", projects: ["*-*-x"], admin: false).may(project: "a-b-c-x"))
         #expect(!Principal(name: "t", projects: ["beta"], admin: false).may(project: "beta2"))
     }
+
+    @Test func aTokensPoliciesAreAListOfPolicyNamesOrGlobs() throws {
+        let file = try TemporaryFile()
+        func load(_ token: String) throws -> TokenStore {
+            try #"{"tokens": [{"name": "a", "secret": "0123456789abcdef", "projects": ["*"]\#(token)}]}"#.write(
+                toFile: file.path, atomically: true, encoding: .utf8)
+            return try TokenStore.load(path: file.path)
+        }
+        #expect(
+            try load(#", "policies": ["default", "python-*"]"#).authenticate("0123456789abcdef")?.policies == [
+                "default", "python-*",
+            ])
+        #expect(try load("").authenticate("0123456789abcdef")?.policies == nil)
+        #expect(try load(#", "policies": []"#).authenticate("0123456789abcdef")?.policies == [])
+        let expected = #"must be a list of policy names or globs, like ["default", "python-*"]"#
+        let cases: [(String, String)] = [
+            (#", "policies": "default""#, "`tokens[0].policies` \(expected), got a string"),
+            (#", "policies": {"default": true}"#, "`tokens[0].policies` \(expected), got an object"),
+            (#", "policies": ["default", 3]"#, "`tokens[0].policies[1]` must be a string, got a number"),
+            (
+                #", "policies": ["Python-*"]"#,
+                #"`tokens[0].policies[0]` must be a policy name or glob of lowercase letters, digits, '.', '_', '-', '*' and '?', got "Python-*""#
+            ),
+            (
+                #", "policies": [""]"#,
+                #"`tokens[0].policies[0]` must be a policy name or glob of lowercase letters, digits, '.', '_', '-', '*' and '?', got """#
+            ),
+            (
+                #", "admin": true, "policies": ["default"]"#,
+                "`tokens[0].policies` has no effect on an admin token, which may use every policy; remove it"
+            ),
+        ]
+        for (token, message) in cases {
+            do {
+                _ = try load(token)
+                Issue.record("accepted \(token)")
+            } catch let error as TokenFileError {
+                #expect(error.description == "\(file.path): \(message)")
+            }
+        }
+    }
+
+    @Test func policyGlobsMatchWholeNamesAndAdminsMayUseAny() {
+        let agent = Principal(name: "t", projects: ["*"], admin: false)
+        #expect(agent.may(policy: "default", defaultPolicy: "default"))
+        #expect(!agent.may(policy: "open", defaultPolicy: "default"))
+        #expect(agent.may(policy: "sandboxed", defaultPolicy: "sandboxed"))
+        #expect(!agent.may(policy: "default", defaultPolicy: "sandboxed"))
+        let python = Principal(name: "t", projects: ["*"], admin: false, policies: ["default", "python-*"])
+        #expect(python.may(policy: "python-3.12", defaultPolicy: "default"))
+        #expect(!python.may(policy: "xpython-3", defaultPolicy: "default"))
+        #expect(
+            !Principal(name: "t", projects: ["*"], admin: false, policies: []).may(
+                policy: "default", defaultPolicy: "default"))
+        #expect(Principal.anonymous.may(policy: "anything", defaultPolicy: "default"))
+        #expect(Principal(name: "ops", projects: ["*"], admin: true).may(policy: "open", defaultPolicy: "default"))
+    }
 }
 
 /// A path for a temporary file, removed at deinit.

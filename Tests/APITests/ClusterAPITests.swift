@@ -83,30 +83,38 @@ struct ClusterAPITests {
         var workers: [String: Node] = [:]
         var api: Node!
 
-        init() throws {
+        /// `apiTokens`: the API node's tokens file (the node is open without one); `policies`:
+        /// more policy files beside the default, by name.
+        init(apiTokens: String? = nil, policies extra: [String: String] = [:]) throws {
             dir = try TemporaryDirectory()
             redis = try RedisServer()
             let policies = dir.path + "/policies"
             try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
             try "rootfs = \"minimal\"\n[limits]\nworkspace = \"64MiB\"\n".write(
                 toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+            for (name, text) in extra {
+                try text.write(toFile: policies + "/\(name).toml", atomically: true, encoding: .utf8)
+            }
             do {
                 for name in ["w1", "w2"] { try startWorker(name) }
-                try startAPI()
+                if let apiTokens {
+                    try apiTokens.write(toFile: dir.path + "/tokens.json", atomically: true, encoding: .utf8)
+                }
+                try startAPI(tokens: apiTokens == nil ? nil : dir.path + "/tokens.json")
             } catch {
                 stop()
                 throw error
             }
         }
 
-        func startAPI() throws {
+        func startAPI(tokens: String? = nil) throws {
             let port = try LoopbackPort.free()
             api = try Node(
                 "api",
                 arguments: [
                     "api", "--bind", "127.0.0.1:\(port)", "--redis", redis.url, "--key-prefix", prefix,
                     "--lease-ms", "1500", "--data-dir", dir.path + "/api", "--log-format", "text",
-                ], port: port, token: token, log: dir.path + "/api.log")
+                ] + (tokens.map { ["--tokens", $0] } ?? []), port: port, token: token, log: dir.path + "/api.log")
         }
 
         func startWorker(_ name: String) throws {
@@ -380,5 +388,43 @@ extension ClusterAPITests {
             let expected = accepted.filter { $0.value.project == project }.keys.sorted().map(String.init)
             #expect(ran["stdout"] as? String == expected.joined(separator: " ") + " ", "\(project): \(ran)")
         }
+    }
+}
+
+extension ClusterAPITests {
+    /// In a cluster the worker sees only the worker token, an admin: the API node, where the
+    /// agent's token is known, must refuse a policy the agent may not use.
+    @Test func anAgentTokenThroughTheAPINodeMayRegisterOnlyUnderItsPolicies() throws {
+        let tokens = """
+            {"tokens": [{"name": "agent", "secret": "agent-secret-0123456789", "projects": ["*"]},
+                        {"name": "strict", "secret": "strict-secret-0123456789", "projects": ["*"],
+                         "policies": ["strict"]}]}
+            """
+        let cluster = try Cluster(apiTokens: tokens, policies: ["strict": "extends = \"default\"\n"])
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        let archive = try LiveArchive.make(["a.txt": "a\n"])
+        defer { unlink(archive) }
+        func upload(_ project: String, _ query: String, token: String) -> [String: Any] {
+            let text = Node.curl([
+                "-X", "PUT", "--data-binary", "@\(archive)", "-H", "Authorization: Bearer \(token)",
+                "http://127.0.0.1:\(cluster.api.port)/v1/projects/\(project)/archive\(query)",
+            ])
+            return (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? ["raw": text]
+        }
+        let refused = upload("c1", "?policy=strict", token: "agent-secret-0123456789")
+        let error = refused["error"] as? [String: Any]
+        #expect(error?["code"] as? String == "forbidden", "\(refused)")
+        #expect(
+            error?["message"] as? String
+                == "token \"agent\" may not use policy \"strict\"; the policies it may use: default", "\(refused)")
+        // Refused before any worker was asked: nobody owns the project.
+        #expect(cluster.owner("c1") == "")
+        let allowed = upload("c1", "?policy=strict", token: "strict-secret-0123456789")
+        #expect(allowed["policy"] as? String == "strict", "\(allowed)")
+        let unnamed = upload("c2", "", token: "agent-secret-0123456789")
+        #expect(unnamed["policy"] as? String == "default", "\(unnamed)")
     }
 }

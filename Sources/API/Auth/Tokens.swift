@@ -13,19 +13,23 @@ public struct Principal: Sendable, Equatable {
     /// The most jobs it may have queued or running at once; nil: the server's default
     /// (``APILimits/defaultMaxJobs``).
     public var maxJobs: Int?
+    /// Policy name globs a project it registers or uploads may be under; nil: only the
+    /// host's default policy. An admin may use every policy whatever this says.
+    public var policies: [String]?
     /// A cluster's worker token, which API nodes present to workers: only its calls may
     /// name the agent they are forwarded for (``ForwardedCaller``).
     public var forwarder: Bool
 
     public init(
         name: String, projects: [String], admin: Bool, rate: RateLimit? = nil, maxJobs: Int? = nil,
-        forwarder: Bool = false
+        policies: [String]? = nil, forwarder: Bool = false
     ) {
         self.name = name
         self.projects = projects
         self.admin = admin
         self.rate = rate
         self.maxJobs = maxJobs
+        self.policies = policies
         self.forwarder = forwarder
     }
 
@@ -33,6 +37,16 @@ public struct Principal: Sendable, Equatable {
     public static let anonymous = Principal(name: "anonymous", projects: ["*"], admin: true)
 
     public func may(project id: String) -> Bool { projects.contains { Glob.matches($0, id) } }
+
+    /// Whether a project it registers or uploads may be under policy `name`. An admin (an
+    /// open server's `anonymous`, a cluster's worker token) may use every policy: a worker
+    /// takes what an API node forwards, which the node checked for the agent who asked.
+    public func may(policy name: String, defaultPolicy: String) -> Bool {
+        admin || usablePolicies(defaultPolicy: defaultPolicy).contains { Glob.matches($0, name) }
+    }
+
+    /// The policy globs it may use, as its refusals name them.
+    func usablePolicies(defaultPolicy: String) -> [String] { policies ?? [defaultPolicy] }
 
     /// The most jobs it may have queued or running at once.
     func jobCap(_ limits: APILimits) -> Int { maxJobs ?? limits.defaultMaxJobs }
@@ -57,10 +71,16 @@ public struct RateLimit: Sendable, Equatable {
 /// ```json
 /// {"tokens": [
 ///   {"name": "agent-a", "secret": "…32+ random characters…", "projects": ["team-a-*"]},
+///   {"name": "python", "secret": "…", "projects": ["py-*"], "policies": ["default", "python-*"]},
 ///   {"name": "ops", "secret": "…", "projects": ["*"], "admin": true,
 ///    "rate": {"per_second": 50, "burst": 100}, "max_jobs": 200}
 /// ]}
 /// ```
+///
+/// `policies` lists globs over the policy names a token's projects may be registered or
+/// uploaded under; without it, only the host's default policy (`--default-policy`, the one
+/// a project naming no policy gets). `[]` allows none, so the token registers nothing. An
+/// admin token may use every policy, and may not list any.
 ///
 /// Secrets are compared as SHA-256 digests in constant time, over every token, so neither
 /// timing nor the position of a token in the file tells an attacker anything.
@@ -140,14 +160,54 @@ public struct TokenStore: Sendable {
                 rate = RateLimit(perSecond: perSecond, burst: burst)
             }
             let maxJobs = try fields.int("max_jobs", in: 1...100_000)
+            let policies = try policyGlobs(&fields, what: what)
+            if admin, policies != nil {
+                throw .invalidArgument(
+                    "\(what).policies", "has no effect on an admin token, which may use every policy; remove it")
+            }
             try fields.finish(what)
             guard !tokens.contains(where: { $0.0.name == name }) else {
                 throw .invalidArgument("\(what).name", "\"\(name)\" is used by two tokens")
             }
             tokens.append(
-                (Principal(name: name, projects: projects, admin: admin, rate: rate, maxJobs: maxJobs), secret))
+                (
+                    Principal(
+                        name: name, projects: projects, admin: admin, rate: rate, maxJobs: maxJobs,
+                        policies: policies), secret
+                ))
         }
         return TokenStore(tokens.map { (principal: $0.0, secret: $0.1) })
+    }
+
+    /// A token's `policies`: globs over policy names, which are lowercase (an upper-case
+    /// glob could never match, so it is refused rather than silently useless).
+    static func policyGlobs(_ fields: inout Arguments, what: String) throws(APIError) -> [String]? {
+        let key = "\(what).policies"
+        let expected = "must be a list of policy names or globs, like [\"default\", \"python-*\"]"
+        let items: [JSON]?
+        do {
+            items = try fields.array("policies")
+        } catch {
+            throw .invalidArgument(key, "\(expected), got \(fields.all["policies"]?.kindName ?? "nothing")")
+        }
+        guard let items else { return nil }
+        return try items.enumerated().map { (index, item) throws(APIError) -> String in
+            guard case .string(let glob) = item else {
+                throw .invalidArgument("\(key)[\(index)]", "must be a string, got \(item.kindName)")
+            }
+            guard (1...128).contains(glob.utf8.count), glob.utf8.allSatisfy(isPolicyGlobByte) else {
+                throw .invalidArgument(
+                    "\(key)[\(index)]",
+                    "must be a policy name or glob of lowercase letters, digits, '.', '_', '-', '*' and '?', got \"\(glob)\""
+                )
+            }
+            return glob
+        }
+    }
+
+    private static func isPolicyGlobByte(_ byte: UInt8) -> Bool {
+        (UInt8(ascii: "a")...UInt8(ascii: "z")).contains(byte) || (UInt8(ascii: "0")...UInt8(ascii: "9")).contains(byte)
+            || Array(".-_*?".utf8).contains(byte)
     }
 }
 

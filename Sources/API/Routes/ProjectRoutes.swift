@@ -52,6 +52,7 @@ struct ProjectRoutes {
             try fields.finish("limits")
         }
         try body.finish("a project registration")
+        try context.authorize(policy: policy, defaultPolicy: backend.defaultPolicy)
         let existed = (try? await backend.project(id)) != nil
         let info = try await backend.register(id, source: source, sha256: sha256, policy: policy, limits: requested)
         return Response.json(JSON.from(info), status: existed ? .ok : .created)
@@ -71,6 +72,7 @@ struct ProjectRoutes {
         let policy = try fields.string("policy", maxBytes: 128)
         let requested = try Self.limits(&fields)
         try fields.finish("an archive upload's query")
+        try context.authorize(policy: policy, defaultPolicy: backend.defaultPolicy)
         // Archives are held in memory while the host checks them: a few at a time, so
         // uploads can never add up to more than maxConcurrentUploads × maxArchiveBytes.
         guard state.uploads.acquire(limit: limits.maxConcurrentUploads) else {

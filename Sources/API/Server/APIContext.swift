@@ -40,6 +40,24 @@ public struct APIContext: RequestContext {
         return principal
     }
 
+    /// Refuses a registration or upload under a policy the caller may not use: `policy`,
+    /// or the host's default when the request names none. Checked before anything is read
+    /// or written, so a refused call changes nothing.
+    func authorize(policy: String?, defaultPolicy: String) throws(APIError) {
+        let principal = try caller()
+        let name = policy ?? defaultPolicy
+        guard !principal.may(policy: name, defaultPolicy: defaultPolicy) else { return }
+        let usable = principal.usablePolicies(defaultPolicy: defaultPolicy)
+        let asked =
+            policy == nil
+            ? "the host's default policy \"\(name)\", which a project naming no policy gets" : "policy \"\(name)\""
+        let allowed =
+            usable.isEmpty
+            ? "it may use no policy, so it may not register or upload projects"
+            : "the policies it may use: \(usable.joined(separator: ", "))"
+        throw .forbidden("token \"\(principal.name)\" may not use \(asked); \(allowed)")
+    }
+
     func requireAdmin() throws(APIError) -> Principal {
         let principal = try caller()
         guard principal.admin else { throw .forbidden("this endpoint needs an admin token") }

@@ -101,6 +101,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     static func from(host error: HostError) -> APIError {
         switch error {
         case .unknownPolicy: .init(.unprocessableContent, "unknown_policy", error.description)
+        case .invalidPolicy: .init(.unprocessableContent, "invalid_policy", error.description)
         case .policyLimits: .init(.unprocessableContent, "limit_exceeded", error.description)
         case .projectNotFound: .init(.notFound, "project_not_found", error.description)
         case .rootfsMissing: .init(.serviceUnavailable, "rootfs_missing", error.description, retryAfter: 60)

@@ -12,9 +12,17 @@ public struct ClusterBackend: HostBackend {
     let registry: RedisProjectRegistry
     let workers: WorkerClient
     private let registryClient: RedisClient
+    /// The workers' `--default-policy`. The node checks each agent's `policies` before it
+    /// forwards a registration (the worker sees only the worker token), so it must know
+    /// which policy a registration naming none gets.
+    public let defaultPolicy: String
 
     /// `workerToken` is an admin token of the workers' API, sent with every forwarded call.
-    public init(configuration: ClusterConfiguration, workerToken: String?, node: String? = nil) {
+    public init(
+        configuration: ClusterConfiguration, workerToken: String?, node: String? = nil,
+        defaultPolicy: String = "default"
+    ) {
+        self.defaultPolicy = defaultPolicy
         jobs = ClusterJobClient(configuration: configuration, node: node)
         registryClient = RedisClient(configuration.redis, name: "corral-api-registry")
         registry = RedisProjectRegistry(redis: registryClient, configuration: configuration)

@@ -59,6 +59,8 @@ public actor ClusterHost: HostBackend, FileToolBackend {
 
     // MARK: - Projects
 
+    public nonisolated var defaultPolicy: String { host.defaultPolicy }
+
     public func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
         async throws -> ProjectInfo
     {

@@ -1,3 +1,5 @@
+import Foundation
+
 /// One problem in a policy file, pointing at the line and key to fix.
 ///
 /// Reads `policies/ci.toml:7: limits.memory: "1GB" is not a size (hint: use a whole number
@@ -22,6 +24,15 @@ public struct PolicyError: Error, Sendable, Hashable, CustomStringConvertible {
     }
 
     public var description: String { "\(file):\(line): \(key): \(message) (hint: \(hint))" }
+
+    /// The same problem with `prefix` (a directory, ending in `/`) taken off the file names
+    /// in it (a hint may name the file an `extends` points at), so an API caller learns which
+    /// file to fix but not where the host keeps it.
+    func relative(to prefix: String) -> PolicyError {
+        func strip(_ text: String) -> String { text.replacingOccurrences(of: prefix, with: "") }
+        let file = self.file.hasPrefix(prefix) ? String(self.file.dropFirst(prefix.count)) : self.file
+        return PolicyError(file: file, line: line, key: key, message: strip(message), hint: strip(hint))
+    }
 }
 
 /// Every problem found while loading one policy; a policy with any never takes effect.
@@ -31,6 +42,14 @@ public struct PolicyErrors: Error, Sendable, Hashable, CustomStringConvertible {
     public init(_ errors: [PolicyError]) { self.errors = errors }
 
     public var description: String { errors.map(\.description).joined(separator: "\n") }
+
+    /// The first `limit` problems on one line, and how many more there are: enough for a
+    /// refusal to say where to look (`corral policy check` lists them all).
+    public func summary(limit: Int = 3) -> String {
+        let shown = errors.prefix(limit).map(\.description).joined(separator: "; ")
+        let more = errors.count - limit
+        return more > 0 ? "\(shown); and \(more) more (corral policy check lists them all)" : shown
+    }
 }
 
 /// Where a setting was written, so a problem found only after merging files (a default

@@ -50,6 +50,14 @@ public final class PolicyStore: Sendable {
     /// The policy in force under `name`, or nil if there has never been a good version.
     public func policy(named name: String) -> Policy? { state.withLock { $0.policies[name] } }
 
+    /// What is wrong with the file of policy `name` now, as the loader reported it at the last
+    /// reload, with file names relative to the directory (`egress.toml:3: …`): empty when it
+    /// loaded. While this is not empty, ``policy(named:)`` is the last good version, if any.
+    public func problems(named name: String) -> [PolicyError] {
+        let prefix = directory.hasSuffix("/") ? directory : directory + "/"
+        return state.withLock { $0.errors[name] ?? [] }.map { $0.relative(to: prefix) }
+    }
+
     /// The names of the policies in force, sorted.
     public var names: [String] { state.withLock { $0.policies.keys.sorted() } }
 

@@ -79,6 +79,7 @@ public actor CorralHost {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
         try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
+        logIfLastGood(id, policy: chosen.policy)
         return try await project(id)
     }
 
@@ -89,6 +90,7 @@ public actor CorralHost {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
         _ = try await cache.upload(id, bytes: archive, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
+        logIfLastGood(id, policy: chosen.policy)
         await pool.destroy(id)
         return try await project(id)
     }
@@ -112,7 +114,8 @@ public actor CorralHost {
             dirty: status.dirty, diskBytes: status.diskBytes,
             runningJobs: records.filter { $0.state == .running }.count,
             queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
-            policy: chosen.policy, sandbox: await pool.existing(id) != nil, limits: limits)
+            policy: chosen.policy, policyWarning: Self.policyWarning(chosen.policy, policies: policies),
+            sandbox: await pool.existing(id) != nil, limits: limits)
     }
 
     public func projects() async -> [ProjectInfo] {
@@ -187,7 +190,7 @@ public actor CorralHost {
         ProjectSettings, EffectiveLimits
     ) {
         let name = policy ?? configuration.defaultPolicy
-        guard let found = policies.policy(named: name) else { throw HostError.unknownPolicy(name) }
+        let found = try Self.policy(named: name, in: policies)
         let effective: EffectiveLimits
         do {
             effective = try found.effectiveLimits(for: limits)
@@ -206,7 +209,7 @@ public actor CorralHost {
 
     static func resolve(_ id: String, settings: ProjectSettingsStore, policies: PolicyStore) throws -> ResolvedProject {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
-        guard let policy = policies.policy(named: chosen.policy) else { throw HostError.unknownPolicy(chosen.policy) }
+        let policy = try Self.policy(named: chosen.policy, in: policies)
         do {
             let maxSeconds = min(chosen.timeoutSeconds ?? policy.timeouts.maxSeconds, policy.timeouts.maxSeconds)
             return ResolvedProject(

@@ -15,6 +15,9 @@ public protocol HostBackend: Sendable {
     func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo
     func snapshot(_ id: String) async throws -> SnapshotResult?
     func evict(_ id: String, discard: Bool) async throws
+    /// The policy of a project registered or uploaded without one (`--default-policy`):
+    /// the only one a token without `policies` may use.
+    var defaultPolicy: String { get }
 
     func status() async -> HostStatus
     /// The project cache's hits, misses and downloaded bytes, for `/metrics`; nil for a
@@ -39,6 +42,8 @@ extension HostBackend {
 /// The real host: project calls go to ``CorralHost`` itself; its jobs are its
 /// ``CorralHost/jobService``.
 extension CorralHost: HostBackend {
+    public nonisolated var defaultPolicy: String { configuration.defaultPolicy }
+
     public func cacheCounters() async -> CacheCounters? { await cache.counters }
 
     public func policyReloads() -> AsyncStream<Int> { policies.reloads() }

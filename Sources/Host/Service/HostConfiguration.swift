@@ -44,6 +44,8 @@ public struct HostConfiguration: Sendable {
 /// Why the host refused a project call.
 public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
     case unknownPolicy(String)
+    /// The policy's file is there but has never loaded: what the loader found wrong with it.
+    case invalidPolicy(String, problems: [PolicyError])
     case policyLimits(String)
     case projectNotFound(String)
     case rootfsMissing(String)
@@ -51,6 +53,9 @@ public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch self {
         case .unknownPolicy(let name): "no such policy: \(name)"
+        case .invalidPolicy(let name, let problems):
+            "the file of policy \"\(name)\" is invalid and no good version of it has loaded: "
+                + PolicyErrors(problems).summary()
         case .policyLimits(let why): why
         case .projectNotFound(let id): "no such project: \(id)"
         case .rootfsMissing(let path): "rootfs image is not built: \(path) (run make rootfs)"

@@ -13,13 +13,17 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
     public var queuedJobs: Int
     public var expiresAt: Date
     public var policy: String
+    /// Set while the policy's file is invalid: what is wrong with it, and whether its last
+    /// good version is in force or the project's jobs cannot start.
+    public var policyWarning: String?
     public var sandbox: Bool
     /// The limits in force for the project's jobs, and which of them the kernel enforces.
     public var limits: ProjectLimits
 
     public init(
         id: String, source: String, state: String, sourceVersion: String?, dirty: Bool?, diskBytes: Int64,
-        runningJobs: Int, queuedJobs: Int, expiresAt: Date, policy: String, sandbox: Bool, limits: ProjectLimits
+        runningJobs: Int, queuedJobs: Int, expiresAt: Date, policy: String, policyWarning: String? = nil,
+        sandbox: Bool, limits: ProjectLimits
     ) {
         self.id = id
         self.source = source
@@ -31,6 +35,7 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
         self.queuedJobs = queuedJobs
         self.expiresAt = expiresAt
         self.policy = policy
+        self.policyWarning = policyWarning
         self.sandbox = sandbox
         self.limits = limits
     }
@@ -42,6 +47,7 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
         case runningJobs = "running_jobs"
         case queuedJobs = "queued_jobs"
         case expiresAt = "expires_at"
+        case policyWarning = "policy_warning"
     }
 }
 

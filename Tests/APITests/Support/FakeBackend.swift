@@ -34,6 +34,8 @@ actor FakeBackend: HostBackend {
 
     func setOverloaded(_ value: Bool) { overloaded = value }
 
+    nonisolated let defaultPolicy = "default"
+
     func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
         async throws -> ProjectInfo
     {

@@ -38,6 +38,26 @@ enum LiveHost {
                 jobLimits: jobLimits, cgroups: TestCgroups.driver))
     }
 
+    /// Writes policy files beside the host's default and loads them now, without waiting
+    /// for the watcher.
+    static func writePolicies(_ files: [String: String], to host: CorralHost) async throws {
+        let policies = await host.policies
+        for (name, text) in files {
+            try text.write(toFile: policies.directory + "/\(name).toml", atomically: true, encoding: .utf8)
+        }
+        policies.reload()
+    }
+
+    /// Whether the host holds anything of project `id`: a registration (as `token` sees
+    /// it) or an uploaded archive.
+    static func holds(
+        _ id: String, on host: CorralHost, _ client: any TestClientProtocol, token: String? = nil
+    ) async throws -> Bool {
+        let uploads = await host.configuration.dataDirectory + "/cache/blobs/uploads/\(id)"
+        let info = try await client.call(.get, "/v1/projects/\(id)", token: token)
+        return info.status != .notFound || FileManager.default.fileExists(atPath: uploads)
+    }
+
     /// A tar.gz of `files`, made by bsdtar.
     static func archive(_ files: [String: String]) throws -> [UInt8] {
         try ArchiveFixture.tarGz(files)
