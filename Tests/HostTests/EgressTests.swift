@@ -228,13 +228,17 @@ import Testing
             #expect(out == "hello through the proxy\n", "\(out)")
             try await f.host.evict("open")
         }
-        try await cycle()
+        // Two rounds first: the host opens what it keeps for its life (the cache index, the
+        // resolver's threads) on first use.
+        for _ in 0..<2 { try await cycle() }
         try await Task.sleep(for: .milliseconds(300))
         let before = Self.counts()
-        for _ in 0..<3 { try await cycle() }
+        for _ in 0..<5 { try await cycle() }
         try await Task.sleep(for: .milliseconds(300))
         let after = Self.counts()
-        #expect(after.fds == before.fds, "\(before) → \(after)")
+        // Five sandboxes, each with a listener and two proxied connections: a leak of any of
+        // them would show as five or more descriptors.
+        #expect(after.fds <= before.fds, "\(before) → \(after)")
         #expect(after.threads <= before.threads, "\(before) → \(after)")
         await f.stop()
     }
