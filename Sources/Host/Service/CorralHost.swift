@@ -107,7 +107,8 @@ public actor CorralHost {
             dirty: status.dirty, diskBytes: status.diskBytes,
             runningJobs: records.filter { $0.state == .running }.count,
             queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
-            policy: chosen.policy, sandbox: await pool.existing(id) != nil, limits: limits)
+            policy: chosen.policy, sandbox: await pool.existing(id) != nil, limits: limits,
+            ports: (try? await ports(id).ports) ?? [])
     }
 
     public func projects() async -> [ProjectInfo] {
