@@ -4,6 +4,7 @@ import Hummingbird
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import ServiceLifecycle
 import Synchronization
 
 /// HTTP/1.1 to a project's port, over the socket the host made in the sandbox's network
@@ -70,17 +71,22 @@ enum PortRelay {
         return Response(
             status: status, headers: hop.responseHeaders(answer.headers),
             body: ResponseBody { writer in
-                try await upstream.lease.executeThenClose { inbound, _ in
-                    for try await part in inbound {
-                        switch part {
-                        case .head: continue
-                        case .body(let buffer): try await writer.write(buffer)
-                        case .end(let trailers):
-                            try await writer.finish(trailers.flatMap { PortHop.fields($0, dropping: []) })
-                            return
+                // A stream that never ends (events) must not hold the server's shutdown up.
+                try await withGracefulShutdownHandler {
+                    try await upstream.lease.executeThenClose { inbound, _ in
+                        for try await part in inbound {
+                            switch part {
+                            case .head: continue
+                            case .body(let buffer): try await writer.write(buffer)
+                            case .end(let trailers):
+                                try await writer.finish(trailers.flatMap { PortHop.fields($0, dropping: []) })
+                                return
+                            }
                         }
+                        throw Failure.closed
                     }
-                    throw Failure.closed
+                } onGracefulShutdown: {
+                    upstream.lease.channel.channel.close(promise: nil)
                 }
             })
     }

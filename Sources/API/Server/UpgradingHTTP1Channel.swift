@@ -6,6 +6,7 @@ import NIOCore
 import NIOHTTP1
 import NIOHTTPTypes
 import NIOHTTPTypesHTTP1
+import ServiceLifecycle
 import Synchronization
 
 /// The server's connections: HTTP/1.1 as Hummingbird serves it, plus WebSocket upgrades.
@@ -74,7 +75,12 @@ struct UpgradingHTTP1Channel: ServerChildChannel, HTTPChannelHandler {
                     try await ResponseWriter(outbound: outbound).write(response: head, body: refusal.body)
                 }
             case .relay(let client, let upstream):
-                await PortRelay.pipe(client, upstream)
+                // An open WebSocket must not hold the server's shutdown up.
+                await withGracefulShutdownHandler {
+                    await PortRelay.pipe(client, upstream)
+                } onGracefulShutdown: {
+                    client.channel.close(promise: nil)
+                }
             }
         } catch {
             logger.debug("connection ended", metadata: ["error": .string(String(describing: error))])
