@@ -1,5 +1,6 @@
 import Foundation
 import Host
+import Sandbox
 import Testing
 
 /// The shapes that cross HTTP and the API node ↔ worker hop: each encodes to exactly the
@@ -30,10 +31,11 @@ import Testing
         let info = ProjectInfo(
             id: "p", source: "file:///src", state: "cold", sourceVersion: nil, dirty: nil, diskBytes: 0,
             runningJobs: 1, queuedJobs: 2, expiresAt: Date(timeIntervalSince1970: 2_000_000_000), policy: "default",
-            sandbox: false, limits: ProjectLimits(timeoutSeconds: 120))
+            sandbox: true, limits: ProjectLimits(timeoutSeconds: 120),
+            ports: [PortInfo(project: "p", listening: ListeningPort(port: 8080, addresses: ["0.0.0.0"]))])
         #expect(
             try text(info)
-                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","queued_jobs":2,"running_jobs":1,"sandbox":false,"source":"file:///src","state":"cold"}"#
+                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","ports":[{"addresses":["0.0.0.0"],"port":8080,"url":"/v1/projects/p/ports/8080/"}],"queued_jobs":2,"running_jobs":1,"sandbox":true,"source":"file:///src","state":"cold"}"#
         )
         #expect(try roundTrip(info) == info)
         #expect(Wire.date(info.expiresAt) == "2033-05-18T03:33:20Z")

@@ -13,7 +13,8 @@ import Synchronization
 // real sandbox per request), POST tools/read_file (the host's file tool on a 200-line file)
 // and POST tools/read_memory (the same answer from memory: the gateway alone), then the
 // read again while 4 CPU-bound builds run in the project. Beside them, the same `true`
-// through the job system in-process, so the figures say what HTTP adds.
+// through the job system in-process, so the figures say what HTTP adds; and a GET relayed
+// to a server in the sandbox (`/ports/8080/…`) beside the same GET made directly.
 
 let arguments = CommandLine.arguments
 let rootfs = URL(fileURLWithPath: arguments.count > 1 ? arguments[1] : "rootfs/out").standardizedFileURL.path
@@ -171,6 +172,48 @@ for (name, path, body) in calls {
         print("| \(name) | \(connections) | \(format(load.p50)) | \(format(load.p99)) | \(Int(load.perSecond)) |")
     }
 }
+// A server a job runs in the project (busybox httpd), through the ports relay, and
+// directly: the host's own socket in the sandbox's network namespace, one request per
+// connection as the relay makes it, in-process. Interleaved in rounds, as exec below.
+let httpd = try await host.jobService.submit(
+    JobRequest(
+        project: "bench", command: "httpd -f -p 127.0.0.1:8080 -h /workspace", timeoutSeconds: 1800, background: true))
+while try await host.ports("bench").ports.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+func direct(_ runs: Int) async throws -> [Double] {
+    var samples: [Double] = []
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    for _ in 0..<runs {
+        let start = ContinuousClock.now
+        guard case .socket(let fd) = try await host.portEndpoint("bench", port: 8080) else { break }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK)
+        _ = "GET /bench.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n".withCString { write(fd, $0, strlen($0)) }
+        while read(fd, &buffer, buffer.count) > 0 {}
+        close(fd)
+        let elapsed = ContinuousClock.now - start
+        samples.append(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+    }
+    return samples
+}
+let relayPath = "/v1/projects/bench/ports/8080/bench.txt"
+let relay32 = try wrk(bound, path: relayPath, body: nil, connections: 32)
+var directSamples: [Double] = []
+var relayed: [Load] = []
+for _ in 0..<3 {
+    directSamples += try await direct(200)
+    relayed.append(try wrk(bound, path: relayPath, body: nil, connections: 1))
+}
+let relayP50 = percentile(relayed.map(\.p50), 0.5)
+let directP50 = percentile(directSamples, 0.5)
+print(
+    "| GET ports/8080/bench.txt (relay to busybox httpd; median of 3 rounds at 1) | 1 | \(format(relayP50)) | "
+        + "\(format(percentile(relayed.map(\.p99), 0.5))) | \(Int(percentile(relayed.map(\.perSecond), 0.5))) |")
+print(
+    "| GET ports/8080/bench.txt | 32 | \(format(relay32.p50)) | \(format(relay32.p99)) | \(Int(relay32.perSecond)) |")
+print(
+    "| in-process: a socket in the sandbox, the same GET (baseline) | 1 | \(format(directP50)) | "
+        + "\(format(percentile(directSamples, 0.99))) | |")
+print("(the relay adds \(format(relayP50 - directP50)) ms at p50 over the direct request)")
+_ = try await host.jobs.cancel(httpd.id, signal: .kill)
 // The same read while 4 CPU-bound builds run in the project (busy loops in the long lane):
 // the file tools run in the host, not in the project's cgroup, so a build saturating the
 // project's CPU must not slow them.

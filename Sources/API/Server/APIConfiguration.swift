@@ -85,6 +85,10 @@ public struct APILimits: Sendable {
     /// Jobs one token may have queued or running at once, host-wide (cluster-wide in a
     /// cluster), unless its token says otherwise: one token cannot fill the shared queue.
     public var defaultMaxJobs: Int
+    /// A request relayed to a project's port (`/ports/{port}/…`) whose connection moves no
+    /// byte either way for this long is closed: 504 before the answer's head, a cut body
+    /// after. Upgraded (WebSocket) relays have no idle limit.
+    public var portIdleTimeout: Duration = .seconds(300)
 
     public init(
         maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, maxConcurrentUploads: Int = 4,

@@ -14,6 +14,9 @@ public struct APIContext: RequestContext {
     var rateSubject: RateSubject?
     /// Whether the peer is on this machine (127.0.0.0/8 or ::1).
     public let peerIsLoopback: Bool
+    /// Set on a connection's upgrade request (``UpgradingHTTP1Channel``): a route that
+    /// accepts the upgrade leaves its upstream here and answers 101.
+    var upgrade: UpgradeSlot?
 
     /// Notes whether the peer is loopback, for the tokenless `GET /metrics`.
     public init(source: ApplicationRequestContextSource) {

@@ -1,6 +1,7 @@
 import Foundation
 import Host
 import Hummingbird
+import HummingbirdCore
 import Logging
 import ServiceLifecycle
 
@@ -55,6 +56,7 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
         middleware: RateLimitMiddleware(
             limiter: state.limiter, defaultRate: state.configuration.limits.defaultRate, metrics: state.metrics))
     ProjectRoutes(state: state).add(to: router)
+    PortRoutes(state: state).add(to: router)
     JobRoutes(state: state).add(to: router)
     ToolRoutes(state: state).add(to: router)
     MCPRoutes(state: state).add(to: router)
@@ -74,8 +76,14 @@ public func buildApplication(
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
     let state = try APIState(configuration: configuration, backend: host, jobs: jobs, files: files)
+    let router = buildRouter(state)
+    // Upgrade requests go through the same router, middleware and all.
+    let upgrades = router.buildResponder()
     var app = Application(
-        router: buildRouter(state),
+        router: router,
+        server: HTTPServerBuilder { responder in
+            UpgradingHTTP1Channel(responder: responder) { try await upgrades.respond(to: $0, context: $1) }
+        },
         configuration: .init(address: .hostname(configuration.host, port: configuration.port), serverName: "corral"),
         onServerRunning: { channel in await onListening?(channel.localAddress?.port ?? 0) }, logger: logger)
     if let audit = state.audit { app.addServices(PolicyAuditService(backend: host, audit: audit)) }

@@ -134,6 +134,8 @@ struct CommandTools {
             "running jobs: \(info.runningJobs), queued: \(info.queuedJobs)",
         ]
         lines += active.map { "  \($0.id) [\($0.state.rawValue)] \($0.request.command.prefix(80))" }
+        lines.append(info.ports.isEmpty ? "listening ports: none" : "listening ports (reach them through the API):")
+        lines += info.ports.map { "  \($0.port) on \($0.addresses.joined(separator: ", ")): \($0.url)" }
         lines.append(
             "limits: "
                 + info.limits.wireFields.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(

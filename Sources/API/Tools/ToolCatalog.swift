@@ -52,7 +52,7 @@ enum ToolCatalog {
             ["job_id"]
         ),
         "project_info": (
-            "The project's workspace root, whether it changed, when it expires, its running jobs and its limits.",
+            "The project's workspace root, whether it changed, when it expires, its running jobs, the TCP ports its processes listen on (each with the URL that reaches it through this API) and its limits.",
             [:], []
         ),
         "read_file": (

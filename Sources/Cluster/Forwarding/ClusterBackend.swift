@@ -160,6 +160,32 @@ public struct ClusterBackend: HostBackend {
         _ = try await forward(id, "DELETE", "/v1/projects/\(id)/workspace", query: [("discard", String(discard))])
     }
 
+    // MARK: - Ports
+
+    /// The owner's list; nobody owning the project means no sandbox runs (nothing is leased).
+    public func ports(_ id: String) async throws -> PortList {
+        try await requireRegistered(id)
+        guard try await jobs.owner(of: id) != nil else { return PortList(project: id, sandbox: false, ports: []) }
+        return try Wire.decode(PortList.self, from: try await forward(id, "GET", "/v1/projects/\(id)/ports").body)
+    }
+
+    /// The owner's address: the node relays the request there unchanged, with the worker
+    /// token and the caller's name, and the owner's same route reaches the sandbox.
+    public func portEndpoint(_ id: String, port: UInt16) async throws -> PortEndpoint {
+        try await requireRegistered(id)
+        guard let host = try await jobs.owner(of: id) else { throw PortError.noSandbox(project: id, port: port) }
+        guard let address = try await jobs.address(of: host) else {
+            throw ClusterError.workerUnreachable("worker \(host) advertises no address")
+        }
+        guard let url = URL(string: address), url.scheme == "http", let name = url.host, !name.isEmpty else {
+            throw ClusterError.invalidConfiguration(
+                "worker \(host) advertises \(address); relaying to a project's ports needs an http:// address")
+        }
+        var headers = Forwarding.callerHeaders
+        if let token = workers.token { headers.append(("Authorization", "Bearer \(token)")) }
+        return .worker(host: name, port: url.port ?? 80, headers: headers)
+    }
+
     // MARK: - Jobs
 
     /// The cluster's jobs as the API runs them: through Redis, for registered projects only

@@ -21,7 +21,7 @@ public struct WorkerResponse: Sendable {
 /// thread of a concurrent dispatch queue, never a task.
 public final class WorkerClient: Sendable {
     /// Sent as the bearer token: an admin token of the workers' API.
-    private let token: String?
+    let token: String?
     private let timeout: Duration
     private let idle = Mutex<[EasyHandle]>([])
     private static let queue = DispatchQueue(label: "corral.worker-client", attributes: .concurrent)

@@ -109,6 +109,16 @@ public actor ClusterHost: HostBackend, FileToolBackend {
         try await host.evict(id, discard: discard)
     }
 
+    public func ports(_ id: String) async throws -> PortList {
+        try await adopt(id)
+        return try await host.ports(id)
+    }
+
+    public func portEndpoint(_ id: String, port: UInt16) async throws -> PortEndpoint {
+        try await adopt(id)
+        return try await host.portEndpoint(id, port: port)
+    }
+
     // MARK: - Jobs and file tools
 
     /// The host's jobs, each submit adopting its project first.

@@ -115,7 +115,7 @@ public actor CorralHost {
             runningJobs: records.filter { $0.state == .running }.count,
             queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
             policy: chosen.policy, policyWarning: Self.policyWarning(chosen.policy, policies: policies),
-            sandbox: await pool.existing(id) != nil, limits: limits)
+            sandbox: await pool.existing(id) != nil, limits: limits, ports: (try? await ports(id).ports) ?? [])
     }
 
     public func projects() async -> [ProjectInfo] {

@@ -18,6 +18,11 @@ public protocol HostBackend: Sendable {
     /// The policy of a project registered or uploaded without one (`--default-policy`):
     /// the only one a token without `policies` may use.
     var defaultPolicy: String { get }
+    /// The TCP ports processes in the project's sandbox listen on; never starts a sandbox.
+    func ports(_ id: String) async throws -> PortList
+    /// Where a request for `port` of the project goes: a socket connected to it inside the
+    /// sandbox, or in a cluster the project's owner. Throws ``PortError`` when nothing listens.
+    func portEndpoint(_ id: String, port: UInt16) async throws -> PortEndpoint
 
     func status() async -> HostStatus
     /// The project cache's hits, misses and downloaded bytes, for `/metrics`; nil for a

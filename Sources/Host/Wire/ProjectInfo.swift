@@ -19,11 +19,14 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
     public var sandbox: Bool
     /// The limits in force for the project's jobs, and which of them the kernel enforces.
     public var limits: ProjectLimits
+    /// The TCP ports processes in its sandbox listen on, each with the URL that reaches it
+    /// through the API: a model that started a dev server finds it here.
+    public var ports: [PortInfo]
 
     public init(
         id: String, source: String, state: String, sourceVersion: String?, dirty: Bool?, diskBytes: Int64,
         runningJobs: Int, queuedJobs: Int, expiresAt: Date, policy: String, policyWarning: String? = nil,
-        sandbox: Bool, limits: ProjectLimits
+        sandbox: Bool, limits: ProjectLimits, ports: [PortInfo] = []
     ) {
         self.id = id
         self.source = source
@@ -38,10 +41,11 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
         self.policyWarning = policyWarning
         self.sandbox = sandbox
         self.limits = limits
+        self.ports = ports
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, source, state, dirty, policy, sandbox, limits
+        case id, source, state, dirty, policy, sandbox, limits, ports
         case sourceVersion = "source_version"
         case diskBytes = "disk_bytes"
         case runningJobs = "running_jobs"

@@ -63,6 +63,17 @@ actor FakeBackend: HostBackend {
 
     func projects() async -> [ProjectInfo] { infos.values.sorted { $0.id < $1.id } }
 
+    /// No sandboxes here: nothing ever listens.
+    func ports(_ id: String) async throws -> PortList {
+        _ = try await project(id)
+        return PortList(project: id, sandbox: false, ports: [])
+    }
+
+    func portEndpoint(_ id: String, port: UInt16) async throws -> PortEndpoint {
+        _ = try await project(id)
+        throw PortError.noSandbox(project: id, port: port)
+    }
+
     func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
         guard var info = infos[id] else { throw HostError.projectNotFound(id) }
         progress?(.downloading(TransferProgress(bytes: 10, total: 20, bytesPerSecond: 100)))
