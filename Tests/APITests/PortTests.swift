@@ -152,6 +152,14 @@ struct PortTests {
                     == "nothing listens on port 8080 in project web's sandbox (no port is listening); start your server as a background job (POST /v1/projects/web/jobs, or the bash tool with background: true) listening on port 8080 and bound to 127.0.0.1 or 0.0.0.0, then retry"
             )
             #expect(try await client.call(.get, "/v1/projects/web/ports").json["ports"] == [])
+            // The host's egress proxy listens at 127.0.0.1:3128 in every sandbox: not listed,
+            // and not relayed to.
+            let proxy = try await client.call(.get, "/v1/projects/web/ports/3128/")
+            #expect(proxy.status == .badGateway && proxy.code == "port_reserved", "\(proxy.text)")
+            #expect(
+                proxy.json["error"]?["message"]
+                    == "port 3128 in project web's sandbox is Corral's egress proxy (docs/NETWORK.md), not a server of the project's; serve on another port"
+            )
         }
     }
 

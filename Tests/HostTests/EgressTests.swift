@@ -1,9 +1,10 @@
 import Foundation
-import Host
 import Sandbox
 import Synchronization
 import TestSupport
 import Testing
+
+@testable import Host
 
 /// The way out of a sandbox: real programs inside (busybox wget and nc) through the host's
 /// egress proxy to a real HTTP server on the host's loopback, under real policies.
@@ -51,6 +52,7 @@ import Testing
                 egress = ["localhost:\(port)"]
                 """,
             ]
+            all["other"] = all["open"]!.replacingOccurrences(of: "max_connections = 2", with: "max_connections = 8")
             all.merge(extra) { _, new in new }
             for (name, text) in all {
                 try (text + "\n").write(toFile: "\(policies)/\(name).toml", atomically: true, encoding: .utf8)
@@ -63,7 +65,7 @@ import Testing
             collector = Task { [events] in
                 for await event in stream { events.append(event) }
             }
-            for name in ["default", "open", "rebind"] {
+            for name in ["default", "open", "rebind", "other"] {
                 _ = try await host.upload(name, archive: try ArchiveFixture.tarGz(["a.txt": "a\n"]), policy: name)
             }
         }
@@ -200,6 +202,62 @@ import Testing
             #expect(out.hasPrefix("HTTP/1.1 400 Bad Request\r\n") && out.contains(reason), "\(request): \(out)")
         }
         let after = try await f.run("open", "wget -q -O - http://localhost:\(port)/hello.txt")
+        #expect(after == "hello through the proxy\n")
+        await f.stop()
+    }
+
+    /// Connects to the proxy inside `project`'s sandbox from the host, as a job's socket would,
+    /// sends `request` and returns the answer's first line ("" if the connection closed).
+    static func ask(_ namespace: NetworkNamespace, _ request: String) throws -> (fd: Int32, status: String) {
+        let fd = try namespace.socket()
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = EgressProxy.port.bigEndian
+        address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        guard connected == 0 else { throw TestSupportError("connect to the proxy: errno \(errno)") }
+        _ = request.withCString { write(fd, $0, strlen($0)) }
+        var line: [UInt8] = []
+        var byte: UInt8 = 0
+        while read(fd, &byte, 1) == 1, byte != 0x0A { line.append(byte) }
+        return (fd, String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines))
+    }
+
+    @Test func aThousandConnectionsFromOneProjectAreCappedAndOtherProjectsAreServed() async throws {
+        let f = try await Fixture()
+        let port = f.upstream.port
+        #expect(try await f.run("open", "true") == "")
+        let sandbox = try #require(await f.host.pool.existing("open"))
+        let namespace = try sandbox.networkNamespace()
+        var open: [Int32] = []
+        defer { for fd in open { close(fd) } }
+        var statuses: [String: Int] = [:]
+        for _ in 0..<1000 {
+            let (fd, status) = try Self.ask(namespace, "CONNECT localhost:\(port) HTTP/1.1\r\n\r\n")
+            open.append(fd)
+            statuses[status, default: 0] += 1
+        }
+        #expect(
+            statuses == ["HTTP/1.1 200 Connection established": 2, "HTTP/1.1 429 Too Many Requests": 998],
+            "\(statuses)")
+        // Another project, meanwhile, is served as usual.
+        #expect(
+            try await f.run("other", "wget -q -O - http://localhost:\(port)/hello.txt") == "hello through the proxy\n")
+        let refusals = f.events.withLock { $0.filter { $0.project == "open" && $0.rule == "connection_cap" }.count }
+        #expect(refusals == 998)
+        // Closing the tunnels frees the project's slots.
+        for fd in open { close(fd) }
+        open = []
+        var after = ""
+        for _ in 0..<100 {
+            after = try await f.run("open", "wget -q -O - http://localhost:\(port)/hello.txt")
+            if after == "hello through the proxy\n" { break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
         #expect(after == "hello through the proxy\n")
         await f.stop()
     }

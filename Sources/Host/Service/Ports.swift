@@ -20,12 +20,15 @@ public enum PortError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The sandbox runs but nothing listens on the port; `listening` are the ports that
     /// something does listen on.
     case closed(project: String, port: UInt16, listening: [UInt16])
+    /// The port is the host's egress proxy inside the sandbox, not a server of the project's.
+    case reserved(project: String, port: UInt16)
 
     /// The API's error code.
     public var code: String {
         switch self {
         case .noSandbox: "no_sandbox"
         case .closed: "port_closed"
+        case .reserved: "port_reserved"
         }
     }
 
@@ -39,6 +42,9 @@ public enum PortError: Error, Sendable, Equatable, CustomStringConvertible {
                 + (listening.isEmpty
                     ? "no port is listening" : "listening: \(listening.map(String.init).joined(separator: ", "))")
                 + "); " + Self.advice(project: project, port: port)
+        case .reserved(let project, let port):
+            "port \(port) in project \(project)'s sandbox is Corral's egress proxy (docs/NETWORK.md), not a server "
+                + "of the project's; serve on another port"
         }
     }
 
@@ -57,7 +63,16 @@ extension CorralHost {
             return PortList(project: id, sandbox: false, ports: [])
         }
         return PortList(
-            project: id, sandbox: true, ports: namespace.listeningPorts().map { PortInfo(project: id, listening: $0) })
+            project: id, sandbox: true, ports: Self.serverPorts(namespace).map { PortInfo(project: id, listening: $0) })
+    }
+
+    /// What listens in the sandbox less the host's own egress proxy at 127.0.0.1:3128.
+    nonisolated static func serverPorts(_ namespace: NetworkNamespace) -> [ListeningPort] {
+        namespace.listeningPorts().compactMap { listening in
+            guard listening.port == EgressProxy.port else { return listening }
+            let others = listening.addresses.filter { $0 != "127.0.0.1" }
+            return others.isEmpty ? nil : ListeningPort(port: listening.port, addresses: others)
+        }
     }
 
     /// A socket connected to `port` inside the project's running sandbox, made in its
@@ -65,10 +80,13 @@ extension CorralHost {
     public nonisolated func portEndpoint(_ id: String, port: UInt16) async throws -> PortEndpoint {
         guard settings[id] != nil else { throw HostError.projectNotFound(id) }
         guard let namespace = await runningNamespace(id) else { throw PortError.noSandbox(project: id, port: port) }
+        // 127.0.0.1:3128 is the proxy; a caller of the API has no business tunnelling
+        // through the project's egress (its jobs can, under the project's policy).
+        if port == EgressProxy.port { throw PortError.reserved(project: id, port: port) }
         do {
             return .socket(try await namespace.connect(port: port))
         } catch let error as SystemError where error.errno == ECONNREFUSED {
-            throw PortError.closed(project: id, port: port, listening: namespace.listeningPorts().map(\.port))
+            throw PortError.closed(project: id, port: port, listening: Self.serverPorts(namespace).map(\.port))
         }
     }
 
