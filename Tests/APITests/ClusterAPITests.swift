@@ -427,4 +427,44 @@ extension ClusterAPITests {
         let unnamed = upload("c2", "", token: "agent-secret-0123456789")
         #expect(unnamed["policy"] as? String == "default", "\(unnamed)")
     }
+
+    /// A project's connections leave from the worker that owns it, through that worker's
+    /// egress proxy, and are audited there.
+    @Test func aJobOnAWorkerReachesAnAllowedHostThroughThatWorkersProxy() throws {
+        let files = try TemporaryDirectory()
+        try "through the worker's proxy\n".write(toFile: files.path + "/hello.txt", atomically: true, encoding: .utf8)
+        let upstream = try LoopbackHTTPServer(serving: files.url)
+        defer { upstream.stop() }
+        let net = """
+            rootfs = "minimal"
+            [network]
+            mode = "allowlist"
+            egress = ["localhost:\(upstream.port)"]
+            allow_private = ["127.0.0.0/8"]
+            """
+        let cluster = try Cluster(policies: ["net": net])
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        let archive = try LiveArchive.make(["a.txt": "a\n"])
+        defer { unlink(archive) }
+        let created = Node.curl([
+            "-X", "PUT", "--data-binary", "@\(archive)",
+            "http://127.0.0.1:\(cluster.api.port)/v1/projects/e1/archive?policy=net",
+        ])
+        #expect(created.contains("\"policy\":\"net\""), "\(created)")
+        let ran = cluster.exec("e1", "wget -q -O - http://localhost:\(upstream.port)/hello.txt")
+        #expect(ran["stdout"] as? String == "through the worker's proxy\n", "\(ran)")
+        let owner = cluster.owner("e1")
+        // The line is written as the connection ends, on the worker's own task.
+        var audit = ""
+        var line: Substring = ""
+        for _ in 0..<100 where line.isEmpty {
+            audit = (try? String(contentsOfFile: cluster.dir.path + "/\(owner)/audit.log", encoding: .utf8)) ?? ""
+            line = audit.split(separator: "\n").first { $0.contains("\"event\":\"egress\"") } ?? ""
+            if line.isEmpty { usleep(20_000) }
+        }
+        #expect(line.contains("\"project\":\"e1\"") && line.contains("\"decision\":\"allowed\""), "\(owner): \(audit)")
+    }
 }

@@ -142,7 +142,7 @@ public actor ClusterHost: HostBackend, FileToolBackend {
     public func readiness() async -> [String: Bool] { await host.readiness() }
     public func policyReloads() async -> AsyncStream<Int> { await host.policyReloads() }
 
-    public func egressEvents() async -> AsyncStream<EgressEvent> { await host.egressEvents() }
+    public nonisolated func egressEvents() -> AsyncStream<EgressEvent> { host.egressEvents() }
     public func policySummary() async -> (digests: [String: String], errors: [String]) {
         await host.policySummary()
     }

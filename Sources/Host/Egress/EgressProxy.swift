@@ -38,6 +38,10 @@ public final class EgressProxy: Sendable {
         return out
     }()
 
+    /// Reads of up to 1 MiB: a download through the proxy is two copies through user space,
+    /// and NIO's default (at most 64 KiB a read) spends more on wake-ups than on copying.
+    static let receiveBuffers = AdaptiveRecvByteBufferAllocator(minimum: 1024, initial: 64 * 1024, maximum: 1 << 20)
+
     let group: MultiThreadedEventLoopGroup
     let resolver: NIOThreadPool
     private let subscribers = Mutex<[UUID: AsyncStream<EgressEvent>.Continuation]>([:])
@@ -81,6 +85,7 @@ public final class EgressProxy: Sendable {
         let proxy = self
         let bootstrap = ServerBootstrap(group: group)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelOption(.recvAllocator, value: Self.receiveBuffers)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture(withResultOf: {
                     guard tracker.adopt(channel) else { throw ChannelError.ioOnClosedChannel }

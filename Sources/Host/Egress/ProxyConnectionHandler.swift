@@ -177,6 +177,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
         }
         ClientBootstrap(group: context.eventLoop)
             .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.recvAllocator, value: EgressProxy.receiveBuffers)
             .connectTimeout(Self.connectTimeout)
             .connect(to: target)
             .assumeIsolated()
