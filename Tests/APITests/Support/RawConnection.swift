@@ -92,13 +92,29 @@ final class RawConnection {
 struct ProcessCounts: Equatable, CustomStringConvertible {
     var fds: Int
     var threads: Int
+    /// What each descriptor is (`socket:[…]`, `anon_inode:[eventfd]`, a path), to say
+    /// what changed when the counts differ.
+    var kinds: [String: Int] = [:]
 
     static func now() -> ProcessCounts {
         let fm = FileManager.default
+        let fds = (try? fm.contentsOfDirectory(atPath: "/proc/self/fd")) ?? []
+        var kinds: [String: Int] = [:]
+        for fd in fds {
+            let target = (try? fm.destinationOfSymbolicLink(atPath: "/proc/self/fd/\(fd)")) ?? "?"
+            let kind = target.hasPrefix("socket:") ? "socket" : target.hasPrefix("/") ? "file" : target
+            kinds[kind, default: 0] += 1
+        }
         return ProcessCounts(
-            fds: (try? fm.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? -1,
-            threads: (try? fm.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1)
+            fds: fds.count, threads: (try? fm.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1,
+            kinds: kinds)
     }
 
-    var description: String { "fds=\(fds) threads=\(threads)" }
+    /// Sockets, pipes and files: what a relay or a sandbox could leak. Event-loop descriptors
+    /// (epoll, eventfd, timerfd) come and go with the runtime's own pools and are left out.
+    var leakable: Int {
+        kinds.filter { $0.key == "socket" || $0.key == "file" || $0.key.hasPrefix("pipe:") }.values.reduce(0, +)
+    }
+
+    var description: String { "fds=\(fds) threads=\(threads) \(kinds.sorted { $0.key < $1.key })" }
 }
