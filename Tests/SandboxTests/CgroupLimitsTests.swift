@@ -63,7 +63,9 @@ import Testing
                 highest = max(highest, try project.usage().pidsCurrent)
                 usleep(20_000)
             }
-            #expect(highest == 32)
+            // Reaching 32 is checked above; between samples the bomb's processes die and
+            // respawn, so what matters here is that no sample is above the limit.
+            #expect(highest <= 32)
             // The kernel counts refused forks in pids.events: at the limited cgroup and its
             // ancestors on cgroup2, at the forking cgroup (the leaf) on v1.
             let refusals = try [project.directories, leaves[0].directories].map { directories in
