@@ -26,25 +26,15 @@ struct ClusterAPITests {
             process.arguments = arguments
             process.environment = ["CORRAL_WORKER_TOKEN": token, "PATH": "/usr/bin:/bin"]
             // A restarted node appends to its log, so a failure shows both runs.
-            if !FileManager.default.fileExists(atPath: log) {
-                FileManager.default.createFile(atPath: log, contents: nil)
-            }
-            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            defer { try? output.close() }
-            try output.seekToEnd()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
+            try ProcessLog.run(process, loggingTo: log)
             for _ in 0..<400 {
                 if Self.curl(["http://127.0.0.1:\(port)/health"]).contains("ok") { return }
                 if !process.isRunning { break }
                 usleep(50_000)
             }
-            let state = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+            let error = ProcessLog.failure(name, port: port, process: process, log: log)
             stop(SIGKILL)
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            throw TestSupportError(
-                "\(name) did not come up on port \(port) (\(state)); its log ends:\n\(text.suffix(3000))")
+            throw error
         }
 
         static func curl(_ args: [String]) -> String {

@@ -27,25 +27,15 @@ import Testing
             // Beside the data directory, appended to by a restarted host: a host that
             // fails to start says why there.
             let log = URL(fileURLWithPath: data).deletingLastPathComponent().appendingPathComponent("serve.log").path
-            if !FileManager.default.fileExists(atPath: log) {
-                FileManager.default.createFile(atPath: log, contents: nil)
-            }
-            let output = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-            defer { try? output.close() }
-            try output.seekToEnd()
-            process.standardOutput = output
-            process.standardError = output
-            try process.run()
+            try ProcessLog.run(process, loggingTo: log)
             for _ in 0..<300 {
                 if (try? curl(["http://127.0.0.1:\(port)/health"]))?.contains("ok") == true { return }
                 if !process.isRunning { break }
                 usleep(50_000)
             }
-            let state = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+            let error = ProcessLog.failure("corral serve", port: port, process: process, log: log)
             if process.isRunning { kill(SIGKILL) }
-            let text = (try? String(contentsOfFile: log, encoding: .utf8)) ?? ""
-            throw TestSupportError(
-                "corral serve did not come up on port \(port) (\(state)); its log ends:\n\(text.suffix(3000))")
+            throw error
         }
 
         func curl(_ args: [String]) throws -> String {

@@ -48,3 +48,27 @@ public enum LoopbackPort {
         return parts[0]...parts[1]
     }
 }
+
+/// A log file for a server a test starts as a process: a restarted server appends to it,
+/// and a server that fails to start says why there.
+public enum ProcessLog {
+    /// Starts `process` with its stdout and stderr appended to `path`, creating it. Our copy
+    /// of the descriptor closes once the child has its own.
+    public static func run(_ process: Process, loggingTo path: String) throws {
+        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        let output = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? output.close() }
+        try output.seekToEnd()
+        process.standardOutput = output
+        process.standardError = output
+        try process.run()
+    }
+
+    /// The error for `name` not answering on `port`: whether it still runs, and the end of its log.
+    public static func failure(_ name: String, port: Int, process: Process, log path: String) -> TestSupportError {
+        let state = process.isRunning ? "still running" : "exited with \(process.terminationStatus)"
+        let text = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return TestSupportError(
+            "\(name) did not come up on port \(port) (\(state)); its log ends:\n\(text.suffix(3000))")
+    }
+}
