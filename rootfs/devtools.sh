@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The devtools image, the one agents get by default: Debian bookworm (minbase) plus
-# python3 (with pip and venv), git, ripgrep, nodejs, npm, curl, ca-certificates and
-# build-essential. About 1.2 GB; takes a minute or two with a nearby mirror. Called by rootfs/build as
-# `devtools.sh preflight` and `devtools.sh build DIR`.
+# python3 (with pip and venv), git, ripgrep, nodejs, npm, curl, ca-certificates,
+# build-essential, and Python's data stack (numpy, pandas, matplotlib, openpyxl) for CSV and
+# Excel analysis with charts. Its size and build time are in README.md (`make rootfs`).
+# Called by rootfs/build as `devtools.sh preflight` and `devtools.sh build DIR`.
 #
 # The packages are installed with apt-get inside a chroot after debootstrap rather than via
 # `debootstrap --include`, which leaves npm's dependencies unconfigured.
@@ -13,6 +14,14 @@ set -euo pipefail
 
 suite=bookworm
 packages="python3 python3-pip python3-venv git ripgrep nodejs npm curl ca-certificates build-essential"
+# The data stack from Debian, not pip: built for this python3, and there without a network.
+# Recommends stay out (pandas' alone would add scipy, numba, tables); matplotlib's Agg
+# backend renders PNG with Pillow and the DejaVu fonts, both hard dependencies. Tk is one
+# too (python3-matplotlib -> python3-pil.imagetk -> python3-tk): its libraries come along,
+# unused, as pyplot falls back to Agg without a display. python3-munkres (41 KB) settles
+# python3-fonttools' "python3-scipy | python3-munkres", for which apt would otherwise take
+# scipy and with it pythran, the Boost headers and OpenBLAS: several hundred MB more.
+packages="$packages python3-numpy python3-pandas python3-matplotlib python3-openpyxl python3-munkres"
 keyring=/usr/share/keyrings/debian-archive-keyring.gpg
 me="rootfs devtools"
 
@@ -203,7 +212,9 @@ build() {
   stage "versions"
   # shellcheck disable=SC2016 # expanded by the image's sh
   in_root sh -c 'python3 --version; echo "node $(node --version)"; echo "npm $(npm --version)";
-    git --version; rg --version | head -n1' | sed 's/^/    /'
+    git --version; rg --version | head -n1;
+    dpkg-query -W -f "\${Package} \${Version}\n" python3-numpy python3-pandas python3-matplotlib python3-openpyxl' |
+    sed 's/^/    /'
   stage_done
 }
 
