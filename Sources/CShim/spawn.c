@@ -226,8 +226,10 @@ static _Noreturn void become_job(const struct cor_exec_plan *p) {
         die(fd, COR_STAGE_CWD_OUTSIDE);
     }
 
-    // Every descriptor but 0-2 and the status pipe goes; the status pipe is close-on-exec.
-    if (fd > 3 && syscall(SYS_close_range, 3, fd - 1, 0) != 0) die(fd, COR_STAGE_CLOSE_FDS);
+    // Every descriptor but 0-2, a session's pipes (3, 4, ...) and the status pipe goes; the
+    // status pipe is close-on-exec.
+    unsigned first = 3 + (unsigned)p->n_extra_fds;
+    if ((unsigned)fd > first && syscall(SYS_close_range, first, fd - 1, 0) != 0) die(fd, COR_STAGE_CLOSE_FDS);
     if (syscall(SYS_close_range, fd + 1, ~0U, 0) != 0) die(fd, COR_STAGE_CLOSE_FDS);
 
     // Ignored signals and the blocked mask survive execve: reset both, or the job would
@@ -293,6 +295,15 @@ static _Noreturn void join_sandbox(const struct cor_exec_plan *p, char *job_stac
     if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) die(fd, COR_STAGE_DUMPABLE);
     if (dup2(p->stdin_fd, 0) != 0 || dup2(p->stdout_fd, 1) != 1 || dup2(p->stderr_fd, 2) != 2)
         die(fd, COR_STAGE_STDIO);
+    // A session's pipes go to 3, 4, ...: the caller keeps every source above the targets,
+    // so no dup2 here overwrites a descriptor a later one still reads from.
+    for (int i = 0; i < p->n_extra_fds; i++) {
+        if (p->extra_fds[i] < 3 + p->n_extra_fds || fd < 3 + p->n_extra_fds) {
+            errno = EBADF;
+            die(fd, COR_STAGE_STDIO);
+        }
+        if (dup2(p->extra_fds[i], 3 + i) != 3 + i) die(fd, COR_STAGE_STDIO);
+    }
     // A pidfd names exactly the init we created: if it died, setns fails with ESRCH
     // rather than joining whatever process now has its pid.
     if (setns(p->init_pidfd, p->ns_flags) != 0) die(fd, COR_STAGE_SETNS);

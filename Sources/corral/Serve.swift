@@ -29,6 +29,7 @@ struct Serve: AsyncParsableCommand {
         let corral = try await CorralHost.open(configuration)
         let app = try buildApplication(
             api, host: corral, jobs: corral.jobService, files: HostFileTools(host: corral),
+            sessions: corral.sessionService,
             logger: Logger(label: "corral.api"))
         logger.info(
             "corral serve",

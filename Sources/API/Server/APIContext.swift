@@ -28,6 +28,10 @@ public struct APIContext: RequestContext {
     /// Requests decode their own bodies with caps of their own (see ``APILimits``).
     public var maxUploadSize: Int { 8 << 20 }
 
+    /// The caller's name as sessions and the audit know it: the token's, or on a worker the
+    /// agent an API node forwarded for.
+    var callerName: String { rateSubject?.name ?? principal?.name ?? "" }
+
     /// The caller, who must be authenticated.
     func caller() throws(APIError) -> Principal {
         guard let principal else { throw .unauthorized }

@@ -73,6 +73,10 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
                 .init(code: error.httpStatus), error.httpStatus == 503 ? "unavailable" : "cluster_error",
                 error.description, retryAfter: error.retryAfterSeconds)
         case let error as PortError: return .init(.badGateway, error.code, error.description)
+        case let error as SessionError:
+            return .init(
+                .init(code: error.status), error.code, error.description,
+                retryAfter: error == .shuttingDown ? 5 : nil)
         case let error as LimitError: return .init(.unprocessableContent, "limit_exceeded", error.description)
         case is NIOTooManyBytesError: return .init(.contentTooLarge, "body_too_large", "request body is too large")
         case let error as HTTPError:

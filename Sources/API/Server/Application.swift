@@ -11,6 +11,8 @@ public struct APIState: Sendable {
     /// Where every command goes: the host's job system, or a cluster's.
     public let jobs: any JobService
     public let files: (any FileToolBackend)?
+    /// Persistent shells and interpreters; nil on a server that runs none.
+    public let sessions: (any SessionService)?
     public let configuration: APIConfiguration
     public let metrics: APIMetrics
     public let audit: AuditLog?
@@ -22,11 +24,12 @@ public struct APIState: Sendable {
     /// Opens the audit log under `configuration.dataDirectory` (when set) and joins the parts.
     public init(
         configuration: APIConfiguration, backend: any HostBackend, jobs: any JobService,
-        files: (any FileToolBackend)? = nil, metrics: APIMetrics = APIMetrics()
+        files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil, metrics: APIMetrics = APIMetrics()
     ) throws {
         self.backend = backend
         self.jobs = jobs
         self.files = files
+        self.sessions = sessions
         self.configuration = configuration
         self.metrics = metrics
         if let data = configuration.dataDirectory {
@@ -58,6 +61,7 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
     ProjectRoutes(state: state).add(to: router)
     PortRoutes(state: state).add(to: router)
     JobRoutes(state: state).add(to: router)
+    SessionRoutes(state: state).add(to: router)
     ToolRoutes(state: state).add(to: router)
     MCPRoutes(state: state).add(to: router)
     CompatRoutes(state: state).add(to: router)
@@ -71,11 +75,12 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
 /// `onListening` gets the bound port (useful with port 0).
 public func buildApplication(
     _ configuration: APIConfiguration, host: any HostBackend, jobs: any JobService,
-    files: (any FileToolBackend)? = nil,
+    files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil,
     logger: Logger = Logger(label: "corral.api"), onListening: (@Sendable (Int) async -> Void)? = nil
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
-    let state = try APIState(configuration: configuration, backend: host, jobs: jobs, files: files)
+    let state = try APIState(
+        configuration: configuration, backend: host, jobs: jobs, files: files, sessions: sessions)
     let router = buildRouter(state)
     // Upgrade requests go through the same router, middleware and all.
     let upgrades = router.buildResponder()

@@ -44,6 +44,8 @@ struct cor_exec_plan {
     const int *cgroup_fds;        // cgroup.procs of the job's leaf, one per hierarchy
     int n_cgroup_fds;
     int stdin_fd, stdout_fd, stderr_fd;  // become 0, 1, 2
+    const int *extra_fds;         // become 3, 4, ... (a session's command and reply pipes);
+    int n_extra_fds;              // each, and status_fd, must be >= 3 + n_extra_fds
     int status_fd;                // close-on-exec pipe for cor_status records
     uint32_t uid, gid;            // inside the sandbox
     uint64_t keep_caps;           // capabilities to keep (0 = none)

@@ -36,7 +36,7 @@ enum cor_stage {
     COR_STAGE_FORK = 23,        // clone of the job: ENOMEM means the project's memory is full
     // The job (spawn.c become_job), in the sandbox, dropping everything before execve.
     COR_STAGE_SETSID = 24,      // its own session, so a kill of the group reaches its tree
-    COR_STAGE_STDIO = 25,       // dup2 of the job's pipes onto 0, 1 and 2
+    COR_STAGE_STDIO = 25,       // dup2 of the job's pipes onto 0, 1, 2 (and a session's onto 3, 4)
     COR_STAGE_SETGROUPS = 26,   // no supplementary groups
     COR_STAGE_SETGID = 27,      // the agent's gid
     COR_STAGE_SETUID = 28,      // the agent's uid

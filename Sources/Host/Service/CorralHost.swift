@@ -14,6 +14,8 @@ public actor CorralHost {
     /// Serves every sandbox's way out (docs/NETWORK.md).
     public nonisolated let egress: EgressProxy
     let logger = Logger(label: "corral.host")
+    /// Persistent shells and interpreters (docs/SESSIONS.md).
+    nonisolated let sessions = SessionManager()
     /// File tools per project, keyed by the materialization and sandbox they belong to.
     var toolsCache: [String: (key: String, tools: FileTools)] = [:]
 
@@ -91,6 +93,7 @@ public actor CorralHost {
         _ = try await cache.upload(id, bytes: archive, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         logIfLastGood(id, policy: chosen.policy)
+        await sessions.endAll(project: id, reason: "the project's files were replaced by an upload")
         await pool.destroy(id)
         return try await project(id)
     }
@@ -146,6 +149,7 @@ public actor CorralHost {
     /// Evicts the workspace (writing it back first unless `discard`), after stopping its
     /// sandbox.
     public func evict(_ id: String, discard: Bool = false) async throws {
+        await sessions.endAll(project: id, reason: "the project was evicted")
         await pool.destroy(id)
         // The file tools hold a descriptor of the workspace root, which would keep its
         // volume busy and the eviction from unmounting it.
@@ -176,6 +180,7 @@ public actor CorralHost {
     /// sandbox and writes dirty workspaces back.
     public func shutdown(grace: Duration) async {
         await jobs.shutdown(grace: grace)
+        await sessions.shutdown()
         await pool.destroyAll()
         await egress.shutdown()
         for status in await cache.list() where status.state == .ready {

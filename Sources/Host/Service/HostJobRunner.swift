@@ -17,11 +17,7 @@ struct HostJobRunner: JobRunner {
         let sandbox = try await sandboxAndPin(project)
         do {
             let policy = project.policy
-            var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
-            if policy.network.mode != .none {
-                environment.merge(EgressProxy.environment) { policySet, _ in policySet }
-            }
-            environment.merge(request.environment) { _, requested in requested }
+            let environment = Self.environment(policy, requested: request.environment)
             let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
             let spec = JobSpec(
                 ["/bin/sh", "-c", request.command], environment: environment, cwd: request.cwd,
@@ -35,6 +31,17 @@ struct HostJobRunner: JobRunner {
             try? await cache.release(request.project)
             throw error
         }
+    }
+
+    /// A job's environment: the policy's, the egress proxy's when the policy gives network
+    /// (a policy's own value wins), then the request's.
+    static func environment(_ policy: Policy, requested: [String: String]) -> [String: String] {
+        var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
+        if policy.network.mode != .none {
+            environment.merge(EgressProxy.environment) { policySet, _ in policySet }
+        }
+        environment.merge(requested) { _, requested in requested }
+        return environment
     }
 
     /// Materializes (and pins) the workspace, then finds or builds the sandbox over it.

@@ -146,12 +146,15 @@ struct CgroupNode: Sendable {
             if hierarchy.version == .v1 {
                 usage.peakMemoryBytes = try CgroupFiles.number(directory + "/memory.max_usage_in_bytes")
                 usage.oomKills = Int(try keyed("oom_kill", directory + "/memory.oom_control") ?? 0)
+                usage.currentMemoryBytes = try CgroupFiles.number(directory + "/memory.usage_in_bytes")
             } else {
                 // memory.peak is Linux 5.19+; files are absent in a v2 leaf until the project's
                 // enableSubtreeControllers() has run.
                 let peak = directory + "/memory.peak"
                 usage.peakMemoryBytes = CgroupFiles.exists(peak) ? try CgroupFiles.number(peak) : 0
                 usage.oomKills = Int(try keyed("oom_kill", directory + "/memory.events") ?? 0)
+                let current = directory + "/memory.current"
+                usage.currentMemoryBytes = CgroupFiles.exists(current) ? try CgroupFiles.number(current) : 0
             }
         }
         let pidsCurrent = layout.pids.map { directory(in: $0) + "/pids.current" }

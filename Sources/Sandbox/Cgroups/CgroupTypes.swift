@@ -92,6 +92,9 @@ public struct CgroupUsage: Sendable, Equatable {
     public var oomKills: Int
     /// Tasks (processes and threads) in the cgroup now.
     public var pidsCurrent: Int
+    /// The memory charged to the cgroup now (v2 `memory.current`, v1
+    /// `memory.usage_in_bytes`); 0 without a memory controller.
+    public var currentMemoryBytes: UInt64 = 0
 
     /// Counters with the given values; zero for the rest.
     public init(cpuNanos: UInt64 = 0, peakMemoryBytes: UInt64 = 0, oomKills: Int = 0, pidsCurrent: Int = 0) {

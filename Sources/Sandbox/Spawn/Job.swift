@@ -31,6 +31,10 @@ public struct JobSpec: Sendable {
     /// Called on the event loop thread with every chunk of output as it arrives, for
     /// streaming; must return quickly.
     public var onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
+    /// A session's driver: the job also gets a pipe to read commands from on fd 3 and one
+    /// to write replies to on fd 4 (``RunningJob/channel``), and its output is not kept in
+    /// the result (the session hands each chunk on through `onOutput`).
+    public var channel = false
     /// How long the job may take to reach its execve before it is killed: only a process
     /// in the sandbox stopping it can make it take more than milliseconds.
     var startDeadline: Duration = .seconds(10)
@@ -68,6 +72,13 @@ public struct JobSpec: Sendable {
         self.seccomp = seccomp
         self.onOutput = onOutput
     }
+}
+
+/// The host's ends of a session driver's pipes: it writes commands to `commands` (the
+/// driver's fd 3) and reads replies from `replies` (the driver's fd 4, non-blocking).
+public struct SessionChannel: Sendable {
+    public let commands: Int32
+    public let replies: Int32
 }
 
 /// Which of a job's output streams a chunk came from.

@@ -3,8 +3,9 @@ import Glibc
 /// Collects one output stream of a job: the first and last bytes up to a cap, the count of
 /// what was cut, and, once the cap is passed, the whole stream in a log file.
 ///
-/// Memory stays bounded by `cap` whatever the job prints.
-final class OutputCapture {
+/// Memory stays bounded by `cap` whatever the job prints. Not thread-safe: its owner
+/// guards it (a job's and a session run's state locks).
+public final class OutputCapture {
     let cap: Int
     private(set) var head: [UInt8] = []
     private var tail: [UInt8] = []
@@ -12,6 +13,12 @@ final class OutputCapture {
     private(set) var total = 0
     private let spill: (() -> Int32?)?
     private var logFD: Int32 = -1
+
+    /// A capture that keeps no log file: what passes the cap is only counted.
+    public convenience init(cap: Int) { self.init(cap: cap, spill: nil) }
+
+    /// Appends a chunk.
+    public func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
 
     /// `spill` opens the log file the first time the cap is passed; nil keeps no log.
     init(cap: Int, spill: (() -> Int32?)?) {
@@ -42,13 +49,13 @@ final class OutputCapture {
     }
 
     /// Bytes between head and tail that are not in memory.
-    var omitted: Int { max(0, total - head.count - tail.count) }
+    public var omitted: Int { max(0, total - head.count - tail.count) }
 
     /// Whether the log file holds more than what is in memory.
     var spilled: Bool { logFD >= 0 }
 
     /// The kept bytes; when something was cut, a marker line says how much and where.
-    func text(logPath: String?) -> String {
+    public func text(logPath: String?) -> String {
         let tailBytes = orderedTail()
         if omitted == 0 { return String(decoding: head + tailBytes, as: UTF8.self) }
         let whereFull = logPath.map { " (full output in \($0))" } ?? ""

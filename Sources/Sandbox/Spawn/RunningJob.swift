@@ -15,6 +15,8 @@ public final class RunningJob: Sendable {
     let onOutput: (@Sendable (OutputStream, [UInt8]) -> Void)?
     /// The sandbox's limits that were not enforced, for the result.
     let unenforcedLimits: [CgroupResource: String]
+    /// A session driver's pipes (``JobSpec/channel``); its output is handed on, not kept.
+    public let channel: SessionChannel?
     private let tree: ProcessTree
     private let state: Mutex<State>
 
@@ -22,6 +24,10 @@ public final class RunningJob: Sendable {
         var stdout: OutputCapture
         var stderr: OutputCapture
         var openStreams = 2
+        /// stdout's and stderr's read ends, until their handler has seen EOF (the event loop
+        /// closes a descriptor right after, so a drain must not touch it then).
+        var streams: [Int32] = []
+        var commandsOpen = true
         var exit: (code: Int32, status: Int32, usage: rusage, at: ContinuousClock.Instant)?
         var reason: JobResult.Status = .completed
         var result: JobResult?
@@ -40,6 +46,7 @@ public final class RunningJob: Sendable {
         self.onOutput = job.onOutput
         self.tree = tree
         self.unenforcedLimits = unenforcedLimits
+        self.channel = process.channel
         let state = State(
             stdout: OutputCapture(cap: job.outputCap, spill: spill),
             stderr: OutputCapture(cap: job.outputCap, spill: spill))
@@ -48,6 +55,7 @@ public final class RunningJob: Sendable {
 
     /// Starts watching the job's pipes and exit. Called once, right after the spawn.
     func watch(_ process: SpawnedProcess, timeout: Duration?) throws {
+        state.withLock { $0.streams = [process.stdout, process.stderr] }
         for (fd, isStdout) in [(process.stdout, true), (process.stderr, false)] {
             try EventLoop.shared.watch(fd) { [self] _ in readChunk(fd, isStdout: isStdout) }
         }
@@ -122,10 +130,12 @@ public final class RunningJob: Sendable {
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
         if n < 0 && (errno == EINTR || errno == EAGAIN) { return true }
         if n > 0 {
-            state.withLock { state in
-                buffer.withUnsafeBytes { raw in
-                    let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
-                    if isStdout { state.stdout.append(chunk) } else { state.stderr.append(chunk) }
+            if channel == nil {
+                state.withLock { state in
+                    buffer.withUnsafeBytes { raw in
+                        let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
+                        if isStdout { state.stdout.append(chunk) } else { state.stderr.append(chunk) }
+                    }
                 }
             }
             onOutput?(isStdout ? .stdout : .stderr, Array(buffer[0..<n]))
@@ -133,11 +143,81 @@ public final class RunningJob: Sendable {
         }
         let result = state.withLock { state -> JobResult? in
             state.openStreams -= 1
+            state.streams.removeAll { $0 == fd }
             return finishIfDone(&state)
         }
         if let result { resume(result) }
         return false
     }
+
+    /// Hands on everything stdout and stderr hold now (their read ends are non-blocking for
+    /// a session); stops at EOF, which the streams' own handlers then see.
+    private func drainOutput() {
+        let streams = state.withLock { $0.streams }
+        for (index, fd) in streams.enumerated() {
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+                if n < 0 && errno == EINTR { continue }
+                guard n > 0 else { break }
+                onOutput?(index == 0 ? .stdout : .stderr, Array(buffer[0..<n]))
+            }
+        }
+    }
+
+    // MARK: - A session's channel
+
+    /// Calls `handler` on the event loop thread with each chunk the driver writes to its
+    /// reply pipe, and with nil once that pipe is closed. Before each chunk, everything the
+    /// output pipes hold is handed to `onOutput`: whatever a command printed before its
+    /// reply came is part of its output, not the next one's.
+    public func watchReplies(_ handler: @escaping @Sendable ([UInt8]?) -> Void) throws {
+        guard let channel else { return }
+        try EventLoop.shared.watch(channel.replies) { [self] _ in
+            drainOutput()
+            var buffer = [UInt8](repeating: 0, count: 65_536)
+            let n = buffer.withUnsafeMutableBytes { read(channel.replies, $0.baseAddress, $0.count) }
+            if n < 0 && (errno == EINTR || errno == EAGAIN) { return true }
+            if n > 0 {
+                handler(Array(buffer[0..<n]))
+                return true
+            }
+            handler(nil)
+            return false
+        }
+    }
+
+    /// Writes `bytes` to the driver's command pipe, on a blocking thread (a driver that does
+    /// not read would otherwise hold an async one). Throws once the job has ended, or with
+    /// EPIPE when the driver closed its end.
+    public func send(_ bytes: [UInt8]) async throws {
+        guard let channel else { throw SandboxError.invalidConfiguration("the job has no command channel") }
+        Self.ignoreSIGPIPE
+        // A copy, so the original can be closed when the job ends while this write waits.
+        let fd = try state.withLock { state -> Int32 in
+            guard state.commandsOpen else { throw SystemError("write(commands)", errno: EPIPE) }
+            return try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(channel.commands, F_DUPFD_CLOEXEC, 0) }
+        }
+        try await ProjectSandbox.blocking("corral-session-send") {
+            defer { close(fd) }
+            var offset = 0
+            while offset < bytes.count {
+                let n = retryingInterrupted { bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
+                if n <= 0 { throw SystemError("write(commands)", errno: n < 0 ? errno : EPIPE) }
+                offset += n
+            }
+        }
+    }
+
+    /// A write to a pipe whose driver died raises SIGPIPE, whose default action would end
+    /// the host: it must fail with EPIPE instead.
+    private static let ignoreSIGPIPE: Void = { _ = Glibc.signal(SIGPIPE, SIG_IGN) }()
+
+    /// The processes of the job's tree now (host pids); empty without a cgroup.
+    public var processes: [pid_t] { (try? tree.leaf?.pids()) ?? [] }
+
+    /// The kernel's counters for the job's tree now; nil without a cgroup.
+    public var usageNow: CgroupUsage? { try? tree.leaf?.usage() }
 
     private func reap(_ pidfd: Int32) -> Bool {
         var code: Int32 = 0
@@ -201,6 +281,10 @@ public final class RunningJob: Sendable {
     private func resume(_ result: JobResult) {
         let waiters = state.withLock { state in
             defer { state.waiters = [] }
+            if let channel, state.commandsOpen {
+                state.commandsOpen = false
+                close(channel.commands)
+            }
             return state.waiters
         }
         for waiter in waiters { waiter.resume(returning: result) }

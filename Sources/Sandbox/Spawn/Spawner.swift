@@ -8,6 +8,9 @@ struct SpawnedProcess {
     let pidfd: Int32
     let stdout: Int32
     let stderr: Int32
+    /// A session's pipes (``JobSpec/channel``): the write end of what the process reads
+    /// on fd 3, and the read end of what it writes on fd 4.
+    var channel: SessionChannel?
 }
 
 /// Starts job processes inside a sandbox through the C shim.
@@ -40,6 +43,19 @@ enum Spawner {
         (fds.stdoutRead, fds.stdoutWrite) = try makePipe()
         (fds.stderrRead, fds.stderrWrite) = try makePipe()
         (fds.statusRead, fds.statusWrite) = try makePipe()
+        if job.channel {
+            (fds.commandsRead, fds.commandsWrite) = try makePipe()
+            (fds.repliesRead, fds.repliesWrite) = try makePipe()
+            // The child moves these to 3 and 4: no source may sit at a target.
+            for fd in [\Pipes.commandsRead, \Pipes.repliesWrite, \Pipes.statusWrite] {
+                fds[keyPath: fd] = try raise(fds[keyPath: fd], above: 16)
+            }
+            // Read ends the host drains without blocking when a reply arrives.
+            for fd in [fds.stdoutRead, fds.stderrRead, fds.repliesRead] {
+                _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+            }
+        }
+        let extraFDs: [Int32] = job.channel ? [fds.commandsRead, fds.repliesWrite] : []
 
         let argv = CStringArray(job.argv)
         let envp = CStringArray(environment)
@@ -54,36 +70,40 @@ enum Spawner {
         let apid: pid_t = job.cwd.withCString { cwd in
             "/workspace".withCString { root in
                 cgroupFDs.withUnsafeBufferPointer { cgroups in
-                    rlimits.withUnsafeBufferPointer { limits in
-                        filter.withUnsafeMutableBufferPointer { instructions in
-                            var prog = sock_fprog(len: UInt16(instructions.count), filter: instructions.baseAddress)
-                            return withUnsafePointer(to: &prog) { progPointer in
-                                var plan = cor_exec_plan()
-                                plan.init_pidfd = initPidfd
-                                plan.ns_flags = namespaces
-                                plan.cgroup_fds = cgroups.baseAddress
-                                plan.n_cgroup_fds = Int32(cgroups.count)
-                                plan.stdin_fd = stdinFD
-                                plan.stdout_fd = fds.stdoutWrite
-                                plan.stderr_fd = fds.stderrWrite
-                                plan.status_fd = fds.statusWrite
-                                plan.uid = job.uid
-                                plan.gid = job.gid
-                                plan.keep_caps = job.keepCapabilities
-                                plan.last_cap = lastCapability
-                                plan.rlimits = limits.baseAddress
-                                plan.n_rlimits = Int32(limits.count)
-                                plan.cwd = cwd
-                                plan.cwd_root = root
-                                plan.argv = UnsafePointer(argv.pointer)
-                                plan.envp = UnsafePointer(envp.pointer)
-                                plan.path_dirs = UnsafePointer(pathDirs.pointer)
-                                plan.seccomp = job.seccomp == nil ? nil : progPointer
-                                plan.scratch = scratch
-                                plan.scratch_len = 8192
-                                plan.job_pid = watch.pid
-                                plan.stop_before_exec = job.stopBeforeExec ? 1 : 0
-                                return cor_enter(&plan)
+                    extraFDs.withUnsafeBufferPointer { extras in
+                        rlimits.withUnsafeBufferPointer { limits in
+                            filter.withUnsafeMutableBufferPointer { instructions in
+                                var prog = sock_fprog(len: UInt16(instructions.count), filter: instructions.baseAddress)
+                                return withUnsafePointer(to: &prog) { progPointer in
+                                    var plan = cor_exec_plan()
+                                    plan.init_pidfd = initPidfd
+                                    plan.ns_flags = namespaces
+                                    plan.cgroup_fds = cgroups.baseAddress
+                                    plan.n_cgroup_fds = Int32(cgroups.count)
+                                    plan.stdin_fd = stdinFD
+                                    plan.stdout_fd = fds.stdoutWrite
+                                    plan.stderr_fd = fds.stderrWrite
+                                    plan.extra_fds = extras.baseAddress
+                                    plan.n_extra_fds = Int32(extras.count)
+                                    plan.status_fd = fds.statusWrite
+                                    plan.uid = job.uid
+                                    plan.gid = job.gid
+                                    plan.keep_caps = job.keepCapabilities
+                                    plan.last_cap = lastCapability
+                                    plan.rlimits = limits.baseAddress
+                                    plan.n_rlimits = Int32(limits.count)
+                                    plan.cwd = cwd
+                                    plan.cwd_root = root
+                                    plan.argv = UnsafePointer(argv.pointer)
+                                    plan.envp = UnsafePointer(envp.pointer)
+                                    plan.path_dirs = UnsafePointer(pathDirs.pointer)
+                                    plan.seccomp = job.seccomp == nil ? nil : progPointer
+                                    plan.scratch = scratch
+                                    plan.scratch_len = 8192
+                                    plan.job_pid = watch.pid
+                                    plan.stop_before_exec = job.stopBeforeExec ? 1 : 0
+                                    return cor_enter(&plan)
+                                }
                             }
                         }
                     }
@@ -149,7 +169,18 @@ enum Spawner {
             retryingInterrupted { waitpid(jobPID, &status, 0) }
             throw SandboxError.system(SystemError("pidfd_open", errno: e))
         }
-        return SpawnedProcess(pid: jobPID, pidfd: pidfd, stdout: fds.takeStdoutRead(), stderr: fds.takeStderrRead())
+        return SpawnedProcess(
+            pid: jobPID, pidfd: pidfd, stdout: fds.takeStdoutRead(), stderr: fds.takeStderrRead(),
+            channel: job.channel ? fds.takeChannel() : nil)
+    }
+
+    /// `fd` itself if it is at or above `floor`, else a close-on-exec copy there (the
+    /// original is closed).
+    private static func raise(_ fd: Int32, above floor: Int32) throws -> Int32 {
+        guard fd < floor else { return fd }
+        let copy = try syscall("fcntl(F_DUPFD_CLOEXEC)") { fcntl(fd, F_DUPFD_CLOEXEC, floor) }
+        close(fd)
+        return copy
     }
 
     private static func makePipe() throws -> (Int32, Int32) {
@@ -229,10 +260,21 @@ private struct Pipes {
     var stdoutRead: Int32 = -1, stdoutWrite: Int32 = -1
     var stderrRead: Int32 = -1, stderrWrite: Int32 = -1
     var statusRead: Int32 = -1, statusWrite: Int32 = -1
+    var commandsRead: Int32 = -1, commandsWrite: Int32 = -1
+    var repliesRead: Int32 = -1, repliesWrite: Int32 = -1
 
     mutating func closeChildEnds() {
-        for fd in [stdinRead, devNull, stdoutWrite, stderrWrite, statusWrite] where fd >= 0 { close(fd) }
+        for fd in [stdinRead, devNull, stdoutWrite, stderrWrite, statusWrite, commandsRead, repliesWrite] where fd >= 0
+        {
+            close(fd)
+        }
         (stdinRead, devNull, stdoutWrite, stderrWrite, statusWrite) = (-1, -1, -1, -1, -1)
+        (commandsRead, repliesWrite) = (-1, -1)
+    }
+
+    mutating func takeChannel() -> SessionChannel {
+        defer { (commandsWrite, repliesRead) = (-1, -1) }
+        return SessionChannel(commands: commandsWrite, replies: repliesRead)
     }
 
     mutating func takeStdinWrite() -> Int32 { defer { stdinWrite = -1 }; return stdinWrite }
@@ -242,6 +284,7 @@ private struct Pipes {
     mutating func closeAll() {
         for fd in [
             stdinRead, stdinWrite, devNull, stdoutRead, stdoutWrite, stderrRead, stderrWrite, statusRead, statusWrite,
+            commandsRead, commandsWrite, repliesRead, repliesWrite,
         ]
         where fd >= 0 { close(fd) }
     }

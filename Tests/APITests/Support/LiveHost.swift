@@ -82,7 +82,8 @@ enum LiveHost {
             var configuration = configuration
             configuration.dataDirectory = data.path + "/var"
             let app = try buildApplication(
-                configuration, host: host, jobs: host.jobService, files: realFiles ? HostFileTools(host: host) : files)
+                configuration, host: host, jobs: host.jobService, files: realFiles ? HostFileTools(host: host) : files,
+                sessions: host.sessionService)
             try await app.test(.live) { client in try await body(client, host) }
         } catch {
             await host.shutdown(grace: .seconds(1))
