@@ -23,6 +23,9 @@ public struct Policy: Sendable, Hashable {
     public let limits: Limits
     public let timeouts: Timeouts
     public let output: OutputCaps
+    /// Persistent shell and Python sessions: how many a project may hold and how long an
+    /// idle one lives.
+    public let sessions: Sessions
     public let network: Network
     /// The seccomp allowlist; ``seccompProgram()`` compiles it (once per distinct profile).
     public let seccomp: SeccompProfile
@@ -67,6 +70,19 @@ public struct Policy: Sendable, Hashable {
     public struct OutputCaps: Sendable, Hashable {
         public let stdoutBytes: UInt64
         public let stderrBytes: UInt64
+    }
+
+    /// Persistent shell and Python sessions in the project's sandbox: its `[sessions]`
+    /// section. A session's creator may name an idle timeout up to the maximum; one that
+    /// names none gets the default.
+    public struct Sessions: Sendable, Hashable {
+        /// How long a session may sit idle before the host ends it, when its creator names
+        /// no idle timeout.
+        public let idleTimeoutSeconds: Int
+        /// The longest idle timeout a creator may ask for.
+        public let maxIdleTimeoutSeconds: Int
+        /// The most sessions one project may have at once; 0 allows none.
+        public let maxSessions: Int
     }
 
     /// Network access from inside the sandbox: its `[network]` section. The sandbox's own

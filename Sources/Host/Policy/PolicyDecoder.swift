@@ -4,8 +4,8 @@ import Sandbox
 /// type and out-of-range value with its line.
 enum PolicyDecoder {
     static let topLevel = [
-        "extends", "description", "rootfs", "require_limits", "user", "limits", "timeouts", "output", "network",
-        "capabilities", "env", "mount", "seccomp",
+        "extends", "description", "rootfs", "require_limits", "user", "limits", "timeouts", "output", "sessions",
+        "network", "capabilities", "env", "mount", "seccomp",
     ]
 
     static func decode(_ root: TOMLTable, name: String, diagnostics: Diagnostics) -> PolicyLayer {
@@ -61,6 +61,11 @@ enum PolicyDecoder {
         if let output = top.table("output", allowed: ["stdout", "stderr"]) {
             layer.stdout = output.size("stdout", in: PolicyBounds.output)
             layer.stderr = output.size("stderr", in: PolicyBounds.output)
+        }
+        if let sessions = top.table("sessions", allowed: ["idle_timeout_s", "max_idle_timeout_s", "max_sessions"]) {
+            layer.idleTimeout = sessions.integer("idle_timeout_s", in: PolicyBounds.idleTimeout)
+            layer.maxIdleTimeout = sessions.integer("max_idle_timeout_s", in: PolicyBounds.idleTimeout)
+            layer.maxSessions = sessions.integer("max_sessions", in: PolicyBounds.sessions)
         }
     }
 

@@ -20,6 +20,9 @@ struct PolicyLayer: Sendable {
     var maxTimeout: Setting<Int64>?
     var stdout: Setting<UInt64>?
     var stderr: Setting<UInt64>?
+    var idleTimeout: Setting<Int64>?
+    var maxIdleTimeout: Setting<Int64>?
+    var maxSessions: Setting<Int64>?
     var networkMode: Setting<Policy.Network.Mode>?
     var egress: Setting<[EgressHost]>?
     var allowPrivate: Setting<[AddressRange]>?
@@ -63,6 +66,10 @@ enum PolicyBounds {
     static let workspace: ClosedRange<UInt64> = (16 << 20)...(16 << 40)
     static let timeout: ClosedRange<Int64> = 1...604_800
     static let output: ClosedRange<UInt64> = (1 << 10)...(1 << 30)
+    /// A session's idle timeout, and the most a creator may ask for: a second to a week.
+    static let idleTimeout: ClosedRange<Int64> = 1...604_800
+    /// Sessions one project may hold at once; 0 turns sessions off for the policy.
+    static let sessions: ClosedRange<Int64> = 0...256
     static let connections: ClosedRange<Int64> = 1...10_000
     static let egressBytes: ClosedRange<UInt64> = (1 << 20)...(1 << 50)
 }
@@ -82,4 +89,7 @@ enum PolicyDefaults {
     static let maxTimeout = 1800
     static let stdout: UInt64 = 8 << 20
     static let stderr: UInt64 = 8 << 20
+    static let idleTimeout = 1800
+    static let maxIdleTimeout = 86_400
+    static let maxSessions = 8
 }

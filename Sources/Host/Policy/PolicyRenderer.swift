@@ -32,6 +32,11 @@ public enum PolicyRenderer {
             "[output]", "stdout = \(size(policy.output.stdoutBytes))", "stderr = \(size(policy.output.stderrBytes))",
             "",
         ]
+        let sessions = policy.sessions
+        out += [
+            "[sessions]", "idle_timeout_s = \(sessions.idleTimeoutSeconds)",
+            "max_idle_timeout_s = \(sessions.maxIdleTimeoutSeconds)", "max_sessions = \(sessions.maxSessions)", "",
+        ]
         let network = policy.network
         out += [
             "[network]", "mode = \(quote(network.mode.rawValue))",
@@ -147,8 +152,8 @@ extension Policy {
     func withDigest() -> Policy {
         Policy(
             name: name, files: files, description: description, rootfs: rootfs, requireLimits: requireLimits,
-            user: user, limits: limits,
-            timeouts: timeouts, output: output, network: network, seccomp: seccomp, capabilities: capabilities,
-            mounts: mounts, environment: environment, digest: "sha256:" + SHA256.hex(PolicyRenderer.body(self)))
+            user: user, limits: limits, timeouts: timeouts, output: output, sessions: sessions, network: network,
+            seccomp: seccomp, capabilities: capabilities, mounts: mounts, environment: environment,
+            digest: "sha256:" + SHA256.hex(PolicyRenderer.body(self)))
     }
 }

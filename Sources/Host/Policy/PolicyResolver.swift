@@ -32,6 +32,10 @@ enum PolicyResolver {
             output: Policy.OutputCaps(
                 stdoutBytes: merged.stdout?.value ?? PolicyDefaults.stdout,
                 stderrBytes: merged.stderr?.value ?? PolicyDefaults.stderr),
+            sessions: Policy.Sessions(
+                idleTimeoutSeconds: merged.idleTimeout.map { Int($0.value) } ?? PolicyDefaults.idleTimeout,
+                maxIdleTimeoutSeconds: merged.maxIdleTimeout.map { Int($0.value) } ?? PolicyDefaults.maxIdleTimeout,
+                maxSessions: merged.maxSessions.map { Int($0.value) } ?? PolicyDefaults.maxSessions),
             network: Policy.Network(
                 mode: merged.networkMode?.value ?? .none, egress: merged.egress?.value ?? [],
                 allowPrivate: merged.allowPrivate?.value ?? [],
@@ -50,18 +54,12 @@ enum PolicyResolver {
     /// Problems between settings that may come from different files.
     static func crossChecks(_ merged: PolicyLayer, child: PolicyLayer) -> [PolicyError] {
         var errors: [PolicyError] = []
-        let defaultTimeout = merged.defaultTimeout?.value ?? Int64(PolicyDefaults.defaultTimeout)
-        let maxTimeout = merged.maxTimeout?.value ?? Int64(PolicyDefaults.maxTimeout)
-        if defaultTimeout > maxTimeout {
-            // Point at whichever of the two this file wrote; the other was inherited.
-            let origin =
-                [merged.defaultTimeout?.origin, merged.maxTimeout?.origin].compactMap { $0 }
-                .first { $0.file == child.file } ?? merged.defaultTimeout?.origin ?? merged.maxTimeout!.origin
-            errors.append(
-                origin.error(
-                    "default_s (\(defaultTimeout)) is above max_s (\(maxTimeout))",
-                    hint: "raise max_s or lower default_s"))
-        }
+        errors += atMost(
+            ("default_s", merged.defaultTimeout, PolicyDefaults.defaultTimeout),
+            ("max_s", merged.maxTimeout, PolicyDefaults.maxTimeout), child: child)
+        errors += atMost(
+            ("idle_timeout_s", merged.idleTimeout, PolicyDefaults.idleTimeout),
+            ("max_idle_timeout_s", merged.maxIdleTimeout, PolicyDefaults.maxIdleTimeout), child: child)
         for name in merged.envPass?.value ?? [] where merged.envSet[name.value] != nil {
             errors.append(
                 name.origin.error(
@@ -85,6 +83,27 @@ enum PolicyResolver {
         }
         return errors
     }
+
+    /// A key's name, its merged setting if any file wrote it, and its built-in default.
+    typealias Bounded = (key: String, setting: Setting<Int64>?, fallback: Int)
+
+    /// A default above its maximum (`default_s` above `max_s`), where either may be
+    /// inherited or left at its built-in default.
+    static func atMost(_ value: Bounded, _ maximum: Bounded, child: PolicyLayer) -> [PolicyError] {
+        let low = value.setting?.value ?? Int64(value.fallback)
+        let high = maximum.setting?.value ?? Int64(maximum.fallback)
+        // Point at whichever of the two this file wrote; the other was inherited. At least
+        // one was written somewhere: the built-in defaults are in order.
+        let written = [value.setting?.origin, maximum.setting?.origin].compactMap { $0 }
+        guard low > high, let origin = written.first(where: { $0.file == child.file }) ?? written.first else {
+            return []
+        }
+        return [
+            origin.error(
+                "\(value.key) (\(low)) is above \(maximum.key) (\(high))",
+                hint: "raise \(maximum.key) or lower \(value.key)")
+        ]
+    }
 }
 
 extension PolicyLayer {
@@ -104,6 +123,9 @@ extension PolicyLayer {
         maxTimeout = layer.maxTimeout ?? maxTimeout
         stdout = layer.stdout ?? stdout
         stderr = layer.stderr ?? stderr
+        idleTimeout = layer.idleTimeout ?? idleTimeout
+        maxIdleTimeout = layer.maxIdleTimeout ?? maxIdleTimeout
+        maxSessions = layer.maxSessions ?? maxSessions
         networkMode = layer.networkMode ?? networkMode
         egress = layer.egress ?? egress
         allowPrivate = layer.allowPrivate ?? allowPrivate
