@@ -13,7 +13,7 @@ PIP_REQUIREMENTS := Tests/requirements.txt
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
-.PHONY: run test test-api-fuzz test-cgroup-v2 test-network deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
+.PHONY: run test test-api-fuzz test-cgroup-v2 test-devtools test-network deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
 
 # Serves on 127.0.0.1:8080 (open: loopback, no tokens) with project "demo" from
 # examples/demo, and prints a curl for each kind of call. The demo's `npm test` and
@@ -32,12 +32,15 @@ test: deps rootfs-minimal
 test-api-fuzz: deps rootfs-minimal
 	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) Tests/schemathesis/run
 
-# The network edge with the tools agents use, unmodified, inside the devtools image: curl
-# over TLS, pip from a PEP 503 index and git over HTTP, through the egress proxy to servers
-# on loopback (Tests/HostTests/EgressDevtoolsTests.swift). Builds the devtools image first.
-test-network: deps rootfs-minimal rootfs-devtools
+# What needs the devtools image, which it builds first: the network edge with the tools
+# agents use, unmodified (curl over TLS, pip from a PEP 503 index and git over HTTP,
+# through the egress proxy to servers on loopback: Tests/HostTests/EgressDevtoolsTests.swift),
+# and python sessions with the data stack (Tests/APITests/PythonSessionTests.swift).
+test-devtools: deps rootfs-minimal rootfs-devtools
 	swift build --build-tests
-	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test --skip-build $(SWIFT_TEST_FLAGS) --filter EgressDevtoolsTests
+	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test --skip-build $(SWIFT_TEST_FLAGS) --filter 'EgressDevtoolsTests|PythonSessionTests'
+
+test-network: test-devtools
 
 # The cgroup tests again, inside a VM whose kernel has a pure cgroup v2 hierarchy (this
 # machine's cgroups are hybrid). Boots under software emulation; takes a minute or two.

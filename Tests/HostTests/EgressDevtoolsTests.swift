@@ -7,12 +7,12 @@ import Testing
 /// The tools agents use, unmodified, through the egress proxy: curl over HTTPS with a CA of
 /// the test's own, pip installing a wheel the test built from a PEP 503 index, and git
 /// cloning over HTTP, all from servers on the host's loopback. Needs the devtools image
-/// (`make rootfs-devtools`); `make test-network` builds it and runs these.
+/// (`make rootfs-devtools`); `make test-devtools` builds it and runs these.
 @Suite(
     .serialized,
     .enabled(
         if: FileManager.default.fileExists(atPath: TestPaths.rootfsDirectory + "/devtools/.corral-rootfs"),
-        "needs the devtools image: `make test-network` builds it and runs this suite"))
+        "needs the devtools image: `make test-devtools` builds it and runs this suite"))
 struct EgressDevtoolsTests {
     /// Runs a host tool; its output, or a thrown error with it.
     @discardableResult
