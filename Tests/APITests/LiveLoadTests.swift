@@ -152,7 +152,48 @@ struct LiveLoadTests {
             #expect(seen["missing"]?["isError"] == true)
             #expect(seen["missing"]?["structuredContent"]?["code"] == "old_str_not_found")
             #expect(seen["wrong"]?["isError"] == true)
+            try Self.expectOneSession(seen["exchanges"])
+            // Two sessions on one token: the one that never read hello.sh may not edit it.
+            let reader = try Self.expectOneSession(seen["reader_exchanges"])
+            let writer = try Self.expectOneSession(seen["writer_exchanges"])
+            #expect(reader != writer)
+            #expect(seen["other_read"]?["isError"] == false)
+            #expect(seen["unread"]?["isError"] == true)
+            #expect(seen["unread"]?["structuredContent"]?["code"] == "stale_file")
+            #expect(seen["read_first"]?["isError"] == false, "\(seen["read_first"] ?? .null)")
         }
+    }
+
+    /// The client's HTTP exchanges were one session: the POSTs up to its `initialize` (the
+    /// client probes `server/discover` first) named none, the `initialize` was answered with
+    /// an id, every later request named that id, and the closing `DELETE` ended it (204).
+    /// GETs (the client's try at a server stream) are 405. Returns the id.
+    @discardableResult
+    static func expectOneSession(_ exchanges: JSON?) throws -> String {
+        guard case .array(let all)? = exchanges else {
+            Issue.record("no exchanges")
+            return ""
+        }
+        let opened = try #require(all.firstIndex { $0["issued"] != .null }, "no Mcp-Session-Id issued: \(all)")
+        let id = try #require(all[opened]["issued"]?.stringValue)
+        #expect(id.wholeMatch(of: /[0-9a-f]{8}-[0-9a-f]{32}/) != nil, "\(id)")
+        for exchange in all[...opened] {
+            #expect(exchange["method"] == "POST")
+            #expect(exchange["sent"] == .null, "\(exchange)")
+            #expect(exchange["status"] == 200)
+        }
+        for exchange in all[(opened + 1)...] {
+            #expect(exchange["sent"] == .string(id), "\(exchange)")
+            #expect(exchange["issued"] == .null)
+            if exchange["method"] == "GET" { #expect(exchange["status"] == 405) }
+        }
+        #expect(all.filter { $0["method"] == "POST" }.allSatisfy { $0["status"] == 200 || $0["status"] == 202 })
+        // A GET the client retries in the background may come after the DELETE.
+        let calls = all.filter { $0["method"] != "GET" }
+        #expect(calls.filter { $0["method"] == "DELETE" }.count == 1)
+        #expect(calls.last?["method"] == "DELETE")
+        #expect(calls.last?["status"] == 204)
+        return id
     }
 
     /// The first text block of a tool result.

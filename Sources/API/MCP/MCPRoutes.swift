@@ -3,13 +3,23 @@ import HTTPTypes
 import Host
 import Hummingbird
 
+extension HTTPField.Name {
+    /// Names an MCP session (Streamable HTTP, protocol 2025-03-26 and later).
+    static let mcpSessionID = HTTPField.Name("Mcp-Session-Id")!
+}
+
 /// MCP over Streamable HTTP at `POST /v1/projects/{id}/mcp`: `initialize`, `ping`,
 /// `tools/list` and `tools/call` over the same tools as the REST gateway.
 ///
-/// Implemented here rather than with the Swift MCP SDK: the server is stateless (no
-/// session, no server-initiated stream), so each POST is answered on its own and two clients
-/// that use the same JSON-RPC id can never see each other's answers; the SDK's shared
-/// stateless transport could. The surface is five methods.
+/// An `initialize` without `Mcp-Session-Id` opens a session (``MCPSessionStore``) and names
+/// it in the answer's `Mcp-Session-Id`; a request naming a session runs in it, with the
+/// session's own read-state for the file tools, and one naming no live session of its
+/// project and token is 404 (the client must initialize again); `DELETE` with the header
+/// ends the session. A request without the header is stateless, as for clients that send
+/// none. Either way each POST is answered on its own: there is no server-initiated stream.
+///
+/// Implemented here rather than with the Swift MCP SDK, whose shared stateless transport
+/// would route answers by JSON-RPC id across clients. The surface is five methods.
 struct MCPRoutes {
     let state: APIState
 
@@ -17,22 +27,37 @@ struct MCPRoutes {
 
     func add(to router: Router<APIContext>) {
         router.post("/v1/projects/:id/mcp") { request, context in try await post(request, context) }
-        // No server-initiated stream and no sessions to end.
-        router.get("/v1/projects/:id/mcp") { _, _ in Self.methodNotAllowed() }
-        router.delete("/v1/projects/:id/mcp") { _, _ in Self.methodNotAllowed() }
+        // No server-initiated stream.
+        router.get("/v1/projects/:id/mcp") { _, _ in
+            Self.methodNotAllowed(
+                "this MCP endpoint has no server-initiated stream: POST messages (DELETE with Mcp-Session-Id ends a session)"
+            )
+        }
+        router.delete("/v1/projects/:id/mcp") { request, context in try await delete(request, context) }
     }
 
-    static func methodNotAllowed() -> Response {
+    static func methodNotAllowed(_ message: String) -> Response {
         var headers = HTTPFields()
-        headers[.allow] = "POST"
+        headers[.allow] = "POST, DELETE"
         return Response.json(
-            ["error": ["code": "method_not_allowed", "message": "this MCP endpoint is stateless: POST only"]],
-            status: .methodNotAllowed, headers: headers)
+            ["error": ["code": "method_not_allowed", "message": .string(message)]], status: .methodNotAllowed,
+            headers: headers)
     }
 
     func post(_ request: Request, _ context: APIContext) async throws -> Response {
         let id = try context.projectID()
         let principal = try context.authorize(project: id)
+        let sessions = state.mcpSessions
+        var session: MCPSession?
+        if let named = request.headers[.mcpSessionID] {
+            switch await sessions.begin(named, project: id, principal: principal.name) {
+            case .failure(let miss): return notFound(miss)
+            case .success(let live): session = live
+            }
+        }
+        // The session's request is in flight until answered; a streamed answer ends later.
+        var answered = true
+        defer { if answered, let session { sessions.finish(session.id) } }
         let bytes = try await request.collect(limit: state.configuration.limits.maxJSONBytes)
         let message: JSON
         do {
@@ -40,20 +65,75 @@ struct MCPRoutes {
         } catch {
             return Response.json(RPC.error(nil, -32700, "parse error: \(error.message)"), status: .badRequest)
         }
-        let session = MCPSession(
+        let handler = MCPHandler(
             state: state, project: id, principal: principal,
-            caller: ToolRoutes.caller(principal, request.headers[.sessionID]))
+            caller: session?.caller ?? ToolRoutes.caller(principal, request.headers[.sessionID]))
         if case .array(let batch) = message {
-            return try await answer(batch, session: session, context: context)
+            return try await answer(batch, handler: handler, context: context)
+        }
+        if session == nil, message["method"]?.stringValue == "initialize", let rpcID = message["id"], rpcID != .null {
+            return await initialize(message, id: rpcID, handler: handler)
         }
         // A tools/call that asked for progress gets an SSE stream, when the client takes one.
         if message["method"]?.stringValue == "tools/call", let token = message["params"]?["_meta"]?["progressToken"],
             request.wantsEventStream
         {
-            return streamed(message, token: token, session: session)
+            answered = false
+            let streaming = session
+            return streamed(message, token: token, handler: handler) {
+                if let streaming { sessions.finish(streaming.id) }
+            }
         }
-        guard let reply = await session.handle(message, progress: nil) else { return Response(status: .accepted) }
+        guard let reply = await handler.handle(message, progress: nil) else { return Response(status: .accepted) }
         return Response.json(reply)
+    }
+
+    /// A lone `initialize` without `Mcp-Session-Id`: opens a session and names it in the
+    /// answer. (One inside a batch is answered without a session, as the spec keeps
+    /// `initialize` out of batches.) A full store refuses it with 503 and `Retry-After`.
+    func initialize(_ message: JSON, id: JSON, handler: MCPHandler) async -> Response {
+        let session: MCPSession
+        do {
+            session = try await state.mcpSessions.open(project: handler.project, principal: handler.principal.name)
+        } catch {
+            var headers = HTTPFields()
+            headers[.retryAfter] = String(error.retryAfter)
+            return Response.json(
+                RPC.error(
+                    id, -32000, error.message,
+                    data: ["code": "too_many_sessions", "retry_after": .int(error.retryAfter)]),
+                status: .serviceUnavailable, headers: headers)
+        }
+        let reply = await handler.handle(message, progress: nil) ?? RPC.result(id, [:])
+        var headers = HTTPFields()
+        headers[.mcpSessionID] = session.id
+        return Response.json(reply, headers: headers)
+    }
+
+    /// `DELETE` with `Mcp-Session-Id` ends that session (204 once its end hooks have run);
+    /// without the header there is nothing to delete (405, as on a stateless server).
+    func delete(_ request: Request, _ context: APIContext) async throws -> Response {
+        guard let named = request.headers[.mcpSessionID] else {
+            return Self.methodNotAllowed(
+                "DELETE ends the MCP session its Mcp-Session-Id header names, and this request names none")
+        }
+        let id = try context.projectID()
+        let principal = try context.authorize(project: id)
+        if let miss = await state.mcpSessions.delete(named, project: id, principal: principal.name) {
+            return notFound(miss)
+        }
+        return Response(status: .noContent)
+    }
+
+    /// 404 for a session id that names no session the caller may use, with a JSON-RPC error
+    /// saying why and that the client must start a new session.
+    func notFound(_ miss: MCPSessionMiss) -> Response {
+        state.metrics.mcpSessionMiss(miss.label)
+        return Response.json(
+            RPC.error(
+                nil, -32001, miss.message(state.mcpSessions),
+                data: ["code": "session_not_found", "reason": .string(miss.label)]),
+            status: .notFound)
     }
 
     /// A JSON-RPC batch, bounded three ways so one POST can never be worth more than the
@@ -62,7 +142,7 @@ struct MCPRoutes {
     /// caller's rate like a request of its own (the first was charged as the POST), and one
     /// over the rate is answered with an error, unrun; once the replies pass
     /// ``APILimits/maxBatchReplyBytes``, the rest are answered with an error, unrun.
-    func answer(_ batch: [JSON], session: MCPSession, context: APIContext) async throws -> Response {
+    func answer(_ batch: [JSON], handler: MCPHandler, context: APIContext) async throws -> Response {
         let limits = state.configuration.limits
         guard !batch.isEmpty else {
             return Response.json(RPC.error(nil, -32600, "invalid request: an empty batch"), status: .badRequest)
@@ -96,19 +176,25 @@ struct MCPRoutes {
                 }
                 continue
             }
-            guard let reply = await session.handle(item, progress: nil)?.serialized() else { continue }
+            guard let reply = await handler.handle(item, progress: nil)?.serialized() else { continue }
             replyBytes += reply.count
             replies.append(reply)
         }
         return replies.isEmpty ? Response(status: .accepted) : Response.json(array: replies)
     }
 
-    /// Progress notifications while the tool runs, then its result, as SSE `message` events.
-    func streamed(_ message: JSON, token: JSON, session: MCPSession) -> Response {
+    /// Progress notifications while the tool runs, then its result, as SSE `message` events;
+    /// `done` runs when the call has finished, whether or not the client still reads.
+    func streamed(
+        _ message: JSON, token: JSON, handler: MCPHandler, done: @escaping @Sendable () -> Void
+    ) -> Response {
         let (notes, sink) = AsyncStream.makeStream(of: JSON.self, bufferingPolicy: .bufferingNewest(32))
         let work = Task {
-            defer { sink.finish() }
-            return await session.handle(message) { progress, text in
+            defer {
+                sink.finish()
+                done()
+            }
+            return await handler.handle(message) { progress, text in
                 sink.yield(
                     RPC.notification(
                         "notifications/progress",
@@ -119,76 +205,5 @@ struct MCPRoutes {
             for await note in notes { try await writer.send("message", note) }
             if let reply = await work.value { try await writer.send("message", reply) }
         }
-    }
-}
-
-/// One POST's worth of JSON-RPC: nothing outlives the request.
-struct MCPSession: Sendable {
-    let state: APIState
-    let project: String
-    let principal: Principal
-    let caller: String
-
-    /// The reply to `message`, or nil for notifications and client responses.
-    func handle(_ message: JSON, progress: ToolProgress?) async -> JSON? {
-        guard case .object = message, message["jsonrpc"]?.stringValue == "2.0" else {
-            return RPC.error(nil, -32600, "invalid request: not a JSON-RPC 2.0 message")
-        }
-        guard let method = message["method"]?.stringValue else { return nil }
-        guard let id = message["id"], id != .null else { return nil }
-        let params = message["params"] ?? [:]
-        switch method {
-        case "initialize":
-            let asked = params["protocolVersion"]?.stringValue ?? ""
-            let version = MCPRoutes.versions.contains(asked) ? asked : MCPRoutes.versions[0]
-            return RPC.result(
-                id,
-                [
-                    "protocolVersion": .string(version), "capabilities": ["tools": ["listChanged": false]],
-                    "serverInfo": ["name": "corral", "version": .string(HostModule.version)],
-                    "instructions": .string(
-                        "Tools for project \(project): run commands in its sandbox (bash, job_output, job_kill) and read, write, edit and search its files under /workspace."
-                    ),
-                ])
-        case "ping": return RPC.result(id, [:])
-        case "tools/list": return RPC.result(id, ["tools": .array(ToolCatalog.definitions(for: state.tools.listed))])
-        case "tools/call": return await call(id, params, progress: progress)
-        default: return RPC.error(id, -32601, "method not found: \(method)")
-        }
-    }
-
-    func call(_ id: JSON, _ params: JSON, progress: ToolProgress?) async -> JSON {
-        guard let name = params["name"]?.stringValue else {
-            return RPC.error(id, -32602, "tools/call needs params.name")
-        }
-        guard state.tools.accepted.contains(name) else {
-            return RPC.error(
-                id, -32602, "unknown tool: \(name); the tools are \(state.tools.listed.joined(separator: ", "))")
-        }
-        do {
-            let outcome = try await state.tools.call(
-                project: project, name: name, arguments: params["arguments"] ?? [:], principal: principal,
-                caller: caller, progress: progress)
-            return RPC.result(id, outcome.envelope)
-        } catch {
-            // Every failure is a result the model can read; the code says what kind it was.
-            let mapped = APIError.from(error)
-            return RPC.result(id, ToolOutcome.invalid(mapped).envelope)
-        }
-    }
-}
-
-/// JSON-RPC 2.0 message shapes.
-enum RPC {
-    static func result(_ id: JSON, _ result: JSON) -> JSON { ["jsonrpc": "2.0", "id": id, "result": result] }
-
-    static func error(_ id: JSON?, _ code: Int, _ message: String, data: JSON? = nil) -> JSON {
-        var error: [String: JSON] = ["code": .int(code), "message": .string(message)]
-        if let data { error["data"] = data }
-        return ["jsonrpc": "2.0", "id": id ?? .null, "error": .object(error)]
-    }
-
-    static func notification(_ method: String, _ params: JSON) -> JSON {
-        ["jsonrpc": "2.0", "method": .string(method), "params": params]
     }
 }

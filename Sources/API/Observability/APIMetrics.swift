@@ -15,6 +15,7 @@ public final class APIMetrics: Sendable {
     private let running: CoreMetrics.Gauge
     private let projects: CoreMetrics.Gauge
     private let sandboxes: CoreMetrics.Gauge
+    private let mcpSessions: CoreMetrics.Gauge
     private let cacheHits: CoreMetrics.Counter
     private let cacheMisses: CoreMetrics.Counter
     private let cacheBytes: CoreMetrics.Counter
@@ -34,6 +35,7 @@ public final class APIMetrics: Sendable {
         running = CoreMetrics.Gauge(label: "corral_jobs_running", factory: factory)
         projects = CoreMetrics.Gauge(label: "corral_projects", factory: factory)
         sandboxes = CoreMetrics.Gauge(label: "corral_sandboxes", factory: factory)
+        mcpSessions = CoreMetrics.Gauge(label: "corral_mcp_sessions", factory: factory)
         cacheHits = CoreMetrics.Counter(label: "corral_cache_hits_total", factory: factory)
         cacheMisses = CoreMetrics.Counter(label: "corral_cache_misses_total", factory: factory)
         cacheBytes = CoreMetrics.Counter(label: "corral_cache_downloaded_bytes_total", factory: factory)
@@ -89,10 +91,27 @@ public final class APIMetrics: Sendable {
         }
     }
 
+    /// `corral_mcp_sessions_ended_total{reason}`.
+    func mcpSessionEnded(_ reason: MCPSessionEnd) {
+        CoreMetrics.Counter(
+            label: "corral_mcp_sessions_ended_total", dimensions: [("reason", reason.rawValue)], factory: factory
+        ).increment()
+    }
+
+    /// `corral_mcp_session_misses_total{reason}`: requests naming a session they may not use.
+    /// `other_server` growing means a load balancer that does not route by `Mcp-Session-Id`.
+    func mcpSessionMiss(_ reason: String) {
+        CoreMetrics.Counter(
+            label: "corral_mcp_session_misses_total", dimensions: [("reason", reason)], factory: factory
+        ).increment()
+    }
+
     func rateLimited() { CoreMetrics.Counter(label: "corral_rate_limited_total", factory: factory).increment() }
 
-    /// Updates the gauges from the host, then renders everything.
-    func render(backend: any HostBackend, jobs: any JobService) async -> [UInt8] {
+    /// Updates the gauges from the host (and `sessions`, the live MCP sessions), then renders
+    /// everything.
+    func render(backend: any HostBackend, jobs: any JobService, sessions: Int) async -> [UInt8] {
+        mcpSessions.record(sessions)
         // A queue that cannot be asked (Redis away) reads as empty rather than failing the scrape.
         let depth = (try? await jobs.depth()) ?? (queued: 0, running: 0)
         queued.record(depth.queued)

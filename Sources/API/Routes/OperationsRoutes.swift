@@ -28,6 +28,9 @@ struct OperationsRoutes {
                     "max_archive_bytes": .int(configuration.limits.maxArchiveBytes),
                     "default_wait_s": .number(configuration.limits.defaultWaitSeconds),
                     "max_wait_s": .number(configuration.limits.maxWaitSeconds),
+                    "mcp_sessions": .int(state.mcpSessions.count),
+                    "max_mcp_sessions": .int(state.mcpSessions.maxSessions),
+                    "max_mcp_sessions_per_token": .int(state.mcpSessions.maxPerPrincipal),
                     "audit_log": .optional(state.audit.map { .string($0.path) }),
                 ]
                 status = .object(fields)
@@ -39,7 +42,8 @@ struct OperationsRoutes {
             if context.principal != nil { _ = try context.requireAdmin() }
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
-            let text = await state.metrics.render(backend: state.backend, jobs: state.jobs)
+            let text = await state.metrics.render(
+                backend: state.backend, jobs: state.jobs, sessions: state.mcpSessions.count)
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: text)))
         }
         router.get("/openapi.json") { _, context in

@@ -89,6 +89,16 @@ public struct APILimits: Sendable {
     /// byte either way for this long is closed: 504 before the answer's head, a cut body
     /// after. Upgraded (WebSocket) relays have no idle limit.
     public var portIdleTimeout: Duration = .seconds(300)
+    /// MCP sessions (`Mcp-Session-Id`) this server holds at once; an `initialize` beyond
+    /// them is refused with 503 and `Retry-After` rather than ending another token's session.
+    public var maxMCPSessions = 10_000
+    /// MCP sessions one token holds at once; opening one more ends one of the token's own
+    /// (one no request has named yet, else its least recently used), so a client that
+    /// vanished without `DELETE` never locks its token out.
+    public var maxMCPSessionsPerPrincipal = 256
+    /// An MCP session no request names for this long, with none of its requests running,
+    /// ends (its read-state, and whatever else it owns, with it).
+    public var mcpSessionIdleTimeout: Duration = .seconds(3600)
 
     public init(
         maxJSONBytes: Int = 8 << 20, maxArchiveBytes: Int = 256 << 20, maxConcurrentUploads: Int = 4,

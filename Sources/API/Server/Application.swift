@@ -20,11 +20,16 @@ public struct APIState: Sendable {
     let uploads = UploadSlots()
     let commands: Commands
     let tools: ToolGateway
+    /// MCP sessions, in this server's memory; resources a session owns end with it through
+    /// ``MCPSessionStore/onEnd(_:)``.
+    public let mcpSessions: MCPSessionStore
 
     /// Opens the audit log under `configuration.dataDirectory` (when set) and joins the parts.
+    /// `mcpSessions` defaults to a store bounded by `configuration.limits`.
     public init(
         configuration: APIConfiguration, backend: any HostBackend, jobs: any JobService,
-        files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil, metrics: APIMetrics = APIMetrics()
+        files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil, metrics: APIMetrics = APIMetrics(),
+        mcpSessions: MCPSessionStore? = nil
     ) throws {
         self.backend = backend
         self.jobs = jobs
@@ -42,6 +47,8 @@ public struct APIState: Sendable {
         tools = ToolGateway(
             backend: backend, jobs: jobs, files: files, commands: commands, limits: configuration.limits,
             metrics: metrics)
+        self.mcpSessions = mcpSessions ?? MCPSessionStore(limits: configuration.limits)
+        self.mcpSessions.onEnd { _, reason in metrics.mcpSessionEnded(reason) }
     }
 }
 
@@ -72,15 +79,18 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
 
 /// The application `corral serve` runs and tests drive: the router over `host` and `jobs`,
 /// bound as `configuration` says, with the audit of policy reloads as a service beside it.
-/// `onListening` gets the bound port (useful with port 0).
+/// `onListening` gets the bound port (useful with port 0). `mcpSessions` is the store of MCP
+/// sessions (one bounded by `configuration.limits` unless given); a service beside the server
+/// expires idle sessions and ends every session when the server stops.
 public func buildApplication(
     _ configuration: APIConfiguration, host: any HostBackend, jobs: any JobService,
-    files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil,
+    files: (any FileToolBackend)? = nil, sessions: (any SessionService)? = nil, mcpSessions: MCPSessionStore? = nil,
     logger: Logger = Logger(label: "corral.api"), onListening: (@Sendable (Int) async -> Void)? = nil
 ) throws -> some ApplicationProtocol {
     try configuration.validate()
     let state = try APIState(
-        configuration: configuration, backend: host, jobs: jobs, files: files, sessions: sessions)
+        configuration: configuration, backend: host, jobs: jobs, files: files, sessions: sessions,
+        mcpSessions: mcpSessions)
     let router = buildRouter(state)
     // Upgrade requests go through the same router, middleware and all.
     let upgrades = router.buildResponder()
@@ -93,6 +103,7 @@ public func buildApplication(
         onServerRunning: { channel in await onListening?(channel.localAddress?.port ?? 0) }, logger: logger)
     if let audit = state.audit { app.addServices(PolicyAuditService(backend: host, audit: audit)) }
     app.addServices(EgressAuditService(backend: host, audit: state.audit, metrics: state.metrics))
+    app.addServices(MCPSessionSweeper(store: state.mcpSessions))
     return app
 }
 

@@ -60,10 +60,11 @@ enum TestTokens {
 /// in-process.
 func withAPI(
     _ configuration: APIConfiguration = APIConfiguration(port: 0), backend: FakeBackend,
-    files: (any FileToolBackend)? = nil, mode: TestingSetup = .router,
+    files: (any FileToolBackend)? = nil, mcpSessions: MCPSessionStore? = nil, mode: TestingSetup = .router,
     _ body: @Sendable (any TestClientProtocol) async throws -> Void
 ) async throws {
-    let app = try buildApplication(configuration, host: backend, jobs: backend.jobService, files: files)
+    let app = try buildApplication(
+        configuration, host: backend, jobs: backend.jobService, files: files, mcpSessions: mcpSessions)
     try await app.test(mode) { client in try await body(client) }
 }
 
