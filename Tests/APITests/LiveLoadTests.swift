@@ -132,7 +132,7 @@ struct LiveLoadTests {
             #expect(
                 seen["tools"] == [
                     "bash", "edit_file", "file_info", "glob", "grep", "job_kill", "job_output", "list_dir",
-                    "project_info", "read_file", "write_file",
+                    "project_info", "python", "read_file", "write_file",
                 ])
             #expect(seen["schemas"]?["bash"]?["required"] == ["command"])
             #expect(seen["bash"]?["isError"] == false)

@@ -125,3 +125,54 @@ struct PythonSessionTests {
         }
     }
 }
+
+extension PythonSessionTests {
+    /// The official Python MCP client calls the `python` tool twice in one MCP session: the
+    /// variable of the first call is there in the second, whose figure comes back as an MCP
+    /// image content block.
+    static let client = """
+        import asyncio, base64, json, sys
+        from mcp import Client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        async def main(url, token):
+            http = create_mcp_http_client(headers={"Authorization": "Bearer " + token})
+            async with Client(streamable_http_client(url, http_client=http)) as client:
+                tools = [tool.name for tool in (await client.list_tools()).tools]
+                await client.call_tool("python", {"code": "values = [3, 1, 2]"})
+                result = await client.call_tool(
+                    "python", {"code": "import matplotlib.pyplot as plt\\nplt.plot(values)\\nplt.show()\\nsum(values)"})
+                blocks = [block.model_dump(by_alias=True, mode="json", exclude_none=True) for block in result.content]
+                print(json.dumps({
+                    "tools": tools,
+                    "types": [block["type"] for block in blocks],
+                    "text": blocks[0].get("text"),
+                    "mime": [block.get("mimeType") for block in blocks if block["type"] == "image"],
+                    "png": [base64.b64decode(block["data"])[:8].hex() for block in blocks if block["type"] == "image"],
+                }))
+
+        asyncio.run(main(sys.argv[1], sys.argv[2]))
+        """
+
+    @Test(.enabled(if: PythonProcess.hasModule("mcp"), "needs the Python mcp package (make deps)"))
+    func theOfficialMCPClientGetsTheFigureAsAnImageBlock() async throws {
+        let tokens = TokenStore([(Principal(name: "agent", projects: ["py"], admin: false), "agent-secret-0123456789")])
+        try await LiveHost.run(APIConfiguration(port: 0, tokens: tokens)) { client, host in
+            try await LiveHost.writePolicies(["py": "extends = \"default\"\nrootfs = \"devtools\"\n"], to: host)
+            _ = try await host.upload("py", archive: try LiveHost.archive(Self.files), policy: "py")
+            let port = try #require(client.port)
+            let output = try PythonProcess.run(
+                Self.client, ["http://127.0.0.1:\(port)/v1/projects/py/mcp", "agent-secret-0123456789"])
+            let seen = try JSON.parse(Array(output.utf8))
+            #expect(seen["tools"]?.arrayItems?.contains("python") == true)
+            #expect(seen["types"] == ["text", "image"], "\(seen)")
+            #expect(seen["text"] == "6\n[1 image attached]")
+            #expect(seen["mime"] == ["image/png"])
+            #expect(seen["png"] == ["89504e470d0a1a0a"])
+            // The MCP session's end (the client's DELETE) ended its python session.
+            try await SessionTests.settle { false }
+            #expect(await host.sessions.count == 0)
+        }
+    }
+}

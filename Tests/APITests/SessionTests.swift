@@ -199,3 +199,94 @@ extension SessionTests {
         for _ in 0..<300 where !done() { try await Task.sleep(for: .milliseconds(10)) }
     }
 }
+
+extension SessionTests {
+    @Test func theBashToolKeepsAShellPerCallerSessionAndAFreshShellOtherwise() async throws {
+        try await LiveHost.run { client, _ in
+            func bash(_ arguments: JSON, session: String?) async throws -> JSON {
+                let reply = try await client.call(
+                    .post, "/v1/projects/demo/tools/bash", json: arguments,
+                    headers: session.map { ["X-Session-Id": $0] } ?? [:])
+                #expect(reply.status == .ok, "\(reply.text)")
+                return reply.json
+            }
+            _ = try await bash(["command": "mkdir -p deep && cd deep && export KEPT=1"], session: "agent-1")
+            let kept = try await bash(["command": "echo \"$KEPT\"; pwd"], session: "agent-1")
+            #expect(kept["structuredContent"]?["stdout"] == "1\n/workspace/deep\n")
+            #expect(
+                kept["content"]?.arrayItems?.first?["text"] == "1\n/workspace/deep\n[exit code 0, cwd /workspace/deep]")
+            // Another caller session, and no session at all, start from scratch.
+            let other = try await bash(["command": "echo \"[$KEPT]\"; pwd"], session: "agent-2")
+            #expect(other["structuredContent"]?["stdout"] == "[]\n/workspace\n")
+            let fresh = try await bash(["command": "echo \"[$KEPT]\"; pwd"], session: nil)
+            #expect(fresh["structuredContent"]?["stdout"] == "[]\n/workspace\n")
+            #expect(fresh["structuredContent"]?["job_id"] != nil)
+            // `exit` ends the command with its code; the next call gets a fresh shell.
+            let exited = try await bash(["command": "echo bye; exit 3"], session: "agent-1")
+            #expect(exited["structuredContent"]?["exit_code"] == 3)
+            #expect(exited["structuredContent"]?["stdout"] == "bye\n")
+            #expect(exited["isError"] == false)
+            let again = try await bash(["command": "pwd", "cwd": "deep"], session: "agent-1")
+            #expect(again["structuredContent"]?["stdout"] == "/workspace/deep\n", "\(again)")
+            let restarted = try await bash(["restart": true], session: "agent-1")
+            #expect(restarted["structuredContent"]?["restarted"] == true)
+            let home = try await bash(["command": "pwd"], session: "agent-1")
+            #expect(home["structuredContent"]?["stdout"] == "/workspace\n")
+        }
+    }
+
+    @Test func fiftySessionsAcrossTenProjectsRunAtOnceAndIdleOnesAreReaped() async throws {
+        try await LiveHost.run { client, host in
+            try await LiveHost.writePolicies(
+                ["many": "extends = \"default\"\n[sessions]\nmax_sessions = 5\nidle_timeout_s = 2\n"], to: host)
+            for p in 0..<10 {
+                let upload = try await client.call(
+                    .put, "/v1/projects/p\(p)/archive?policy=many", raw: try LiveHost.archive(["f": "\(p)\n"]))
+                #expect(upload.status == .created, "\(upload.text)")
+            }
+            let ids = try await withThrowingTaskGroup(of: (Int, String).self) { group in
+                for n in 0..<50 {
+                    group.addTask {
+                        let made = try await client.call(
+                            .post, "/v1/projects/p\(n % 10)/sessions", json: ["kind": "shell", "idle_timeout_s": 60])
+                        return (n, try #require(made.json["session_id"]?.stringValue, "\(made.text)"))
+                    }
+                }
+                var ids: [Int: String] = [:]
+                for try await (n, id) in group { ids[n] = id }
+                return ids
+            }
+            #expect(ids.count == 50)
+            let over = try await client.call(.post, "/v1/projects/p0/sessions", json: ["kind": "shell"])
+            #expect(over.status == .tooManyRequests)
+            #expect(over.code == "too_many_sessions")
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                for (n, id) in ids {
+                    group.addTask {
+                        let ran = try await client.call(
+                            .post, "/v1/projects/p\(n % 10)/sessions/\(id)/run",
+                            json: ["input": .string("echo \(n) $(cat f)")])
+                        #expect(ran.json["stdout"] == .string("\(n) \(n % 10)\n"), "\(ran.text)")
+                    }
+                }
+                try await group.waitForAll()
+            }
+            for (n, id) in ids {
+                let deleted = try await client.call(.delete, "/v1/projects/p\(n % 10)/sessions/\(id)")
+                #expect(deleted.status == .noContent)
+            }
+            // A session with the policy's 2 s idle timeout is gone a little after it.
+            let idle = try await client.call(.post, "/v1/projects/p1/sessions", json: ["kind": "shell"])
+            let id = try #require(idle.json["session_id"]?.stringValue)
+            #expect(idle.json["idle_timeout_s"] == 2)
+            try await Self.settle { false }
+            var gone = false
+            for _ in 0..<100 where !gone {
+                gone = try await client.call(.get, "/v1/projects/p1/sessions/\(id)").status == .notFound
+                if !gone { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(gone)
+            #expect(await host.sessions.count == 0)
+        }
+    }
+}

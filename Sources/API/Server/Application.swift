@@ -46,9 +46,15 @@ public struct APIState: Sendable {
         commands = Commands(backend: backend, jobs: jobs, audit: audit, metrics: metrics)
         tools = ToolGateway(
             backend: backend, jobs: jobs, files: files, commands: commands, limits: configuration.limits,
-            metrics: metrics)
+            metrics: metrics, sessions: sessions)
         self.mcpSessions = mcpSessions ?? MCPSessionStore(limits: configuration.limits)
         self.mcpSessions.onEnd { _, reason in metrics.mcpSessionEnded(reason) }
+        // An MCP session owns the shell and python sessions its tool calls made.
+        self.mcpSessions.onEnd { [tools] session, _ in
+            for (project, id) in await tools.defaults.removeAll(caller: session.caller) {
+                try? await sessions?.delete(project, id, caller: nil)
+            }
+        }
     }
 }
 

@@ -6,6 +6,12 @@ struct Arguments {
     private var fields: [String: JSON]
     private var used: Set<String> = []
 
+    /// Whether the arguments name `name` at all (not marking it used).
+    func has(_ name: String) -> Bool { fields[name] != nil && fields[name] != .null }
+
+    /// Whether `name` is the boolean true (not marking it used).
+    func isTrue(_ name: String) -> Bool { fields[name] == .bool(true) }
+
     init(_ fields: [String: JSON]) { self.fields = fields }
 
     /// Every field, for a caller that hands the object on whole.

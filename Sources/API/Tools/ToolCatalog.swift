@@ -30,7 +30,22 @@ enum ToolCatalog {
                 ),
                 "cwd": string("Working directory inside the sandbox (default /workspace)."),
                 "background": boolean("Start it and return its job_id at once (default false)."),
+                "session_id": string(
+                    "Run it in this shell session (POST /v1/projects/{id}/sessions), where cd, exports and functions persist. A caller with a session of its own (an MCP session, or an X-Session-Id header) gets a persistent shell without naming one."
+                ),
+                "restart": boolean("Start the session's shell afresh first (alone: just restart it)."),
             ], ["command"]
+        ),
+        "python": (
+            "Run Python code in a persistent interpreter in the project's sandbox: variables, imports and open files stay between calls. Returns what it printed, the value of the last expression, the traceback of an error, and matplotlib figures (plt.show(), or left open) as images; tables (pandas DataFrames) also as HTML. Files are under /workspace.",
+            [
+                "code": string("The code to run."),
+                "timeout": number(
+                    "Seconds before the run is interrupted (KeyboardInterrupt); the interpreter and its variables stay."
+                ),
+                "session_id": string("Run it in this python session instead of the caller's own."),
+                "restart": boolean("Start the interpreter afresh first (alone: just restart it)."),
+            ], ["code"]
         ),
         "job_output": (
             "Read a job's new output and status, waiting up to `wait` seconds for something new.",

@@ -9,6 +9,8 @@ struct ToolOutcome: Sendable {
     /// Only for mistakes the model can fix; a non-zero exit is not one.
     var isError: Bool
     var errorCode: String?
+    /// Images for the model (a python run's figures): (MIME type, base64), after the text.
+    var images: [(String, String)] = []
 
     /// An argument the model got wrong, as a result it can read and fix.
     static func invalid(_ error: APIError) -> ToolOutcome {
@@ -20,8 +22,9 @@ struct ToolOutcome: Sendable {
 
     /// The REST/MCP result envelope.
     var envelope: JSON {
+        let pictures: [JSON] = images.map { ["type": "image", "data": .string($0.1), "mimeType": .string($0.0)] }
         var fields: [String: JSON] = [
-            "content": [["type": "text", "text": .string(text)]], "isError": .bool(isError),
+            "content": .array([["type": "text", "text": .string(text)]] + pictures), "isError": .bool(isError),
         ]
         if case .object = structured { fields["structuredContent"] = structured }
         return .object(fields)
@@ -40,6 +43,9 @@ struct ToolGateway: Sendable {
     let commands: Commands
     let limits: APILimits
     let metrics: APIMetrics
+    /// Sessions for `python` and for `bash` in a session; nil on a server without them.
+    let sessions: (any SessionService)?
+    let defaults = DefaultSessions()
 
     static let commandTools = ["bash", "job_output", "job_kill", "project_info"]
     static let fileTools = ["read_file", "write_file", "edit_file", "list_dir", "glob", "grep", "file_info"]
@@ -47,11 +53,13 @@ struct ToolGateway: Sendable {
     /// The tools offered to models (canonical names; aliases are accepted, not listed).
     var listed: [String] {
         let available = Set(files?.fileToolNames ?? [])
-        return Self.commandTools + Self.fileTools.filter(available.contains)
+        return Self.commandTools + (sessions == nil ? [] : ["python"]) + Self.fileTools.filter(available.contains)
     }
 
     /// Every name a call may use.
-    var accepted: [String] { (Self.commandTools + (files?.fileToolNames ?? [])).sorted() }
+    var accepted: [String] {
+        (Self.commandTools + (sessions == nil ? [] : ["python"]) + (files?.fileToolNames ?? [])).sorted()
+    }
 
     /// Runs `name`. Throws ``APIError`` for an unknown tool or bad arguments (`invalid_argument`,
     /// `limit_exceeded`: the caller turns them into a model-readable error) and host errors.
@@ -65,9 +73,19 @@ struct ToolGateway: Sendable {
         var args = Arguments(fields)
         let tools = CommandTools(
             backend: backend, jobs: jobs, commands: commands, limits: limits, project: project, principal: principal)
+        let sessionTools = sessions.map {
+            SessionTools(
+                sessions: $0, defaults: defaults, limits: limits, project: project, principal: principal,
+                caller: caller ?? principal.name)
+        }
         let outcome: ToolOutcome
         do {
             switch name {
+            case "bash"
+            where sessionTools != nil && !args.isTrue("background") && !args.isTrue("run_in_background")
+                && (sessionTools!.callerHasSession || args.has("session_id")):
+                outcome = try await sessionTools!.bash(&args, progress: progress)
+            case "python" where sessionTools != nil: outcome = try await sessionTools!.python(&args)
             case "bash": outcome = try await tools.bash(&args, progress: progress)
             case "job_output": outcome = try await tools.jobOutput(&args)
             case "job_kill": outcome = try await tools.jobKill(&args)

@@ -100,6 +100,8 @@ final class SessionRun: Sendable {
         self.end { state in
             state.status = .sessionLost
             state.session = end
+            // A shell that ran `exit 3` ended the command with 3, as a terminal would show.
+            state.exitCode = end.exitCode
         }
     }
 
