@@ -9,7 +9,7 @@ import Testing
 @Suite struct JobRouteTests {
     static let resultKeys: Set<String> = [
         "status", "exit_code", "signal", "oom_killed", "duration_ms", "cpu_ms", "peak_memory_bytes", "output", "stdout",
-        "stderr", "truncated", "omitted_bytes", "log_path", "unenforced_limits", "job_id",
+        "stderr", "truncated", "omitted_bytes", "log_path", "unenforced_limits", "leftover_processes", "job_id",
     ]
 
     @Test func execReturnsTheWholeResultShapeAndANonZeroExitIsAResult() async throws {

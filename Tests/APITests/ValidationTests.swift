@@ -47,7 +47,7 @@ import Testing
                 (["command": "echo", "env": ["1BAD": "x"]], "`env` has an invalid variable name \"1BAD\""),
                 (
                     ["command": "echo", "timout_s": 5],
-                    "`timout_s` is not a field of an exec request; the fields are `command`, `cwd`, `env`, `stdin`, `timeout`, `timeout_s`, `wait_s`"
+                    "`timout_s` is not a field of an exec request; the fields are `command`, `cwd`, `env`, `shell`, `stdin`, `timeout`, `timeout_s`, `wait_s`"
                 ),
             ]
             for (body, message) in cases {

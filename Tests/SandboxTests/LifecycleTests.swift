@@ -36,17 +36,37 @@ import Testing
         await f.destroy()
     }
 
+    /// The count a model is told ("1 process the command left running was stopped"): the
+    /// job's cgroup lists a daemon even after it left the job's session.
+    @Test func processesAJobLeavesRunningAreCountedWhenItsMainProcessExits() async throws {
+        let f = try await SandboxFixture()
+        let daemon = try await f.sh("setsid sleep 30 </dev/null >/dev/null 2>&1 & sleep 0.2; echo done")
+        #expect(daemon.stdout == "done\n")
+        #expect(daemon.leftoverProcesses == 1)
+        let two = try await f.sh("sleep 30 & sleep 30 & echo two")
+        #expect(two.leftoverProcesses == 2)
+        let none = try await f.sh("sleep 0.01 & wait; echo none")
+        #expect(none.leftoverProcesses == 0)
+        // Stopped by its timeout, the job left nothing behind of its own accord.
+        let stopped = try await f.sh("sleep 30 & sleep 30", timeout: .milliseconds(300))
+        #expect(stopped.status == .timedOut)
+        #expect(stopped.leftoverProcesses == nil)
+        await f.destroy()
+    }
+
     @Test func withoutACgroupTheSameDaemonEscapes() async throws {
         // The control for the test above: only the cgroup makes the difference.
         let ws = try TemporaryDirectory()
         let sandbox = try await ProjectSandbox.create(
             SandboxConfiguration(
                 projectID: "nocg", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs, cgroups: nil))
-        _ = try await sandbox.exec(
+        let first = try await sandbox.exec(
             JobSpec([
                 "/bin/sh", "-c",
                 "setsid sh -c 'echo $$ > /workspace/daemon.pid; while :; do sleep 0.05; done' </dev/null >/dev/null 2>&1 & sleep 0.3",
             ]))
+        // Nothing lists the job's processes either: the count is unknown, not 0.
+        #expect(first.leftoverProcesses == nil)
         let r = try await sandbox.exec(
             JobSpec(["/bin/sh", "-c", "kill -0 $(cat /workspace/daemon.pid); echo alive=$?"]))
         #expect(r.stdout == "alive=0\n")

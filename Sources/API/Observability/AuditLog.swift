@@ -36,7 +36,8 @@ public final class AuditLog: Sendable {
             "command",
             [
                 "who": .string(record.request.submitter), "project": .string(record.request.project),
-                "command": .string(record.request.command), "cwd": .string(record.request.cwd),
+                "command": .string(record.request.command), "shell": .string(record.request.shell.rawValue),
+                "cwd": .string(record.request.cwd),
                 "job_id": .string(record.id), "via": .string(via), "background": .bool(record.request.background),
             ])
     }

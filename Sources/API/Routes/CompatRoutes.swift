@@ -37,7 +37,7 @@ struct CompatRoutes {
         let command = try body.requiredString("command", maxBytes: limits.maxCommandBytes)
         guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
         let timeout = try body.number("timeout", aliases: ["timeout_s"], in: 0.001...604_800)
-        let cwd = try body.string("cwd", maxBytes: 4096) ?? "/workspace"
+        let cwd = try CommandBody.cwd(&body)
         try body.finish("an execute request")
         let seconds = try await CommandBody.resolvedTimeout(timeout, project: id, state: state)
         let job = JobRequest(

@@ -125,8 +125,8 @@ struct JobRoutes {
     }
 }
 
-/// The fields every way of running a command shares: `command`, `timeout_s`, `cwd`, `env`,
-/// `stdin`.
+/// The fields every way of running a command shares: `command`, `shell`, `timeout_s`, `cwd`,
+/// `env`, `stdin`.
 enum CommandBody {
     static func parse(_ body: inout Arguments, project: String, principal: Principal, state: APIState) async throws
         -> JobRequest
@@ -134,16 +134,39 @@ enum CommandBody {
         let limits = state.configuration.limits
         let command = try body.requiredString("command", maxBytes: limits.maxCommandBytes)
         guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
+        let shell = try Self.shell(&body) ?? .sh
         let timeout = try body.number("timeout_s", aliases: ["timeout"], in: 0.001...604_800)
-        let cwd = try body.string("cwd", maxBytes: 4096) ?? "/workspace"
-        let environment = try body.stringMap("env") ?? [:]
-        try Self.check(environment: environment)
+        let cwd = try Self.cwd(&body)
+        let environment = try Self.environment(&body)
         let stdin = try body.string("stdin", maxBytes: limits.maxJSONBytes)
         return JobRequest(
-            project: project, command: command, cwd: cwd, environment: environment, stdin: stdin,
+            project: project, command: command, shell: shell, cwd: cwd, environment: environment, stdin: stdin,
             timeoutSeconds: try await resolvedTimeout(timeout, project: project, state: state),
             submitter: principal.name,
             submitterCap: principal.jobCap(limits))
+    }
+
+    /// `shell`: `sh` or `bash` (bash where the project's image has it, else sh); nil when absent.
+    static func shell(_ body: inout Arguments) throws(APIError) -> JobShell? {
+        guard let name = try body.string("shell", maxBytes: 64) else { return nil }
+        guard let shell = JobShell(rawValue: name) else {
+            let names = JobShell.allCases.map(\.rawValue).joined(separator: ", ")
+            throw .invalidArgument("shell", "must be one of \(names), got \"\(name)\"")
+        }
+        return shell
+    }
+
+    /// `cwd`, absolute, relative to `/workspace` (`sub`), or absent (`/workspace`). Whether
+    /// it stays inside the workspace is checked where the job starts, on the resolved path.
+    static func cwd(_ body: inout Arguments) throws(APIError) -> String {
+        JobRequest.workingDirectory(try body.string("cwd", maxBytes: 4096) ?? "/workspace")
+    }
+
+    /// `env`: an object of strings, with valid variable names.
+    static func environment(_ body: inout Arguments) throws(APIError) -> [String: String] {
+        let environment = try body.stringMap("env") ?? [:]
+        try check(environment: environment)
+        return environment
     }
 
     static func resolvedTimeout(_ requested: Double?, project: String, state: APIState) async throws -> Double {

@@ -4,8 +4,8 @@ import Sandbox
 
 /// A job as every endpoint and tool reports it: `{status, exit_code, signal, oom_killed,
 /// duration_ms, cpu_ms, peak_memory_bytes, output, stdout, stderr, truncated,
-/// omitted_bytes, log_path, unenforced_limits, job_id}`, every key always present (null
-/// until known, or when nothing applies), plus
+/// omitted_bytes, log_path, unenforced_limits, leftover_processes, job_id}`, every key always
+/// present (null until known, or when nothing applies), plus
 /// `cursor`, `queue_position`, `error` and, when there is something to do, `message`.
 struct JobView {
     let snapshot: JobSnapshot
@@ -31,6 +31,7 @@ struct JobView {
             "omitted_bytes": .int(result?.omittedBytes ?? 0),
             "log_path": .optional(result?.logPath.map { .string(Self.sandboxPath($0)) }),
             "unenforced_limits": .optional(result?.unenforcedLimits.map { .object($0.mapValues { .string($0) }) }),
+            "leftover_processes": .optional(result?.leftoverProcesses.map { .int($0) }),
             "job_id": .string(record.id),
             "cursor": .int(snapshot.cursor),
             "skipped_bytes": .int(snapshot.skippedBytes),
@@ -42,6 +43,11 @@ struct JobView {
 
     /// What the model should do next, when the plain result does not say it.
     var message: String? {
+        let notes = [stateMessage, leftoverMessage].compactMap { $0 }
+        return notes.isEmpty ? nil : notes.joined(separator: " ")
+    }
+
+    private var stateMessage: String? {
         let project = record.request.project
         let poll =
             "GET /v1/projects/\(project)/jobs/\(record.id)?wait=30&since=\(snapshot.cursor) (or the job_output tool)"
@@ -67,6 +73,17 @@ struct JobView {
         default:
             return nil
         }
+    }
+
+    /// A command that ended with processes still running (`server &`, `nohup … &`): they were
+    /// killed with it, and a model that meant to start a server must learn where one belongs.
+    private var leftoverMessage: String? {
+        guard record.state == .completed, let count = result?.leftoverProcesses, count > 0 else { return nil }
+        let project = record.request.project
+        let left =
+            count == 1 ? "1 process the command left running was" : "\(count) processes the command left running were"
+        return
+            "\(left) stopped with it: when a command's main process exits, everything it started is killed. Start a server or watcher as a background job instead (background: true, or POST /v1/projects/\(project)/jobs) and read its output with job_output; for a shell whose processes last between commands, use a session."
     }
 
     /// Log paths are relative to the workspace; the model sees the path inside the sandbox.

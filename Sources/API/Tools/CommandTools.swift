@@ -25,12 +25,13 @@ struct CommandTools {
         guard let command = given else { throw APIError.missingArgument("command") }
         guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
         let timeout = try args.number("timeout", aliases: ["timeout_s"], in: 0.001...604_800)
-        let cwd = try args.string("cwd", maxBytes: 4096) ?? "/workspace"
+        let cwd = try CommandBody.cwd(&args)
+        let environment = try CommandBody.environment(&args)
         let background = try args.bool("background", aliases: ["run_in_background"]) ?? false
         _ = try args.string("description", maxBytes: 4096)
         try args.finish("bash")
         let request = JobRequest(
-            project: project, command: command, cwd: cwd,
+            project: project, command: command, shell: .bash, cwd: cwd, environment: environment,
             timeoutSeconds: try await timeoutOrDefault(timeout), background: background, submitter: principal.name,
             submitterCap: principal.jobCap(limits))
         if background {
@@ -43,7 +44,11 @@ struct CommandTools {
         let budget = limits.defaultWaitSeconds
         let snapshot = try await run(request, budget: budget, progress: progress)
         let view = JobView(snapshot: snapshot, waited: budget)
-        return ToolOutcome(text: view.text, structured: view.json, isError: false)
+        // A command that never started (a cwd outside the workspace or missing) is an error
+        // the model can act on; a non-zero exit is a result.
+        let failed = snapshot.record.state == .failedToStart
+        return ToolOutcome(
+            text: view.text, structured: view.json, isError: failed, errorCode: failed ? "failed_to_start" : nil)
     }
 
     /// Runs and waits; with a progress sink, wakes on new output to report it.

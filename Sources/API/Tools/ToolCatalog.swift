@@ -22,13 +22,19 @@ enum ToolCatalog {
 
     static let table: [String: (String, [String: JSON], [String])] = [
         "bash": (
-            "Run a shell command (/bin/sh -c) in the project's sandbox, in /workspace. Returns its output and exit code; a non-zero exit is a normal result. Long commands: set background to true and read the output with job_output.",
+            "Run a command with bash -c (/bin/sh -c where the project's image has no bash) in the project's sandbox, in a fresh shell each call. Returns its output and exit code; a non-zero exit is a normal result. Processes it leaves running (server &, nohup) are stopped when it exits: long commands and servers need background set to true, then read the output with job_output.",
             [
-                "command": string("The shell command."),
+                "command": string("The bash command."),
                 "timeout": number(
                     "Seconds before the command and all it started are killed (default 120; the project's policy sets the maximum)."
                 ),
-                "cwd": string("Working directory inside the sandbox (default /workspace)."),
+                "cwd": string(
+                    "Working directory: absolute, or relative to /workspace (default /workspace). It must be inside /workspace."
+                ),
+                "env": [
+                    "type": "object", "additionalProperties": ["type": "string"],
+                    "description": "Environment variables for the command, name to value.",
+                ],
                 "background": boolean("Start it and return its job_id at once (default false)."),
                 "session_id": string(
                     "Run it in this shell session (POST /v1/projects/{id}/sessions), where cd, exports and functions persist. A caller with a session of its own (an MCP session, or an X-Session-Id header) gets a persistent shell without naming one."

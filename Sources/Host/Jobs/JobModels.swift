@@ -5,9 +5,12 @@ import Sandbox
 public struct JobRequest: Sendable, Codable, Equatable {
     /// The project whose sandbox runs the command.
     public var project: String
-    /// The shell command, run as `/bin/sh -c COMMAND`.
+    /// The shell command, run as `SHELL -c COMMAND` (``shell``).
     public var command: String
-    /// Working directory inside the sandbox.
+    /// Which shell runs ``command``; `.sh` for a record from before shells could be chosen.
+    public var shell: JobShell
+    /// Working directory inside the sandbox (absolute: callers resolve a relative one with
+    /// ``JobRequest/workingDirectory(_:)``).
     public var cwd: String
     public var environment: [String: String]
     /// Bytes for stdin (UTF-8 text), or nil for /dev/null.
@@ -28,13 +31,14 @@ public struct JobRequest: Sendable, Codable, Equatable {
     public var submitterCap: Int?
 
     public init(
-        project: String, command: String, cwd: String = "/workspace", environment: [String: String] = [:],
-        stdin: String? = nil, timeoutSeconds: Double = 120, background: Bool = false,
-        idempotencyKey: String? = nil, submitter: String = "local", submitterCap: Int? = nil
+        project: String, command: String, shell: JobShell = .sh, cwd: String = "/workspace",
+        environment: [String: String] = [:], stdin: String? = nil, timeoutSeconds: Double = 120,
+        background: Bool = false, idempotencyKey: String? = nil, submitter: String = "local", submitterCap: Int? = nil
     ) {
         self.submitterCap = submitterCap
         self.project = project
         self.command = command
+        self.shell = shell
         self.cwd = cwd
         self.environment = environment
         self.stdin = stdin
@@ -43,6 +47,45 @@ public struct JobRequest: Sendable, Codable, Equatable {
         self.idempotencyKey = idempotencyKey
         self.submitter = submitter
     }
+
+    /// Journals and cluster queues hold records written before ``shell`` existed: they ran
+    /// with `/bin/sh`, and still do.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        project = try container.decode(String.self, forKey: .project)
+        command = try container.decode(String.self, forKey: .command)
+        shell = try container.decodeIfPresent(JobShell.self, forKey: .shell) ?? .sh
+        cwd = try container.decode(String.self, forKey: .cwd)
+        environment = try container.decode([String: String].self, forKey: .environment)
+        stdin = try container.decodeIfPresent(String.self, forKey: .stdin)
+        timeoutSeconds = try container.decode(Double.self, forKey: .timeoutSeconds)
+        background = try container.decode(Bool.self, forKey: .background)
+        idempotencyKey = try container.decodeIfPresent(String.self, forKey: .idempotencyKey)
+        submitter = try container.decode(String.self, forKey: .submitter)
+        submitterCap = try container.decodeIfPresent(Int.self, forKey: .submitterCap)
+    }
+
+    /// The working directory a caller's `cwd` names: an absolute path as given, a relative
+    /// one under `/workspace` (`sub` is `/workspace/sub`, `""` and `.` the workspace). A
+    /// `..` is kept, not folded: whether the directory is inside the workspace is for the
+    /// spawn to check, on the path as the kernel resolves it (symlinks included), and its
+    /// refusal then names the path as given, `/workspace/../..`.
+    public static func workingDirectory(_ cwd: String) -> String {
+        guard !cwd.hasPrefix("/") else { return cwd }
+        let parts = cwd.split(separator: "/").filter { $0 != "." }
+        return (["/workspace"] + parts.map(String.init)).joined(separator: "/")
+    }
+}
+
+/// The shell a job's command runs in.
+public enum JobShell: String, Sendable, Codable, Equatable, CaseIterable {
+    /// `/bin/sh -c`: dash on `devtools`, busybox ash on `minimal`. The exec and jobs routes'
+    /// default.
+    case sh
+    /// `bash -c` where the project's image has bash, else `/bin/sh -c` (the `minimal`
+    /// image is busybox only). The bash tool's: models write bashisms (`[[ ]]`,
+    /// `set -o pipefail`).
+    case bash
 }
 
 /// Where a job is in its life.

@@ -19,8 +19,9 @@ struct HostJobRunner: JobRunner {
             let policy = project.policy
             let environment = Self.environment(policy, requested: request.environment)
             let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
+            let shell = request.shell.program(rootfs: sandbox.configuration.rootfs)
             let spec = JobSpec(
-                ["/bin/sh", "-c", request.command], environment: environment, cwd: request.cwd,
+                [shell, "-c", request.command], environment: environment, cwd: request.cwd,
                 stdin: request.stdin.map { Array($0.utf8) }, timeout: .milliseconds(Int(timeout * 1000)),
                 outputCap: Int(min(project.limits.stdoutBytes, UInt64(Int.max))), logPath: ".corral/logs/\(jobID).log",
                 uid: policy.user.uid, gid: policy.user.gid, keepCapabilities: policy.capabilities.mask,
@@ -57,6 +58,28 @@ struct HostJobRunner: JobRunner {
             try? await cache.release(project.id)
             throw error
         }
+    }
+}
+
+extension JobShell {
+    /// The program that runs a command in this shell, in the image at `rootfs` (a host
+    /// path): bash only where the image has it, else `/bin/sh`, which every image has.
+    func program(rootfs: String) -> String {
+        guard self == .bash else { return "/bin/sh" }
+        return ["/bin/bash", "/usr/bin/bash"].first { Self.isExecutable($0, in: rootfs) } ?? "/bin/sh"
+    }
+
+    /// Whether `path` inside the image is an executable file. The image is looked at from
+    /// the host, so a symlink is followed only while it stays inside the image (`bin ->
+    /// usr/bin`): an absolute one would name the host's file, not the image's.
+    static func isExecutable(_ path: String, in rootfs: String) -> Bool {
+        guard let root = realpath(rootfs, nil) else { return false }
+        defer { free(root) }
+        guard let file = realpath(rootfs + path, nil) else { return false }
+        defer { free(file) }
+        var info = stat()
+        return String(cString: file).hasPrefix(String(cString: root) + "/") && stat(file, &info) == 0
+            && info.st_mode & S_IFMT == S_IFREG && access(file, X_OK) == 0
     }
 }
 

@@ -130,11 +130,16 @@ public struct JobResult: Sendable, Equatable, Codable {
     /// Limits of the sandbox that the host could not enforce (`cpu`, `memory`, `pids` → why),
     /// when its policy allowed running without them; nil when every limit was enforced.
     public var unenforcedLimits: [String: String]?
+    /// Processes of the job's tree still running when its main process exited (`server &`,
+    /// `nohup … &`), which were killed with it: the job is its whole tree. Nil when nothing
+    /// counted them (no cgroup) or the job was stopped (timeout, cancel) rather than ending
+    /// on its own.
+    public var leftoverProcesses: Int?
 
     public init(
         status: Status, exitCode: Int32, signal: Int32?, timedOut: Bool, oomKilled: Bool, durationMs: Int, cpuMs: Int,
         peakMemoryBytes: UInt64, stdout: String, stderr: String, truncated: Bool, omittedBytes: Int, logPath: String?,
-        unenforcedLimits: [String: String]? = nil
+        unenforcedLimits: [String: String]? = nil, leftoverProcesses: Int? = nil
     ) {
         self.status = status
         self.exitCode = exitCode
@@ -150,6 +155,7 @@ public struct JobResult: Sendable, Equatable, Codable {
         self.omittedBytes = omittedBytes
         self.logPath = logPath
         self.unenforcedLimits = unenforcedLimits
+        self.leftoverProcesses = leftoverProcesses
     }
 
     enum CodingKeys: String, CodingKey {
@@ -163,5 +169,6 @@ public struct JobResult: Sendable, Equatable, Codable {
         case omittedBytes = "omitted_bytes"
         case logPath = "log_path"
         case unenforcedLimits = "unenforced_limits"
+        case leftoverProcesses = "leftover_processes"
     }
 }

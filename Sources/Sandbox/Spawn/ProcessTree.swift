@@ -37,6 +37,13 @@ final class ProcessTree: Sendable {
         BlockingExecutor.shared.execute("corral-kill") { try? leaf.kill(timeout: .seconds(5)) }
     }
 
+    /// How many processes of the tree are alive besides the leader; nil without a cgroup,
+    /// whose fallback (the session) cannot be listed.
+    func others() -> Int? {
+        guard let leaf, let pids = try? leaf.pids() else { return nil }
+        return pids.filter { $0 != leader }.count
+    }
+
     /// CPU, peak memory and OOM kills of the tree, from the kernel's counters.
     func usage() -> TreeUsage? {
         guard let usage = try? leaf?.usage() else { return nil }

@@ -30,6 +30,7 @@ public final class RunningJob: Sendable {
         var commandsOpen = true
         var exit: (code: Int32, status: Int32, usage: rusage, at: ContinuousClock.Instant)?
         var reason: JobResult.Status = .completed
+        var leftover: Int?
         var result: JobResult?
         var waiters: [CheckedContinuation<JobResult, Never>] = []
     }
@@ -229,11 +230,13 @@ public final class RunningJob: Sendable {
         if cor_waitid_pidfd(pidfd, WEXITED | WNOHANG | WNOWAIT, &code, &status, &usage) == 0 { return true }
         let now = ContinuousClock.now
         // Daemons the job left behind would hold its pipes open forever: the job is its
-        // whole tree, so the rest goes with the main process.
+        // whole tree, so the rest goes with the main process. Counted first, for the result.
+        let leftover = tree.others()
         tree.kill()
         let r = cor_waitid_pidfd(pidfd, WEXITED | WNOHANG, &code, &status, &usage)
         let result = state.withLock { state -> JobResult? in
             state.exit = (r == 1 ? code : Int32(CLD_EXITED), r == 1 ? status : 255, usage, now)
+            state.leftover = leftover
             return finishIfDone(&state)
         }
         if let result { resume(result) }
@@ -272,7 +275,8 @@ public final class RunningJob: Sendable {
             omittedBytes: state.stdout.omitted + state.stderr.omitted,
             logPath: spilled ? logPath : nil,
             unenforcedLimits: unenforcedLimits.isEmpty
-                ? nil : Dictionary(uniqueKeysWithValues: unenforcedLimits.map { ($0.key.rawValue, $0.value) })
+                ? nil : Dictionary(uniqueKeysWithValues: unenforcedLimits.map { ($0.key.rawValue, $0.value) }),
+            leftoverProcesses: state.reason == .completed ? state.leftover : nil
         )
         state.result = result
         return result
