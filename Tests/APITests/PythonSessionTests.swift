@@ -176,3 +176,28 @@ extension PythonSessionTests {
         }
     }
 }
+
+extension PythonSessionTests {
+    @Test func aShellSessionInTheDevtoolsImageIsBashAndALoopInTheShellItselfIsInterrupted() async throws {
+        try await Self.run { client, _ in
+            let made = try await client.call(.post, "/v1/projects/py/sessions", json: ["kind": "shell"])
+            #expect(made.json["interpreter"] == "bash", "\(made.text)")
+            let session = try #require(made.json["session_id"]?.stringValue)
+            func run(_ input: String, _ extra: [String: JSON] = [:]) async throws -> JSON {
+                var body: [String: JSON] = ["input": .string(input)]
+                body.merge(extra) { _, new in new }
+                return try await client.call(.post, "/v1/projects/py/sessions/\(session)/run", json: .object(body)).json
+            }
+            let first = try await run("alias greet='echo hello'; set -o pipefail; n=0")
+            #expect(first["exit_code"] == 0)
+            let bashisms = try await run("[[ 1 -lt 2 ]] && greet; false | true; echo \"pipefail $?\"")
+            #expect(bashisms["stdout"] == "hello\npipefail 1\n", "\(bashisms)")
+            // A builtin loop has no process to signal: the shell's own INT trap ends it.
+            let loop = try await run("while :; do n=$((n+1)); done", ["timeout_s": 1])
+            #expect(loop["status"] == "timed_out", "\(loop)")
+            #expect(loop["exit_code"] == 130)
+            let counted = try await run("[[ $n -gt 0 ]] && echo counted")
+            #expect(counted["stdout"] == "counted\n")
+        }
+    }
+}

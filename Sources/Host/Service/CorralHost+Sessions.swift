@@ -27,14 +27,13 @@ extension CorralHost {
             let interpreter: String
             switch request.kind {
             case .shell:
-                let root = configuration.rootfsDirectory + "/" + policy.rootfs
-                let bash = ["/bin/bash", "/usr/bin/bash"].first {
-                    FileManager.default.isExecutableFile(atPath: root + $0)
-                }
-                interpreter = bash == nil ? "sh" : "bash"
+                // bash where the image has it (inside the image, symlinks included), else sh.
+                let shell = JobShell.bash.program(rootfs: configuration.rootfsDirectory + "/" + policy.rootfs)
+                interpreter = shell == "/bin/sh" ? "sh" : "bash"
                 argv =
-                    bash.map { [$0, "--noprofile", "--norc", "-c", SessionDrivers.shell, "corral-session"] }
-                    ?? ["/bin/sh", "-c", SessionDrivers.shell, "corral-session"]
+                    shell == "/bin/sh"
+                    ? [shell, "-c", SessionDrivers.shell, "corral-session"]
+                    : [shell, "--noprofile", "--norc", "-c", SessionDrivers.shell, "corral-session"]
             case .python:
                 interpreter = "python3"
                 // Figures render off-screen; a caller's own MPLBACKEND still wins.
