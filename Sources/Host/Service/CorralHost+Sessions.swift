@@ -5,6 +5,12 @@ extension CorralHost {
     /// The host's sessions as the API runs them.
     public nonisolated var sessionService: any SessionService { HostSessionService(host: self) }
 
+    /// The host pids of a session's process tree (for benchmarks and operators); empty when
+    /// the session is unknown or dead.
+    public nonisolated func sessionProcesses(_ project: String, _ session: String) async -> [pid_t] {
+        (try? await sessions.session(project, session, caller: nil))?.processes ?? []
+    }
+
     /// Starts a session's process in the project's sandbox, under the same policy, cgroup
     /// limits, seccomp program and identity as its jobs, in a cgroup leaf of its own. The
     /// workspace stays pinned while the process lives.

@@ -411,6 +411,9 @@ final class Session: Sendable {
 
     // MARK: - Reading
 
+    /// The host pids of the session's process tree now; empty when dead or without cgroups.
+    var processes: [pid_t] { state.withLock { $0.process }?.job.processes ?? [] }
+
     var info: SessionInfo {
         let process = state.withLock { $0.process }
         let memory = process?.job.usageNow?.currentMemoryBytes
