@@ -178,6 +178,9 @@ extension SessionTests {
             #expect(try sandbox.jobsCgroup!.pids().count == before + 9)
             let deleted = try await client.call(.delete, "/v1/projects/demo/sessions/\(ids[0])")
             #expect(deleted.status == .noContent)
+            // Its shell and both sleeps are gone, and its cgroup leaf with them.
+            try await Self.settle { (try? sandbox.jobsCgroup!.pids().count) == before + 6 }
+            #expect(try sandbox.jobsCgroup!.pids().count == before + 6)
             let gone = try await client.call(.get, "/v1/projects/demo/sessions/\(ids[0])")
             #expect(gone.code == "session_not_found")
             let evicted = try await client.call(.delete, "/v1/projects/demo/workspace")
@@ -287,6 +290,43 @@ extension SessionTests {
             }
             #expect(gone)
             #expect(await host.sessions.count == 0)
+        }
+    }
+}
+
+extension SessionTests {
+    @Test func aRunsOutputIsCutToThePolicysCapAndAStatelessMCPCallerNamesItsShellInMeta() async throws {
+        try await LiveHost.run { client, host in
+            try await LiveHost.writePolicies(["small": "extends = \"default\"\n[output]\nstdout = \"1KiB\"\n"], to: host)
+            let upload = try await client.call(
+                .put, "/v1/projects/small/archive?policy=small", raw: try LiveHost.archive(["f": "x\n"]))
+            #expect(upload.status == .created, "\(upload.text)")
+            let made = try await client.call(.post, "/v1/projects/small/sessions", json: ["kind": "shell"])
+            let session = try #require(made.json["session_id"]?.stringValue)
+            let long = try await client.call(
+                .post, "/v1/projects/small/sessions/\(session)/run",
+                json: ["input": "i=0; while [ $i -lt 1000 ]; do echo line-$i; i=$((i+1)); done"])
+            #expect(long.json["truncated"] == true)
+            let stdout = long.json["stdout"]?.stringValue ?? ""
+            #expect(stdout.hasPrefix("line-0\n") && stdout.hasSuffix("line-999\n"), "\(stdout.prefix(80))")
+            #expect(stdout.contains("bytes omitted"))
+            #expect(long.json["omitted_bytes"]?.numberValue ?? 0 > 7000)
+
+            func call(_ command: String, meta: String) async throws -> JSON {
+                let reply = try await client.call(
+                    .post, "/v1/projects/demo/mcp",
+                    json: [
+                        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                        "params": [
+                            "name": "bash", "arguments": ["command": .string(command)],
+                            "_meta": ["sessionId": .string(meta)],
+                        ],
+                    ])
+                return reply.json["result"]?["structuredContent"] ?? .null
+            }
+            _ = try await call("cd /tmp", meta: "a")
+            #expect(try await call("pwd", meta: "a")["stdout"] == "/tmp\n")
+            #expect(try await call("pwd", meta: "b")["stdout"] == "/workspace\n")
         }
     }
 }

@@ -50,13 +50,25 @@ struct MCPHandler: Sendable {
         do {
             let outcome = try await state.tools.call(
                 project: project, name: name, arguments: params["arguments"] ?? [:], principal: principal,
-                caller: caller, progress: progress)
+                caller: Self.caller(caller, meta: params["_meta"]), progress: progress)
             return RPC.result(id, outcome.envelope)
         } catch {
             // Every failure is a result the model can read; the code says what kind it was.
             let mapped = APIError.from(error)
             return RPC.result(id, ToolOutcome.invalid(mapped).envelope)
         }
+    }
+}
+
+extension MCPHandler {
+    /// The caller a tool call runs for: the request's, narrowed by a session the call names
+    /// in `_meta.sessionId` (for a client without MCP sessions that runs several agents), so
+    /// each gets its own shell and read-state.
+    static func caller(_ caller: String, meta: JSON?) -> String {
+        guard let named = meta?["sessionId"]?.stringValue, let sane = RequestIDMiddleware.sane(named) else {
+            return caller
+        }
+        return caller + "/" + sane
     }
 }
 
