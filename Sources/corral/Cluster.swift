@@ -7,8 +7,8 @@ import Logging
 import ServiceLifecycle
 
 /// `corral worker`: a host with sandboxes in a cluster. It takes the jobs Redis routes to
-/// it, serves the calls API nodes forward to it (project calls, file tools) on its own
-/// HTTP port, and hands its projects over on SIGTERM.
+/// it, serves the calls API nodes forward to it (project calls, file tools, sessions) on
+/// its own HTTP port, and hands its projects over on SIGTERM.
 struct Worker: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run a worker host of a cluster until SIGTERM or SIGINT.",
@@ -58,7 +58,7 @@ struct Worker: AsyncParsableCommand {
             configuration, cluster: clusterConfiguration, host: hostName, address: address)
         try await worker.start()
         let app = try buildApplication(
-            api, host: host, jobs: host.jobService, files: host,
+            api, host: host, jobs: host.jobService, files: host, sessions: host.sessionService,
             logger: Logger(label: "corral.api"))
         logger.info(
             "corral worker",
@@ -79,7 +79,7 @@ struct APINode: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "api",
         abstract: "Run a stateless API node of a cluster until SIGTERM or SIGINT.",
-        discussion: "Jobs go through Redis; project and file calls go to each project's worker host."
+        discussion: "Jobs go through Redis; project, file and session calls go to each project's worker host."
     )
 
     @OptionGroup var server: ServerOptions
@@ -99,7 +99,7 @@ struct APINode: AsyncParsableCommand {
             defaultPolicy: defaultPolicy)
         let app = try buildApplication(
             api, host: backend, jobs: backend.jobService, files: ClusterFileTools(backend: backend),
-            logger: Logger(label: "corral.api"))
+            sessions: ClusterSessions(backend: backend), logger: Logger(label: "corral.api"))
         logger.info(
             "corral api",
             metadata: ["version": "\(HostModule.version)", "bind": "\(server.bind)", "node": "\(backend.jobs.node)"])

@@ -330,3 +330,27 @@ extension SessionTests {
         }
     }
 }
+
+extension SessionTests {
+    /// A cluster's worker drops its copy of a project another host owns now (a failover),
+    /// or owned since (the project comes back): the project's sessions end with it, and
+    /// their ids are lost from then on, never "not found" and never restarted here.
+    @Test func aProjectLeavingTheHostEndsItsSessionsAndTheirIdsAreLostEvenWhenItComesBack() async throws {
+        try await LiveHost.run { client, host in
+            let session = try await Self.create(client)
+            let idle = try await Self.create(client)
+            _ = try await Self.run(client, session, "sleep 300 & export MARK=1")
+            try await host.dropLocalCopy("demo")
+            #expect(await host.sessions.count == 0)
+            _ = try await host.upload("demo", archive: try LiveHost.archive(LiveHost.demo))
+            for id in [session, idle] {
+                let lost = try await client.call(.post, "/v1/projects/demo/sessions/\(id)/run", json: ["input": "true"])
+                #expect(lost.status == .gone, "\(lost.text)")
+                #expect(lost.code == "session_lost")
+            }
+            let fresh = try await Self.create(client)
+            let clean = try await Self.run(client, fresh, "echo \"[$MARK]\"")
+            #expect(clean["stdout"] == "[]\n")
+        }
+    }
+}

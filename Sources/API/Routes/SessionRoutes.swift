@@ -1,3 +1,4 @@
+import Cluster
 import Foundation
 import HTTPTypes
 import Host
@@ -69,9 +70,10 @@ struct SessionRoutes {
         return sessions
     }
 
-    /// Names, on a call an API node forwards, whose sessions it is for: the agent's name, or
-    /// `*` for an admin. Believed only from the worker token.
-    static let callerHeader = HTTPField.Name("X-Corral-Session-Caller")!
+    /// Names, on a call an API node forwards, whose sessions it is for: the agent's name,
+    /// percent-encoded (`ClusterSessions`), or `*` for an admin. Believed only from the
+    /// worker token.
+    static let callerHeader = HTTPField.Name(ClusterSessions.callerHeader)!
 
     /// The project and whose sessions the caller may touch: its own, every one for an admin
     /// (nil). On a worker, the API node says whom it forwards for.
@@ -79,7 +81,11 @@ struct SessionRoutes {
         let id = try context.projectID()
         let principal = try context.authorize(project: id)
         if principal.forwarder, let named = request.headers[Self.callerHeader] {
-            return (id, named == "*" ? nil : named)
+            if named == "*" { return (id, nil) }
+            guard let name = named.removingPercentEncoding, (1...128).contains(name.utf8.count) else {
+                throw APIError.invalidArgument(ClusterSessions.callerHeader, "must name a token, percent-encoded")
+            }
+            return (id, name)
         }
         return (id, principal.admin ? nil : context.callerName)
     }

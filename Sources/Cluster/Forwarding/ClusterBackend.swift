@@ -33,7 +33,16 @@ public struct ClusterBackend: HostBackend {
 
     /// The base URL of the project's owner, assigning one if nobody owns it.
     func owner(of id: String) async throws -> String {
-        let host = try await jobs.route(id)
+        try await address(of: try await jobs.route(id))
+    }
+
+    /// The base URL of the project's owner; nil when nobody owns it (nothing is leased).
+    func currentOwner(of id: String) async throws -> String? {
+        guard let host = try await jobs.owner(of: id) else { return nil }
+        return try await address(of: host)
+    }
+
+    private func address(of host: String) async throws -> String {
         guard let address = try await jobs.address(of: host) else {
             throw ClusterError.workerUnreachable("worker \(host) advertises no address")
         }
@@ -41,16 +50,30 @@ public struct ClusterBackend: HostBackend {
     }
 
     /// Sends a call to the project's owner; a refusal comes back as the owner's error.
+    /// `timeout` replaces the worker client's for a call that waits on the owner longer.
     func forward(
         _ id: String, _ method: String, _ path: String, query: [(String, String)] = [],
-        headers: [(String, String)] = [], body: [UInt8]? = nil, onChunk: (@Sendable ([UInt8]) -> Void)? = nil
+        headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration? = nil,
+        onChunk: (@Sendable ([UInt8]) -> Void)? = nil
     ) async throws -> WorkerResponse {
-        let base = try await owner(of: id)
+        try await send(
+            to: try await owner(of: id), method, path, query: query, headers: headers, body: body, timeout: timeout,
+            onChunk: onChunk)
+    }
+
+    /// Sends a call to the worker at `base`, with the caller's headers; a refusal comes back
+    /// as the worker's error.
+    func send(
+        to base: String, _ method: String, _ path: String, query: [(String, String)] = [],
+        headers: [(String, String)] = [], body: [UInt8]? = nil, timeout: Duration? = nil,
+        onChunk: (@Sendable ([UInt8]) -> Void)? = nil
+    ) async throws -> WorkerResponse {
         var url = base + path
         if !query.isEmpty { url += "?" + query.map { "\($0.0)=\(Forwarding.escape($0.1))" }.joined(separator: "&") }
         // The worker charges the agent's own rate, not the worker token's (one bucket for all).
         let headers = headers + Forwarding.callerHeaders
-        let response = try await workers.send(method, url, headers: headers, body: body, onChunk: onChunk)
+        let response = try await workers.send(
+            method, url, headers: headers, body: body, timeout: timeout, onChunk: onChunk)
         guard (200..<300).contains(response.status) else { throw Self.refusal(response) }
         return response
     }

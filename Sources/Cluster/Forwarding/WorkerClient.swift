@@ -22,12 +22,13 @@ public struct WorkerResponse: Sendable {
 public final class WorkerClient: Sendable {
     /// Sent as the bearer token: an admin token of the workers' API.
     let token: String?
-    private let timeout: Duration
+    /// How long a request may take unless it asks for more or less.
+    let timeout: Duration
     private let idle = Mutex<[EasyHandle]>([])
     private static let queue = DispatchQueue(label: "corral.worker-client", attributes: .concurrent)
 
     /// `timeout` bounds a whole request; a forwarded call that waits longer (a warm of a
-    /// large project) must ask for more.
+    /// large project, a session run with a long `wait_s`) must ask for more.
     public init(token: String?, timeout: Duration = .seconds(600)) {
         _ = CurlLibrary.initialized
         self.token = token
@@ -39,11 +40,12 @@ public final class WorkerClient: Sendable {
     }
 
     /// Sends one request. `onChunk` sees the body as it arrives (for event streams); the
-    /// response holds it all either way. Throws ``ClusterError/workerUnreachable(_:)`` when
-    /// the worker cannot be reached or the connection breaks.
+    /// response holds it all either way. `timeout` replaces the client's for this request.
+    /// Throws ``ClusterError/workerUnreachable(_:)`` when the worker cannot be reached or the
+    /// connection breaks.
     public func send(
         _ method: String, _ url: String, headers: [(String, String)] = [], body: [UInt8]? = nil,
-        onChunk: (@Sendable ([UInt8]) -> Void)? = nil
+        timeout: Duration? = nil, onChunk: (@Sendable ([UInt8]) -> Void)? = nil
     ) async throws -> WorkerResponse {
         let handle = idle.withLock { $0.popLast() } ?? EasyHandle(raw: curl_easy_init())
         let sink = ResponseSink(onChunk: onChunk)
@@ -51,7 +53,7 @@ public final class WorkerClient: Sendable {
         if let token { lines.append("Authorization: Bearer \(token)") }
         // No `Expect: 100-continue` round trip before a large body.
         lines.append("Expect:")
-        let request = Request(method: method, url: url, headers: lines, body: body, timeout: timeout)
+        let request = Request(method: method, url: url, headers: lines, body: body, timeout: timeout ?? self.timeout)
         let (code, message) = await withCheckedContinuation { continuation in
             Self.queue.async { continuation.resume(returning: Self.perform(handle, request, sink)) }
         }

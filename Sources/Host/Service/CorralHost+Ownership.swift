@@ -47,9 +47,11 @@ extension CorralHost {
     /// Every project the cache knows.
     package func projectIDs() async -> [String] { await cache.list().map(\.id) }
 
-    /// Stops the project's sandbox and forgets its workspace and settings here, leaving
-    /// its snapshot in the store.
+    /// Ends the project's sessions (reported lost from then on), stops its sandbox and
+    /// forgets its workspace and settings here, leaving its snapshot in the store. The
+    /// sessions end first: each pins the workspace until its process is gone.
     package func dropLocalCopy(_ id: String) async throws {
+        await sessions.depart(project: id)
         await pool.destroy(id)
         toolsCache[id] = nil
         try await cache.forget(id)

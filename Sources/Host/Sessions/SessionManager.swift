@@ -9,6 +9,12 @@ actor SessionManager {
     /// never "not found" and never silently replaced.
     nonisolated let instance: String
     private var sessions: [String: Session] = [:]
+    /// Sessions ended because their project left this host (``depart(project:)``), by id,
+    /// with their project: answered `lost`, as another process's ids are. The latest
+    /// ``departedCap`` are kept.
+    private var departed: [String: String] = [:]
+    private var departedOrder: [String] = []
+    static let departedCap = 10_000
     private var reaper: Task<Void, Never>?
     private var closed = false
     private let logger = Logger(label: "corral.sessions")
@@ -49,7 +55,7 @@ actor SessionManager {
     /// The session `id` of `project`, if `caller` (nil: an admin) may use it.
     func session(_ project: String, _ id: String, caller: String?) throws -> Session {
         guard let session = sessions[id], session.project == project, caller == nil || caller == session.owner else {
-            if id.hasPrefix("ses_"), !id.hasPrefix("ses_\(instance)_") {
+            if id.hasPrefix("ses_"), !id.hasPrefix("ses_\(instance)_") || departed[id] == project {
                 throw SessionError.lost(project: project, session: id)
             }
             throw SessionError.notFound(project: project, session: id)
@@ -75,6 +81,21 @@ actor SessionManager {
         await withTaskGroup(of: Void.self) { group in
             for session in ending { group.addTask { await session.end(reason: reason) } }
         }
+    }
+
+    /// Ends every session of `project` because the project left this host (another host
+    /// owns it now, or this one takes it back from a newer owner): its ids are reported
+    /// lost from now on, never "not found", so a caller knows the state went with the move.
+    func depart(project: String) async {
+        for id in sessions.values.filter({ $0.project == project }).map(\.id).sorted() {
+            departed[id] = project
+            departedOrder.append(id)
+        }
+        if departedOrder.count > Self.departedCap {
+            for id in departedOrder.prefix(departedOrder.count - Self.departedCap) { departed[id] = nil }
+            departedOrder.removeFirst(departedOrder.count - Self.departedCap)
+        }
+        await endAll(project: project, reason: "the project moved to another host")
     }
 
     /// Ends every session and accepts no more.
