@@ -198,6 +198,11 @@ extension PythonSessionTests {
             #expect(loop["exit_code"] == 130)
             let counted = try await run("[[ $n -gt 0 ]] && echo counted")
             #expect(counted["stdout"] == "counted\n")
+            // A venv activated in one run is the python of the next.
+            let venv = try await run("python3 -m venv .venv && source .venv/bin/activate", ["timeout_s": 120])
+            #expect(venv["exit_code"] == 0, "\(venv)")
+            let active = try await run("command -v python; echo \"$VIRTUAL_ENV\"")
+            #expect(active["stdout"] == "/workspace/.venv/bin/python\n/workspace/.venv\n")
         }
     }
 }

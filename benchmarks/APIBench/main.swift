@@ -172,6 +172,86 @@ for (name, path, body) in calls {
         print("| \(name) | \(connections) | \(format(load.p50)) | \(format(load.p99)) | \(Int(load.perSecond)) |")
     }
 }
+// MARK: - Sessions
+
+// A run of `true` in a shell session against `exec true` in the same project, interleaved in
+// rounds; python `1+1`; and each kind's memory when idle (its cgroup leaf's memory.current,
+// and the driver's proportional set size, which shares the image's pages fairly).
+func sessionMemory(_ id: String, project: String) async throws -> (current: UInt64, pss: Int) {
+    try await Task.sleep(for: .milliseconds(300))
+    let info = try await host.sessionService.info(project, id, caller: nil)
+    var pss = 0
+    for leaf in await host.sessionProcesses(project, id) {
+        let text = (try? String(contentsOfFile: "/proc/\(leaf)/smaps_rollup", encoding: .utf8)) ?? ""
+        for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
+            pss += Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
+        }
+    }
+    return (info.memoryBytes ?? 0, pss * 1024)
+}
+print("")
+print("## Sessions (wrk, 1 connection, median of 5 interleaved rounds)")
+print("")
+let shell = try await host.sessionService.create("bench", SessionRequest(kind: .shell), caller: "bench")
+let runPath = "/v1/projects/bench/sessions/\(shell.sessionID)/run"
+var sessionRounds: [Load] = []
+var execRounds: [Load] = []
+for _ in 0..<5 {
+    execRounds.append(try wrk(bound, path: "/v1/projects/bench/exec", body: calls[1].2, connections: 1))
+    sessionRounds.append(try wrk(bound, path: runPath, body: #"{"input": "true"}"#, connections: 1))
+}
+let execP50 = percentile(execRounds.map(\.p50), 0.5)
+let sessionP50 = percentile(sessionRounds.map(\.p50), 0.5)
+print("| call | p50 ms | p99 ms | req/s |")
+print("|---|---|---|---|")
+print(
+    "| POST exec `true` (baseline) | \(format(execP50)) | \(format(percentile(execRounds.map(\.p99), 0.5))) | "
+        + "\(Int(percentile(execRounds.map(\.perSecond), 0.5))) |")
+print(
+    "| POST sessions/{sid}/run `true` (shell: \(shell.interpreter)) | \(format(sessionP50)) | "
+        + "\(format(percentile(sessionRounds.map(\.p99), 0.5))) | \(Int(percentile(sessionRounds.map(\.perSecond), 0.5))) |")
+print("")
+print("session run / exec = \(String(format: "%.2f", sessionP50 / execP50))× (goal ≤ 0.5×)")
+let shellMemory = try await sessionMemory(shell.sessionID, project: "bench")
+print(
+    "idle shell session (\(shell.interpreter)): memory.current \(shellMemory.current / 1024) KiB, "
+        + "Pss \(shellMemory.pss / 1024) KiB (goal ≤ 1 MiB)")
+if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
+    try "extends = \"default\"\nrootfs = \"devtools\"\n".write(
+        toFile: policies + "/py.toml", atomically: true, encoding: .utf8)
+    await host.policies.reload()
+    _ = try await host.upload("py", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/src.tar.gz"))), policy: "py")
+    let python = try await host.sessionService.create("py", SessionRequest(kind: .python), caller: "bench")
+    let pythonPath = "/v1/projects/py/sessions/\(python.sessionID)/run"
+    var pythonRounds: [Load] = []
+    var inProcessPython: [Double] = []
+    for _ in 0..<5 {
+        pythonRounds.append(try wrk(bound, path: pythonPath, body: #"{"input": "1+1"}"#, connections: 1))
+        for _ in 0..<200 {
+            let start = ContinuousClock.now
+            _ = try await host.sessionService.run(
+                "py", python.sessionID, SessionRunRequest(input: "1+1"), budget: .seconds(10), caller: nil)
+            let elapsed = ContinuousClock.now - start
+            inProcessPython.append(
+                Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
+        }
+    }
+    print(
+        "| POST sessions/{sid}/run `1+1` (\(python.interpreter)) | \(format(percentile(pythonRounds.map(\.p50), 0.5))) | "
+            + "\(format(percentile(pythonRounds.map(\.p99), 0.5))) | \(Int(percentile(pythonRounds.map(\.perSecond), 0.5))) |")
+    print(
+        "| in-process sessionService.run `1+1` | \(format(percentile(inProcessPython, 0.5))) | "
+            + "\(format(percentile(inProcessPython, 0.99))) | |")
+    let idle = try await sessionMemory(python.sessionID, project: "py")
+    print("idle python session: memory.current \(idle.current / 1024) KiB, Pss \(idle.pss / 1024) KiB (goal ≤ 20 MiB)")
+    _ = try await host.sessionService.run(
+        "py", python.sessionID, SessionRunRequest(input: "import pandas, numpy"), budget: .seconds(60), caller: nil)
+    let pandas = try await sessionMemory(python.sessionID, project: "py")
+    print("python session with pandas imported: memory.current \(pandas.current / 1024) KiB, Pss \(pandas.pss / 1024) KiB")
+} else {
+    print("(python rows skipped: no devtools image in \(rootfs); make rootfs-devtools)")
+}
+
 // A server a job runs in the project (busybox httpd), through the ports relay, and
 // directly: the host's own socket in the sandbox's network namespace, one request per
 // connection as the relay makes it, in-process. Interleaved in rounds, as exec below.
@@ -257,86 +337,6 @@ if let exec = rows["POST exec `true` 1"], let health = rows["GET /health (baseli
     print(
         "exec over HTTP p50 / in-process p50 = \(String(format: "%.2f", exec.p50 / base))×; "
             + "HTTP adds \(format(exec.p50 - base)) ms (GET /health p50 \(format(health.p50)) ms)")
-}
-
-// MARK: - Sessions
-
-// A run of `true` in a shell session against `exec true` in the same project, interleaved in
-// rounds; python `1+1`; and each kind's memory when idle (its cgroup leaf's memory.current,
-// and the driver's proportional set size, which shares the image's pages fairly).
-func sessionMemory(_ id: String, project: String) async throws -> (current: UInt64, pss: Int) {
-    try await Task.sleep(for: .milliseconds(300))
-    let info = try await host.sessionService.info(project, id, caller: nil)
-    var pss = 0
-    for leaf in await host.sessionProcesses(project, id) {
-        let text = (try? String(contentsOfFile: "/proc/\(leaf)/smaps_rollup", encoding: .utf8)) ?? ""
-        for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
-            pss += Int(line.split(separator: " ", omittingEmptySubsequences: true)[1]) ?? 0
-        }
-    }
-    return (info.memoryBytes ?? 0, pss * 1024)
-}
-print("")
-print("## Sessions (wrk, 1 connection, median of 5 interleaved rounds)")
-print("")
-let shell = try await host.sessionService.create("bench", SessionRequest(kind: .shell), caller: "bench")
-let runPath = "/v1/projects/bench/sessions/\(shell.sessionID)/run"
-var sessionRounds: [Load] = []
-var execRounds: [Load] = []
-for _ in 0..<5 {
-    execRounds.append(try wrk(bound, path: "/v1/projects/bench/exec", body: calls[1].2, connections: 1))
-    sessionRounds.append(try wrk(bound, path: runPath, body: #"{"input": "true"}"#, connections: 1))
-}
-let execP50 = percentile(execRounds.map(\.p50), 0.5)
-let sessionP50 = percentile(sessionRounds.map(\.p50), 0.5)
-print("| call | p50 ms | p99 ms | req/s |")
-print("|---|---|---|---|")
-print(
-    "| POST exec `true` (baseline) | \(format(execP50)) | \(format(percentile(execRounds.map(\.p99), 0.5))) | "
-        + "\(Int(percentile(execRounds.map(\.perSecond), 0.5))) |")
-print(
-    "| POST sessions/{sid}/run `true` (shell: \(shell.interpreter)) | \(format(sessionP50)) | "
-        + "\(format(percentile(sessionRounds.map(\.p99), 0.5))) | \(Int(percentile(sessionRounds.map(\.perSecond), 0.5))) |")
-print("")
-print("session run / exec = \(String(format: "%.2f", sessionP50 / execP50))× (goal ≤ 0.5×)")
-let shellMemory = try await sessionMemory(shell.sessionID, project: "bench")
-print(
-    "idle shell session (\(shell.interpreter)): memory.current \(shellMemory.current / 1024) KiB, "
-        + "Pss \(shellMemory.pss / 1024) KiB (goal ≤ 1 MiB)")
-if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
-    try "extends = \"default\"\nrootfs = \"devtools\"\n".write(
-        toFile: policies + "/py.toml", atomically: true, encoding: .utf8)
-    await host.policies.reload()
-    _ = try await host.upload("py", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/src.tar.gz"))), policy: "py")
-    let python = try await host.sessionService.create("py", SessionRequest(kind: .python), caller: "bench")
-    let pythonPath = "/v1/projects/py/sessions/\(python.sessionID)/run"
-    var pythonRounds: [Load] = []
-    var inProcessPython: [Double] = []
-    for _ in 0..<5 {
-        pythonRounds.append(try wrk(bound, path: pythonPath, body: #"{"input": "1+1"}"#, connections: 1))
-        for _ in 0..<200 {
-            let start = ContinuousClock.now
-            _ = try await host.sessionService.run(
-                "py", python.sessionID, SessionRunRequest(input: "1+1"), budget: .seconds(10), caller: nil)
-            let elapsed = ContinuousClock.now - start
-            inProcessPython.append(
-                Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
-        }
-    }
-    print(
-        "| POST sessions/{sid}/run `1+1` (\(python.interpreter)) | \(format(percentile(pythonRounds.map(\.p50), 0.5))) | "
-            + "\(format(percentile(pythonRounds.map(\.p99), 0.5))) | \(Int(percentile(pythonRounds.map(\.perSecond), 0.5))) |")
-    print(
-        "| in-process sessionService.run `1+1` | \(format(percentile(inProcessPython, 0.5))) | "
-            + "\(format(percentile(inProcessPython, 0.99))) | |")
-    let idle = try await sessionMemory(python.sessionID, project: "py")
-    print("idle python session: memory.current \(idle.current / 1024) KiB, Pss \(idle.pss / 1024) KiB (goal ≤ 20 MiB)")
-    _ = try await host.sessionService.run(
-        "py", python.sessionID, SessionRunRequest(input: "import pandas, numpy"), budget: .seconds(60), caller: nil)
-    let pandas = try await sessionMemory(python.sessionID, project: "py")
-    print("python session with pandas imported: memory.current \(pandas.current / 1024) KiB, Pss \(pandas.pss / 1024) KiB")
-} else {
-    print("(python rows skipped: no devtools image in \(rootfs); make rootfs-devtools)")
 }
 
 await group.triggerGracefulShutdown()
