@@ -107,6 +107,15 @@ struct PythonSessionTests {
             #expect(slow["error"]?["name"] == "KeyboardInterrupt")
             #expect(slow["stdout"] == "sleeping\n")
             #expect(try await Self.run(client, session, "kept")["result"] == "'yes'")
+            // A cancel's default signal (TERM) goes to what the run started; the interpreter
+            // itself gets SIGINT, so the session survives this too.
+            let long = try await Self.run(
+                client, session, "import subprocess\nsubprocess.run(['sleep', '30'])", extra: ["wait_s": 0.3])
+            let run = try #require(long["run_id"]?.stringValue)
+            let cancelled = try await client.call(.post, "/v1/projects/py/sessions/\(session)/runs/\(run)/cancel")
+            #expect(cancelled.json["status"] == "cancelled", "\(cancelled.text)")
+            #expect(cancelled.json["error"]?["name"] == "KeyboardInterrupt")
+            #expect(try await Self.run(client, session, "kept")["result"] == "'yes'")
         }
     }
 

@@ -133,6 +133,40 @@ extension SessionTests {
         }
     }
 
+    @Test func aCancelWithTheDefaultSignalEndsTheCommandButNeverTheShell() async throws {
+        try await LiveHost.run { client, _ in
+            let session = try await Self.create(client)
+            _ = try await Self.run(client, session, "export KEPT=yes")
+            for body: JSON in [[:], ["signal": "KILL"]] {
+                let long = try await Self.run(
+                    client, session, "echo tick; sleep 30; echo after", extra: ["wait_s": 0.3, "timeout_s": 60])
+                let run = try #require(long["run_id"]?.stringValue)
+                let cancelled = try await client.call(
+                    .post, "/v1/projects/demo/sessions/\(session)/runs/\(run)/cancel", json: body)
+                #expect(cancelled.json["status"] == "cancelled", "\(body): \(cancelled.text)")
+                #expect(cancelled.json["exit_code"] == 130)
+                #expect(cancelled.json["stdout"] == "tick\n")
+            }
+            let after = try await Self.run(client, session, "echo $KEPT")
+            #expect(after["stdout"] == "yes\n")
+        }
+    }
+
+    @Test func aSessionThatCannotStartIsRefusedWithAReasonNeverA500() async throws {
+        try await LiveHost.run { client, host in
+            for (body, code): (JSON, String) in [
+                (["cwd": "/etc"], "invalid_argument"), (["cwd": "missing"], "invalid_argument"),
+                (["cwd": "/proc/self/cwd/.."], "invalid_argument"), (["kind": "python"], "session_unavailable"),
+                (["env": ["BIG": .string(String(repeating: "x", count: 200_000))]], "session_unavailable"),
+            ] {
+                let refused = try await client.call(.post, "/v1/projects/demo/sessions", json: body)
+                #expect(refused.status == .unprocessableContent, "\(body): \(refused.text)")
+                #expect(refused.code == code, "\(body): \(refused.text)")
+            }
+            #expect(await host.sessions.count == 0)
+        }
+    }
+
     @Test func twoCallersNeverSeeEachOthersSessions() async throws {
         let configuration = APIConfiguration(
             port: 0,

@@ -71,18 +71,22 @@ extension CorralHost {
         }
     }
 
-    /// A failed start in the model's terms: no python in the image, a cwd that is not there.
+    /// A failed start in the model's terms: no python in the image, a cwd that is not there
+    /// or leads out of /workspace, a process that could not start (the project's memory is
+    /// full, an environment too large for execve). The host's own failures stay errors.
     nonisolated static func sessionStartError(_ error: SandboxError, kind: SessionKind, cwd: String) -> any Error {
-        let text = "\(error)"
-        if kind == .python && text.contains("execve") && text.contains("ENOENT") {
+        switch error {
+        case .childFailed(stage: "execve", errno: ENOENT) where kind == .python:
             return SessionError.unavailable(
                 "the project's image has no python3 on its PATH; choose a policy whose rootfs has python (the devtools image does), or run a shell session"
             )
+        case .childFailed(stage: "chdir", errno: _), .cwdOutsideWorkspace:
+            return SessionError.invalid("cwd \(cwd) is not a directory inside /workspace: \(error)")
+        case .childFailed, .killedWhileStarting, .memoryFullWhileStarting, .stoppedWhileStarting:
+            return SessionError.unavailable("the session's \(kind.rawValue) could not start: \(error)")
+        case .sandboxGone, .invalidConfiguration, .system:
+            return error
         }
-        if text.contains("chdir") || text.contains("EXDEV") {
-            return SessionError.invalid("cwd \(cwd) is not a directory inside /workspace: \(text)")
-        }
-        return error
     }
 }
 

@@ -346,9 +346,9 @@ final class Session: Sendable {
         state.withLock { state in state.runs.last { $0.id == id } }
     }
 
-    /// Interrupts a run: `signal` to the shell or interpreter and to what the run started,
-    /// as a terminal's Ctrl-C reaches a whole foreground job (the shell driver's trap then
-    /// ends the whole command; python raises KeyboardInterrupt); SIGKILL to what the run
+    /// Interrupts a run: SIGINT to the shell or interpreter and `signal` to what the run
+    /// started, as a terminal's Ctrl-C reaches a whole foreground job (the shell driver's trap
+    /// then ends the whole command; python raises KeyboardInterrupt); SIGKILL to what the run
     /// started after the grace; and if the run still has not ended, the session's process
     /// itself.
     func interrupt(_ run: SessionRun, as reason: SessionRunStatus, signal: Int32) async {
@@ -359,8 +359,10 @@ final class Session: Sendable {
             let spawned = Self.started(since: run.baseline, driver: driver, now: process.job.processes)
             return [driver] + spawned
         }
-        for pid in targets() { _ = Glibc.kill(pid, signal) }
-        if await ended(run, within: signal == SIGKILL ? .zero : killGrace) { return }
+        // The driver gets SIGINT whatever the caller asked for: it is the one signal the
+        // driver turns into the end of a command; TERM, HUP, QUIT or KILL would end the session.
+        for pid in targets() { _ = Glibc.kill(pid, pid == driver ? SIGINT : signal) }
+        if await ended(run, within: killGrace) { return }
         if kind == .shell {
             for pid in targets().dropFirst() { _ = Glibc.kill(pid, SIGKILL) }
             if await ended(run, within: .seconds(1)) { return }

@@ -200,7 +200,7 @@ public struct SessionRunView: Sendable, Codable, Equatable {
     public var runID: String
     public var kind: SessionKind
     public var status: SessionRunStatus
-    /// Shell: the command's exit status (124 after a timeout, 130 after an interrupt).
+    /// Shell: the command's exit status (130 after a timeout or a cancel: the driver's trap).
     public var exitCode: Int32?
     public var stdout: String?
     public var stderr: String?
@@ -371,8 +371,8 @@ public protocol SessionService: Sendable {
     /// Long-poll: answers when the run has output after `since`, ends, or `wait` passes.
     func poll(_ project: String, _ session: String, run: String, wait: Duration, since: Int, caller: String?)
         async throws -> SessionRunView
-    /// Interrupts the run (`signal` to what it started, KILL after the grace); the session
-    /// stays. Returns once the run has ended.
+    /// Interrupts the run (SIGINT to the shell or interpreter, `signal` to what the run
+    /// started, KILL after the grace); the session stays. Returns once the run has ended.
     func cancel(_ project: String, _ session: String, run: String, signal: JobSignal, caller: String?)
         async throws -> SessionRunView
     /// Ends the session's process (if alive) and starts a fresh one with the same id.
