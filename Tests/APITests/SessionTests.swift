@@ -331,7 +331,8 @@ extension SessionTests {
 extension SessionTests {
     @Test func aRunsOutputIsCutToThePolicysCapAndAStatelessMCPCallerNamesItsShellInMeta() async throws {
         try await LiveHost.run { client, host in
-            try await LiveHost.writePolicies(["small": "extends = \"default\"\n[output]\nstdout = \"1KiB\"\n"], to: host)
+            try await LiveHost.writePolicies(
+                ["small": "extends = \"default\"\n[output]\nstdout = \"1KiB\"\n"], to: host)
             let upload = try await client.call(
                 .put, "/v1/projects/small/archive?policy=small", raw: try LiveHost.archive(["f": "x\n"]))
             #expect(upload.status == .created, "\(upload.text)")

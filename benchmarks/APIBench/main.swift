@@ -209,7 +209,8 @@ print(
         + "\(Int(percentile(execRounds.map(\.perSecond), 0.5))) |")
 print(
     "| POST sessions/{sid}/run `true` (shell: \(shell.interpreter)) | \(format(sessionP50)) | "
-        + "\(format(percentile(sessionRounds.map(\.p99), 0.5))) | \(Int(percentile(sessionRounds.map(\.perSecond), 0.5))) |")
+        + "\(format(percentile(sessionRounds.map(\.p99), 0.5))) | \(Int(percentile(sessionRounds.map(\.perSecond), 0.5))) |"
+)
 print("")
 print("session run / exec = \(String(format: "%.2f", sessionP50 / execP50))× (goal ≤ 0.5×)")
 let shellMemory = try await sessionMemory(shell.sessionID, project: "bench")
@@ -220,7 +221,8 @@ if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
     try "extends = \"default\"\nrootfs = \"devtools\"\n".write(
         toFile: policies + "/py.toml", atomically: true, encoding: .utf8)
     await host.policies.reload()
-    _ = try await host.upload("py", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/src.tar.gz"))), policy: "py")
+    _ = try await host.upload(
+        "py", archive: Array(try Data(contentsOf: URL(fileURLWithPath: data + "/src.tar.gz"))), policy: "py")
     let python = try await host.sessionService.create("py", SessionRequest(kind: .python), caller: "bench")
     let pythonPath = "/v1/projects/py/sessions/\(python.sessionID)/run"
     var pythonRounds: [Load] = []
@@ -238,7 +240,8 @@ if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
     }
     print(
         "| POST sessions/{sid}/run `1+1` (\(python.interpreter)) | \(format(percentile(pythonRounds.map(\.p50), 0.5))) | "
-            + "\(format(percentile(pythonRounds.map(\.p99), 0.5))) | \(Int(percentile(pythonRounds.map(\.perSecond), 0.5))) |")
+            + "\(format(percentile(pythonRounds.map(\.p99), 0.5))) | \(Int(percentile(pythonRounds.map(\.perSecond), 0.5))) |"
+    )
     print(
         "| in-process sessionService.run `1+1` | \(format(percentile(inProcessPython, 0.5))) | "
             + "\(format(percentile(inProcessPython, 0.99))) | |")
@@ -247,7 +250,9 @@ if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
     _ = try await host.sessionService.run(
         "py", python.sessionID, SessionRunRequest(input: "import pandas, numpy"), budget: .seconds(60), caller: nil)
     let pandas = try await sessionMemory(python.sessionID, project: "py")
-    print("python session with pandas imported: memory.current \(pandas.current / 1024) KiB, Pss \(pandas.pss / 1024) KiB")
+    print(
+        "python session with pandas imported: memory.current \(pandas.current / 1024) KiB, Pss \(pandas.pss / 1024) KiB"
+    )
 } else {
     print("(python rows skipped: no devtools image in \(rootfs); make rootfs-devtools)")
 }

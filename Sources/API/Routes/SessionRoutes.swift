@@ -153,7 +153,8 @@ struct SessionRoutes {
             "session_run",
             [
                 "project": .string(id), "session": .string(session), "run": .string(view.runID),
-                "principal": .string(context.callerName), "input_bytes": .int(input.utf8.count),
+                "principal": .string(context.callerName), "input": .string(input),
+                "input_bytes": .int(input.utf8.count),
                 "status": .string(view.status.rawValue),
             ])
         return Response.json(JSON.from(view))

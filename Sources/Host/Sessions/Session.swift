@@ -311,7 +311,8 @@ final class Session: Sendable {
         }
         let baseline = Set(process.job.processes)
         let run = SessionRun(
-            number: number, sessionID: id, kind: kind, timeoutSeconds: timeoutSeconds, outputCap: outputCap,
+            number: number, sessionID: id, project: project, kind: kind, timeoutSeconds: timeoutSeconds,
+            outputCap: outputCap,
             baseline: baseline)
         try state.withLock { state in
             if let current = state.current { throw SessionError.busy(session: id, run: current.id) }

@@ -9,6 +9,7 @@ final class SessionRun: Sendable {
     /// The number the driver echoes in its reply.
     let number: Int
     let sessionID: String
+    let project: String
     let kind: SessionKind
     let started = ContinuousClock.now
     let timeoutSeconds: Double
@@ -35,12 +36,13 @@ final class SessionRun: Sendable {
     }
 
     init(
-        number: Int, sessionID: String, kind: SessionKind, timeoutSeconds: Double, outputCap: Int,
+        number: Int, sessionID: String, project: String, kind: SessionKind, timeoutSeconds: Double, outputCap: Int,
         baseline: Set<pid_t>
     ) {
         self.id = "run-\(number)"
         self.number = number
         self.sessionID = sessionID
+        self.project = project
         self.kind = kind
         self.timeoutSeconds = timeoutSeconds
         self.baseline = baseline
@@ -138,7 +140,7 @@ final class SessionRun: Sendable {
     }
 
     private func message(_ state: borrowing State) -> String? {
-        let base = "/v1/projects/{id}/sessions/\(sessionID)/runs/\(id)"
+        let base = "/v1/projects/\(project)/sessions/\(sessionID)/runs/\(id)"
         var parts: [String] = []
         switch state.status {
         case .running:
@@ -154,7 +156,7 @@ final class SessionRun: Sendable {
         case .sessionLost:
             let how = state.session?.reason ?? "its process ended"
             parts.append(
-                "The session ended during the run (\(how)); its state is gone. Restart it with POST /v1/projects/{id}/sessions/\(sessionID)/restart."
+                "The session ended during the run (\(how)); its state is gone. Restart it with POST /v1/projects/\(project)/sessions/\(sessionID)/restart."
             )
         case .completed:
             break
