@@ -139,7 +139,12 @@ struct BashToolTests {
 
             let two = try await client.call(
                 .post, "/v1/projects/demo/exec",
-                json: ["command": "nohup sleep 30 >/dev/null 2>&1 & sleep 30 </dev/null >/dev/null 2>&1 & echo two"])
+                json: [
+                    // (busybox nohup would exit at once in the minimal image.) The pause lets both children
+                    // get past their fork and exec before the main process exits and they are counted.
+                    "command":
+                        "sleep 30 >/dev/null 2>&1 & sleep 30 </dev/null >/dev/null 2>&1 & sleep 0.3; echo two"
+                ])
             #expect(two.json["leftover_processes"] == 2)
             #expect(
                 two.json["message"]?.stringValue?.hasPrefix(

@@ -307,7 +307,8 @@ struct LiveTests {
             let jobs = try await client.call(.get, "/v1/projects/demo/jobs?limit=5", token: TestTokens.admin)
             #expect(jobs.json["jobs"]?.arrayCount == 1)
             let tools = try await client.call(.get, "/v1/projects/demo/tools", token: TestTokens.admin)
-            #expect(tools.json["tools"]?.arrayCount == 4)
+            // bash, job_output, job_kill, project_info and python (no file tools in this host).
+            #expect(tools.json["tools"]?.arrayCount == 5)
             let ping = try await client.call(
                 .post, "/v1/projects/demo/mcp", json: ["jsonrpc": "2.0", "id": 1, "method": "ping"],
                 token: TestTokens.admin)

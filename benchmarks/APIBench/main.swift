@@ -250,6 +250,13 @@ if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
     _ = try await host.sessionService.run(
         "py", python.sessionID, SessionRunRequest(input: "import pandas, numpy"), budget: .seconds(60), caller: nil)
     let pandas = try await sessionMemory(python.sessionID, project: "py")
+    let bash = try await host.sessionService.create("py", SessionRequest(kind: .shell), caller: "bench")
+    _ = try await host.sessionService.run(
+        "py", bash.sessionID, SessionRunRequest(input: "true"), budget: .seconds(10), caller: nil)
+    let bashMemory = try await sessionMemory(bash.sessionID, project: "py")
+    print(
+        "idle shell session (\(bash.interpreter)): memory.current \(bashMemory.current / 1024) KiB, "
+            + "Pss \(bashMemory.pss / 1024) KiB (goal ≤ 1 MiB)")
     print(
         "python session with pandas imported: memory.current \(pandas.current / 1024) KiB, Pss \(pandas.pss / 1024) KiB"
     )
