@@ -210,11 +210,17 @@ extension SessionTests {
                 ids.append(session)
             }
             #expect(try sandbox.jobsCgroup!.pids().count == before + 9)
+            // The spare leaf the next job takes is made in the background: let it settle.
+            try await Task.sleep(for: .milliseconds(300))
+            let leaves = try sandbox.jobsCgroup!.leafNames().count
             let deleted = try await client.call(.delete, "/v1/projects/demo/sessions/\(ids[0])")
             #expect(deleted.status == .noContent)
             // Its shell and both sleeps are gone, and its cgroup leaf with them.
             try await Self.settle { (try? sandbox.jobsCgroup!.pids().count) == before + 6 }
             #expect(try sandbox.jobsCgroup!.pids().count == before + 6)
+            // Each session had a cgroup leaf of its own; the deleted one's is removed.
+            try await Self.settle { (try? sandbox.jobsCgroup!.leafNames().count) == leaves - 1 }
+            #expect(try sandbox.jobsCgroup!.leafNames().count == leaves - 1)
             let gone = try await client.call(.get, "/v1/projects/demo/sessions/\(ids[0])")
             #expect(gone.code == "session_not_found")
             let evicted = try await client.call(.delete, "/v1/projects/demo/workspace")
