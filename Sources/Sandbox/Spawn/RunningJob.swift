@@ -26,7 +26,7 @@ public final class RunningJob: Sendable {
         var openStreams = 2
         /// stdout's and stderr's read ends, until their handler has seen EOF (the event loop
         /// closes a descriptor right after, so a drain must not touch it then).
-        var streams: [Int32] = []
+        var streams: [(fd: Int32, stream: OutputStream)] = []
         var commandsOpen = true
         var exit: (code: Int32, status: Int32, usage: rusage, at: ContinuousClock.Instant)?
         var reason: JobResult.Status = .completed
@@ -56,7 +56,7 @@ public final class RunningJob: Sendable {
 
     /// Starts watching the job's pipes and exit. Called once, right after the spawn.
     func watch(_ process: SpawnedProcess, timeout: Duration?) throws {
-        state.withLock { $0.streams = [process.stdout, process.stderr] }
+        state.withLock { $0.streams = [(process.stdout, .stdout), (process.stderr, .stderr)] }
         for (fd, isStdout) in [(process.stdout, true), (process.stderr, false)] {
             try EventLoop.shared.watch(fd) { [self] _ in readChunk(fd, isStdout: isStdout) }
         }
@@ -144,7 +144,7 @@ public final class RunningJob: Sendable {
         }
         let result = state.withLock { state -> JobResult? in
             state.openStreams -= 1
-            state.streams.removeAll { $0 == fd }
+            state.streams.removeAll { $0.fd == fd }
             return finishIfDone(&state)
         }
         if let result { resume(result) }
@@ -155,13 +155,14 @@ public final class RunningJob: Sendable {
     /// a session); stops at EOF, which the streams' own handlers then see.
     private func drainOutput() {
         let streams = state.withLock { $0.streams }
-        for (index, fd) in streams.enumerated() {
+        // Each with its own name: once stdout has closed, stderr is the only one left.
+        for (fd, stream) in streams {
             var buffer = [UInt8](repeating: 0, count: 65_536)
             while true {
                 let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
                 if n < 0 && errno == EINTR { continue }
                 guard n > 0 else { break }
-                onOutput?(index == 0 ? .stdout : .stderr, Array(buffer[0..<n]))
+                onOutput?(stream, Array(buffer[0..<n]))
             }
         }
     }
