@@ -58,6 +58,12 @@ final class Session: Sendable {
         var deleted = false
         /// What the process printed before its first run, for a start that fails.
         var startupOutput: [UInt8] = []
+
+        /// A run started or ended now: the idle timeout counts from here.
+        mutating func markUsed() {
+            lastUsed = Date()
+            lastUsedClock = .now
+        }
     }
 
     /// Runs kept for polling after they end.
@@ -97,8 +103,7 @@ final class Session: Sendable {
             state.commandsRun = 0
             state.cwd = request.cwd
             state.startedAt = Date()
-            state.lastUsed = Date()
-            state.lastUsedClock = .now
+            state.markUsed()
             return state.incarnation
         }
         let events = SessionEvents(
@@ -121,16 +126,16 @@ final class Session: Sendable {
             await process.release()
             self?.died(result, incarnation: incarnation, sandboxAlive: process.sandboxAlive())
         }
+        // A driver that never says it is ready is killed after 15 s: its death is what
+        // resumes the wait (a task group would otherwise wait for the waiting child forever).
+        let deadline = Task { [weak self] in
+            try await Task.sleep(for: .seconds(15))
+            self?.state.withLock { $0.ending = "it did not start within 15 s" }
+            await process.job.cancel(signal: .kill)
+        }
+        defer { deadline.cancel() }
         do {
-            try await withThrowingTaskGroup(of: Void.self) { group in
-                group.addTask { [self] in try await waitReady(incarnation) }
-                group.addTask {
-                    try await Task.sleep(for: .seconds(15))
-                    throw SessionError.unavailable("the session's \(self.kind.rawValue) did not start within 15 s")
-                }
-                try await group.next()
-                group.cancelAll()
-            }
+            try await waitReady(incarnation)
         } catch {
             await process.job.cancel(signal: .kill)
             throw error
@@ -226,15 +231,13 @@ final class Session: Sendable {
                     if let run = state.current, run.number == id {
                         finished = (run, reply)
                         state.current = nil
-                        state.lastUsed = Date()
-                        state.lastUsedClock = .now
+                        state.markUsed()
                     }
                 case .python(let fields):
                     if let run = state.current, case .number(let id)? = fields["id"], Int(id) == run.number {
                         finished = (run, reply)
                         state.current = nil
-                        state.lastUsed = Date()
-                        state.lastUsedClock = .now
+                        state.markUsed()
                     }
                 }
             }
@@ -302,10 +305,7 @@ final class Session: Sendable {
     /// Starts a run; throws when the session is busy or dead.
     func run(_ request: SessionRunRequest, timeoutSeconds: Double) async throws -> SessionRun {
         let (process, number) = try state.withLock { state -> (SessionProcess, Int) in
-            if let current = state.current { throw SessionError.busy(session: id, run: current.id) }
-            guard let process = state.process else {
-                throw SessionError.dead(session: id, end: state.ended ?? SessionEnd(reason: "it is not running"))
-            }
+            let process = try idleProcess(state)
             defer { state.nextRun += 1 }
             return (process, state.nextRun)
         }
@@ -314,17 +314,15 @@ final class Session: Sendable {
             number: number, sessionID: id, project: project, kind: kind, timeoutSeconds: timeoutSeconds,
             outputCap: outputCap,
             baseline: baseline)
+        // Checked again: another run may have started, or the process died, while the
+        // baseline was read.
         try state.withLock { state in
-            if let current = state.current { throw SessionError.busy(session: id, run: current.id) }
-            guard state.process != nil else {
-                throw SessionError.dead(session: id, end: state.ended ?? SessionEnd(reason: "it is not running"))
-            }
+            _ = try idleProcess(state)
             state.current = run
             state.runs.append(run)
             if state.runs.count > Self.keptRuns { state.runs.removeFirst(state.runs.count - Self.keptRuns) }
             state.commandsRun += 1
-            state.lastUsed = Date()
-            state.lastUsedClock = .now
+            state.markUsed()
         }
         let frame =
             kind == .shell
@@ -340,6 +338,15 @@ final class Session: Sendable {
             await self?.interrupt(run, as: .timedOut, signal: SIGINT)
         }
         return run
+    }
+
+    /// The process, when it lives and runs nothing; else why a run cannot start.
+    private func idleProcess(_ state: State) throws -> SessionProcess {
+        if let current = state.current { throw SessionError.busy(session: id, run: current.id) }
+        guard let process = state.process else {
+            throw SessionError.dead(session: id, end: state.ended ?? SessionEnd(reason: "it is not running"))
+        }
+        return process
     }
 
     /// A run of this session by id, running or kept.
