@@ -31,7 +31,7 @@ struct SessionRoutes {
         }
         router.post("/v1/projects/:id/sessions/:session/restart") { request, context in
             let (id, caller) = try access(context, request)
-            var body = try await request.jsonObject(limit: limits.maxJSONBytes)
+            let body = try await request.jsonObject(limit: limits.maxJSONBytes)
             try body.finish("a restart request")
             let session = try sessionID(context)
             let info = try await service().restart(id, session, caller: caller)

@@ -63,14 +63,13 @@ struct SessionTools {
         _ = try args.bool("background", aliases: ["run_in_background"])
         _ = try args.string("description", maxBytes: 4096)
         try args.finish("bash")
+        // Refused before any session is made or restarted for it.
+        guard command != nil || restart else { throw APIError.missingArgument("command") }
+        if let command, command.allSatisfy(\.isWhitespace) { throw APIError.invalidArgument("command", "is empty") }
         let session = try await session(.shell, named: named, restart: restart)
         guard let command else {
-            guard restart else { throw APIError.missingArgument("command") }
-            return ToolOutcome(
-                text: "The shell session \(session) was restarted: a fresh shell in /workspace.",
-                structured: ["session_id": .string(session), "restarted": true], isError: false)
+            return Self.restarted("shell", session, "a fresh shell in /workspace")
         }
-        guard !command.allSatisfy(\.isWhitespace) else { throw APIError.invalidArgument("command", "is empty") }
         var prefix = environment.sorted { $0.key < $1.key }.map { "export \($0.key)=\(Self.quoted($0.value))\n" }
             .joined()
         if let cwd { prefix += "cd -- \(Self.quoted(cwd)) || return 1\n" }
@@ -86,12 +85,10 @@ struct SessionTools {
         let code = try args.string("code", aliases: ["input"], maxBytes: limits.maxCommandBytes)
         let timeout = try args.number("timeout", aliases: ["timeout_s"], in: 0.001...604_800)
         try args.finish("python")
+        guard code != nil || restart else { throw APIError.missingArgument("code") }
         let session = try await session(.python, named: named, restart: restart)
         guard let code else {
-            guard restart else { throw APIError.missingArgument("code") }
-            return ToolOutcome(
-                text: "The python session \(session) was restarted: every variable and import is gone.",
-                structured: ["session_id": .string(session), "restarted": true], isError: false)
+            return Self.restarted("python", session, "every variable and import is gone")
         }
         let view = try await run(session, SessionRunRequest(input: code, timeoutSeconds: timeout))
         var outcome = ToolOutcome(text: Self.pythonText(view), structured: JSON.from(view), isError: false)
@@ -148,6 +145,13 @@ struct SessionTools {
         let made = try await sessions.create(project, SessionRequest(kind: kind), caller: principal.name)
         await defaults.set(made.sessionID, project, caller, kind)
         return made.sessionID
+    }
+
+    /// The answer to a restart that came without input.
+    static func restarted(_ kind: String, _ session: String, _ what: String) -> ToolOutcome {
+        ToolOutcome(
+            text: "The \(kind) session \(session) was restarted: \(what).",
+            structured: ["session_id": .string(session), "restarted": true], isError: false)
     }
 
     /// A shell word that is exactly `text`.

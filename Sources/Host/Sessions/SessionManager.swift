@@ -33,9 +33,8 @@ actor SessionManager {
 
     /// Adds a started session, unless the project is at `limit` live sessions.
     func add(_ session: Session, limit: Int) throws {
-        guard !closed else { throw SessionError.shuttingDown }
-        let live = sessions.values.filter { $0.project == session.project }.count
-        guard live < limit else { throw SessionError.tooMany(project: session.project, limit: limit) }
+        // Again: others may have been added while this one started.
+        try checkRoom(project: session.project, limit: limit)
         sessions[session.id] = session
         startReaper()
     }
