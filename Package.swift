@@ -43,7 +43,10 @@ let package = Package(
         .target(name: "CShim"),
         // pid 1 of every sandbox: a small C program, so no copy of the host's memory lives
         // inside a sandbox.
-        .executableTarget(name: "CInit", path: "Sources/CInit"),
+        // Static: the builder execs it in a namespace without the host's files (no dynamic
+        // loader, no libraries), and a sandbox's pid 1 should pin as little memory as it can.
+        .executableTarget(
+            name: "CInit", path: "Sources/CInit", linkerSettings: [.unsafeFlags(["-static-executable"])]),
 
         // MARK: - Swift modules
         .target(

@@ -1,13 +1,15 @@
 // corral-init: pid 1 of every Corral sandbox.
 //
-// The host clones this process into new user, mount, pid, net, uts and ipc namespaces and
-// execs it at once, before anything else happens, so the sandbox's pid 1 is this small
+// The host clones this process into new user, mount, pid, net, uts and ipc namespaces
+// (its mount namespace a copy of the tree the host assembled from exactly what the sandbox
+// shows: the image, the workspace, the policy's binds, /dev; see spawn.c) and execs it at
+// once, before anything else happens, so the sandbox's pid 1 is this small
 // program and not a copy of the host's address space. It then:
 //   1. reads its plan (key/value strings) from fd 3 until EOF: the host writes the plan
 //      only after it has written our uid/gid maps and put us in the project's cgroup, so
 //      EOF is also the signal that we may proceed;
-//   2. builds the sandbox (identity, cgroup namespace, hostname, loopback, mount tree,
-//      pivot_root), reporting the first failure as {stage, errno} on fd 4;
+//   2. builds the sandbox (identity, cgroup namespace, hostname, loopback, /tmp, /proc,
+//      /dev/pts, /dev/shm, pivot_root), reporting the first failure as {stage, errno} on fd 4;
 //   3. drops every capability, reports READY on fd 4, closes every descriptor, and
 //      reaps zombies for the rest of its life.
 // It dies only when the host kills it (SIGKILL from the parent namespace); signals sent
@@ -114,39 +116,13 @@ static int mount_setattr_(const char *path, unsigned flags, uint64_t set) {
     return (int)syscall(SYS_mount_setattr, AT_FDCWD, path, flags, &attr, sizeof attr);
 }
 
-static void bind_path(const char *src, const char *dst, int stage) {
-    if (mount(src, dst, NULL, MS_BIND, NULL) != 0) fail(stage);
-}
-
-// Creates an empty file to bind a device node onto: a tmpfs made inside a user namespace
-// cannot hold device nodes of its own (mknod needs CAP_MKNOD in the initial namespace).
-static void bind_device(const char *name) {
-    char host[64] = "/dev/", target[256];
-    strcat(host, name);
-    strcpy(target, "dev/");
-    strcat(target, name);
-    int fd = open(target, O_CREAT | O_WRONLY | O_CLOEXEC | O_NOFOLLOW, 0666);
-    if (fd < 0) fail(COR_STAGE_DEV);
-    close(fd);
-    bind_path(host, target, COR_STAGE_DEV);
-}
-
-static void build_dev(const char *shm_size) {
-    if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0) fail(COR_STAGE_DEV);
-    const char *devices[] = {"null", "zero", "full", "random", "urandom", "tty"};
-    for (size_t i = 0; i < sizeof devices / sizeof *devices; i++) bind_device(devices[i]);
-    if (mkdir("dev/pts", 0755) != 0 || mkdir("dev/shm", 01777) != 0) fail(COR_STAGE_DEV);
+// The pts and shm mounts on the /dev the host built (read-only, with real device nodes).
+static void finish_dev(const char *shm_size) {
     if (mount("devpts", "dev/pts", "devpts", MS_NOSUID | MS_NOEXEC, "newinstance,ptmxmode=0666,mode=0620") != 0)
         fail(COR_STAGE_DEV);
     char opts[64] = "mode=1777,size=";
     strncat(opts, shm_size, sizeof opts - strlen(opts) - 1);
     if (mount("shm", "dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, opts) != 0) fail(COR_STAGE_DEV);
-    if (symlink("pts/ptmx", "dev/ptmx") != 0 || symlink("/proc/self/fd", "dev/fd") != 0 ||
-        symlink("/proc/self/fd/0", "dev/stdin") != 0 || symlink("/proc/self/fd/1", "dev/stdout") != 0 ||
-        symlink("/proc/self/fd/2", "dev/stderr") != 0)
-        fail(COR_STAGE_DEV);
-    // The tmpfs itself becomes read-only: nothing may add nodes or files to /dev later.
-    if (mount_setattr_("dev", 0, MOUNT_ATTR_RDONLY) != 0) fail(COR_STAGE_DEV);
 }
 
 // Masks kernel information the sandbox has no business reading, and makes the parts of
@@ -155,7 +131,7 @@ static void mask_proc(void) {
     const char *files[] = {"proc/kcore", "proc/keys", "proc/timer_list", "proc/sched_debug",
                            "proc/latency_stats", "proc/timer_stats", "proc/kmsg", "proc/config.gz"};
     for (size_t i = 0; i < sizeof files / sizeof *files; i++) {
-        if (mount("/dev/null", files[i], NULL, MS_BIND, NULL) != 0 && errno != ENOENT) fail(COR_STAGE_PROC);
+        if (mount("dev/null", files[i], NULL, MS_BIND, NULL) != 0 && errno != ENOENT) fail(COR_STAGE_PROC);
     }
     const char *dirs[] = {"proc/acpi", "proc/scsi", "proc/asound"};
     for (size_t i = 0; i < sizeof dirs / sizeof *dirs; i++) {
@@ -172,21 +148,17 @@ static void mask_proc(void) {
     }
 }
 
+// Our mount namespace is a copy of the one the host's builder assembled (spawn.c): a
+// read-only tmpfs holding the image at /r (with /workspace, the policy's binds and /dev
+// already attached, all locked read-only where the host made them so) and a copy of the
+// host's /proc. No other host mount was ever in it.
 static void build_root(void) {
-    const char *rootfs = need("rootfs"), *workspace = need("workspace");
-    // Nothing we mount may propagate back to the host's mount namespace.
+    // Nothing we mount may propagate anywhere.
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) fail(COR_STAGE_MOUNT);
-    if (mount(rootfs, rootfs, NULL, MS_BIND | MS_REC, NULL) != 0) fail(COR_STAGE_ROOTFS);
-    // Read-only before anything is mounted on top, so it applies to the image only.
-    if (mount_setattr_(rootfs, AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) != 0)
-        fail(COR_STAGE_ROOTFS);
-    if (chdir(rootfs) != 0) fail(COR_STAGE_ROOTFS);
-
-    // Descriptor 6 is the workspace, opened by the host-side child before it dropped to
-    // our uid (see cor_spawn_init); the path is kept in the plan for error messages only.
-    (void)workspace;
-    bind_path("/proc/self/fd/6", "workspace", COR_STAGE_WORKSPACE);
-    if (mount_setattr_("workspace", 0, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) != 0) fail(COR_STAGE_WORKSPACE);
+    // The image is locked to the template below it, and pivot_root refuses a locked mount:
+    // a recursive bind of it is ours, and keeps every lock of the mounts it copies.
+    if (mount("/r", "/r", NULL, MS_BIND | MS_REC, NULL) != 0) fail(COR_STAGE_ROOTFS);
+    if (chdir("/r") != 0) fail(COR_STAGE_ROOTFS);
 
     char opts[64] = "mode=1777,size=";
     strncat(opts, need("tmp_size"), sizeof opts - strlen(opts) - 1);
@@ -194,36 +166,11 @@ static void build_root(void) {
 
     if (mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL) != 0) fail(COR_STAGE_PROC);
     mask_proc();
-    build_dev(need("shm_size"));
+    finish_dev(need("shm_size"));
 
-    // Extra read-only binds from the policy: "ro_bind" values are "SRC\tDST" pairs.
-    for (size_t i = 0; i < plan_len;) {
-        const char *k = plan + i, *v = k + strlen(k) + 1;
-        if (strcmp(k, "ro_bind") == 0) {
-            const char *tab = strchr(v, '\t');
-            if (tab == NULL) {
-                errno = EINVAL;
-                fail(COR_STAGE_BIND);
-            }
-            char src[4096];
-            size_t sl = (size_t)(tab - v);
-            if (sl >= sizeof src) {
-                errno = ENAMETOOLONG;
-                fail(COR_STAGE_BIND);
-            }
-            memcpy(src, v, sl);
-            src[sl] = 0;
-            const char *dst = tab + 1;
-            while (*dst == '/') dst++;
-            if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) != 0) fail(COR_STAGE_BIND);
-            if (mount_setattr_(dst, AT_RECURSIVE, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV) != 0)
-                fail(COR_STAGE_BIND);
-        }
-        i += strlen(k) + 1 + strlen(v) + 1;
-    }
-
-    // pivot_root(".", ".") stacks the old root under the new one; detaching it leaves no
-    // path back to the host's tree (runc's approach; chroot would leave one).
+    // pivot_root(".", ".") stacks the old root under the new one; detaching it takes the
+    // template and the host's /proc with it, leaving no path out (runc's approach; chroot
+    // would leave one).
     if (syscall(SYS_pivot_root, ".", ".") != 0) fail(COR_STAGE_PIVOT);
     if (umount2(".", MNT_DETACH) != 0) fail(COR_STAGE_PIVOT);
     if (chdir("/") != 0) fail(COR_STAGE_PIVOT);

@@ -6,12 +6,19 @@
 //
 // Stage map. Who runs, in which namespaces, and what each must get done:
 //
-//   cor_spawn_init  host thread -> clone3(NEWUSER|NEWNS|NEWPID|NEWNET|NEWUTS|NEWIPC)
-//     the init child   our job: take fds 3-6 (plan, status, init memfd, workspace), close
-//                      the rest, wait for the host to write our id maps, become uid 0 of
-//                      the new user namespace and execveat corral-init (CInit/main.c),
-//                      which builds the mount tree.        stages PLAN, IDS, WORKSPACE,
-//                                                                   INIT_EXEC
+//   cor_mount_template  once per process: clone(NEWNS) of a helper that pivots into an
+//                      empty tmpfs and detaches the host's tree; its namespace is kept.
+//   cor_spawn_init  host thread -> clone(CLONE_VM|CLONE_VFORK), the thread waits
+//     the builder      our job: as the host's root, join a private copy of the template
+//                      and attach the host's detached trees (rootfs at /r, workspace,
+//                      binds, /proc) and a fresh /dev, then clone3(NEWUSER|NEWNS|NEWPID|
+//                      NEWNET|NEWUTS|NEWIPC|PARENT) the init, _exit.
+//                                   stages TEMPLATE, ROOTFS, WORKSPACE, BIND, DEV, PROC
+//     the init child   our job: take fds 3-5 (plan, status, init binary), close the rest,
+//                      wait for the host to write our id maps, become uid 0 of the new
+//                      user namespace and execveat corral-init (CInit/main.c), which
+//                      mounts /tmp, /proc and /dev/pts and pivots into /r.
+//                                                          stages PLAN, IDS, INIT_EXEC
 //   cor_enter       host thread -> clone(CLONE_VM|CLONE_VFORK), the thread waits
 //     the intermediate our job: join the job's cgroup leaf, become non-dumpable, set up
 //                      stdio, setns into every namespace of the init (through its pidfd),
@@ -34,6 +41,10 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
@@ -79,6 +90,7 @@ const char *cor_stage_name(int32_t stage) {
     case COR_STAGE_PIVOT: return "pivot_root";
     case COR_STAGE_CAPS: return "capabilities";
     case COR_STAGE_INIT_EXEC: return "execveat(init)";
+    case COR_STAGE_TEMPLATE: return "setns(template)";
     case COR_STAGE_CGROUP: return "cgroup";
     case COR_STAGE_DUMPABLE: return "prctl(dumpable)";
     case COR_STAGE_SETNS: return "setns";
@@ -128,55 +140,234 @@ static void block_all(sigset_t *old) {
 
 // MARK: - init
 
-pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const char *workspace, char *const argv[],
-                     char *const envp[], int *out_pidfd) {
-    int pidfd = -1;
-    struct cor_clone_args args;
-    memset(&args, 0, sizeof args);
-    args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_PIDFD;
-    args.pidfd = (uint64_t)(uintptr_t)&pidfd;
-    args.exit_signal = SIGCHLD;
+#ifndef MOVE_MOUNT_F_EMPTY_PATH
+#define MOVE_MOUNT_F_EMPTY_PATH 0x00000004
+#endif
+#ifndef OPEN_TREE_CLONE
+#define OPEN_TREE_CLONE 1
+#endif
+#ifndef AT_RECURSIVE
+#define AT_RECURSIVE 0x8000
+#endif
+#ifndef MOUNT_ATTR_RDONLY
+#define MOUNT_ATTR_RDONLY 0x00000001
+#endif
+struct cor_mount_attr {
+    uint64_t attr_set, attr_clr, propagation, userns_fd;
+};
+
+#define COR_BUILD_STACK (256 * 1024)
+
+static int move_mount_(int from_fd, const char *to) {
+    return (int)syscall(SYS_move_mount, from_fd, "", AT_FDCWD, to, MOVE_MOUNT_F_EMPTY_PATH);
+}
+
+static int set_attr(int dfd, const char *path, unsigned flags, uint64_t set, uint64_t propagation) {
+    struct cor_mount_attr attr = {set, 0, propagation, 0};
+    return (int)syscall(SYS_mount_setattr, dfd, path, flags, &attr, sizeof attr);
+}
+
+int cor_detached_tree(const char *path, int recursive, uint64_t attr_set) {
+    unsigned flags = OPEN_TREE_CLONE | O_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
+    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, flags);
+    if (fd < 0) return -1;
+    // Private, so what the sandbox's builder mounts on the copy never propagates to the
+    // host's peers of the original (on a host with shared mounts, as systemd makes them).
+    if (set_attr(fd, "", AT_EMPTY_PATH | AT_RECURSIVE, attr_set, MS_PRIVATE) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+// MARK: template
+
+struct template_args {
+    int nsfd;
+    int err;
+};
+
+// In a new mount namespace of its own (the clone made it), as the host's root: mount a
+// tmpfs with the two directories a sandbox's builder attaches to, open the namespace, then
+// pivot into the tmpfs and detach the host's tree. Owned by the initial user namespace,
+// nothing in that tree is locked, so the detach drops every copied mount at once.
+static int template_child(void *arg) {
+    struct template_args *a = arg;
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0) goto fail;
+    // Any directory serves as the mount point: the tmpfs replaces the whole tree below.
+    if (mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=16k,mode=0755") != 0) goto fail;
+    if (chdir("/tmp") != 0 || mkdir("r", 0755) != 0 || mkdir("proc", 0755) != 0) goto fail;
+    a->nsfd = open("/proc/self/ns/mnt", O_RDONLY | O_CLOEXEC);
+    if (a->nsfd < 0) goto fail;
+    if (syscall(SYS_pivot_root, ".", ".") != 0 || umount2(".", MNT_DETACH) != 0 || chdir("/") != 0) goto fail;
+    if (set_attr(AT_FDCWD, "/", 0, MOUNT_ATTR_RDONLY, 0) != 0) goto fail;
+    _exit(0);
+fail:
+    a->err = errno;
+    _exit(1);
+}
+
+int cor_mount_template(void) {
+    void *stack = mmap(NULL, COR_BUILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -1;
+    struct template_args args = {-1, 0};
     sigset_t old;
     block_all(&old);
-    long pid = clone3_(&args);
-    if (pid == 0) {
-        // Move the three descriptors init needs to fixed numbers (above 9 first, so no
-        // dup2 clobbers a source), then close everything else: nothing of the host's
-        // may be inherited into the sandbox.
-        int p = fcntl(plan_fd, F_DUPFD_CLOEXEC, 10);
-        int s = fcntl(status_fd, F_DUPFD_CLOEXEC, 10);
-        int i = fcntl(init_fd, F_DUPFD_CLOEXEC, 10);
-        if (p < 0 || s < 0 || i < 0 || dup2(p, 3) != 3 || dup2(s, 4) != 4 || dup3(i, 5, O_CLOEXEC) != 5)
-            _exit(126);
-        // The workspace is opened here, while we are still the host's uid 0 (its owner),
-        // and after clone, so the descriptor names this mount namespace's copy of it: the
-        // init binds it through /proc/self/fd/6 without needing to traverse the host's
-        // (private) data directory as its unprivileged uid.
-        int w = open(workspace, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        if (w < 0) die(4, COR_STAGE_WORKSPACE);
-        if (dup2(w, 6) != 6) die(4, COR_STAGE_WORKSPACE);
-        syscall(SYS_close_range, 7, ~0U, 0);
-        // Wait for the host to write our uid/gid maps (it sends one byte), then become
-        // uid 0 of the new namespace before exec: exec recomputes capabilities, and only
-        // a process that is root in its namespace keeps them.
-        char go;
-        ssize_t n;
-        do {
-            n = read(3, &go, 1);
-        } while (n < 0 && errno == EINTR);
-        if (n != 1) die(4, COR_STAGE_PLAN);
-        if (syscall(SYS_setresgid, 0, 0, 0) != 0 || syscall(SYS_setresuid, 0, 0, 0) != 0) die(4, COR_STAGE_IDS);
-        syscall(SYS_execveat, 5, "", argv, envp, AT_EMPTY_PATH);
-        die(4, COR_STAGE_INIT_EXEC);
-    }
+    // CLONE_FILES: the namespace descriptor the child opens is ours.
+    int pid = clone(template_child, (char *)stack + COR_BUILD_STACK,
+                    CLONE_VM | CLONE_VFORK | CLONE_FILES | CLONE_NEWNS | SIGCHLD, &args);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, COR_BUILD_STACK);
     if (pid < 0) {
         errno = saved;
         return -1;
     }
-    *out_pidfd = pidfd;
-    return (pid_t)pid;
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        if (args.nsfd >= 0) close(args.nsfd);
+        errno = args.err != 0 ? args.err : EPROTO;
+        return -1;
+    }
+    return args.nsfd;
+}
+
+// MARK: builder and init
+
+struct build_args {
+    int init_fd, plan_fd, status_fd;
+    const struct cor_init_mounts *mounts;
+    char *const *argv;
+    char *const *envp;
+    int pidfd;
+    pid_t pid;
+    struct cor_status failure;
+};
+
+// The init's side of the clone: it has copied the builder's memory (not shared it), so the
+// arguments are read from that copy.
+static _Noreturn void init_child(const struct build_args *a) {
+    // Move the three descriptors init needs to fixed numbers (above 9 first, so no dup2
+    // clobbers a source), then close everything else: nothing of the host's may be
+    // inherited into the sandbox.
+    int p = fcntl(a->plan_fd, F_DUPFD_CLOEXEC, 10);
+    int s = fcntl(a->status_fd, F_DUPFD_CLOEXEC, 10);
+    int i = fcntl(a->init_fd, F_DUPFD_CLOEXEC, 10);
+    if (p < 0 || s < 0 || i < 0 || dup2(p, 3) != 3 || dup2(s, 4) != 4 || dup3(i, 5, O_CLOEXEC) != 5) _exit(126);
+    syscall(SYS_close_range, 6, ~0U, 0);
+    // Wait for the host to write our uid/gid maps (it sends one byte), then become uid 0 of
+    // the new namespace before exec: exec recomputes capabilities, and only a process that
+    // is root in its namespace keeps them.
+    char go;
+    ssize_t n;
+    do {
+        n = read(3, &go, 1);
+    } while (n < 0 && errno == EINTR);
+    if (n != 1) die(4, COR_STAGE_PLAN);
+    if (syscall(SYS_setresgid, 0, 0, 0) != 0 || syscall(SYS_setresuid, 0, 0, 0) != 0) die(4, COR_STAGE_IDS);
+    syscall(SYS_execveat, 5, "", a->argv, a->envp, AT_EMPTY_PATH);
+    die(4, COR_STAGE_INIT_EXEC);
+}
+
+// The minimal /dev, made by the host's root so its nodes are real device nodes (a tmpfs
+// made inside a user namespace cannot hold any), then read-only: nothing may add nodes or
+// files to it later. The init mounts pts and shm on the two directories.
+static int build_dev(void) {
+    if (mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=0755,size=64k") != 0) return -1;
+    const struct {
+        const char *name;
+        unsigned major, minor;
+    } nodes[] = {{"dev/null", 1, 3}, {"dev/zero", 1, 5},    {"dev/full", 1, 7},
+                 {"dev/random", 1, 8}, {"dev/urandom", 1, 9}, {"dev/tty", 5, 0}};
+    for (size_t k = 0; k < sizeof nodes / sizeof *nodes; k++) {
+        if (mknod(nodes[k].name, S_IFCHR | 0666, makedev(nodes[k].major, nodes[k].minor)) != 0) return -1;
+    }
+    if (mkdir("dev/pts", 0755) != 0 || mkdir("dev/shm", 01777) != 0) return -1;
+    if (symlink("pts/ptmx", "dev/ptmx") != 0 || symlink("/proc/self/fd", "dev/fd") != 0 ||
+        symlink("/proc/self/fd/0", "dev/stdin") != 0 || symlink("/proc/self/fd/1", "dev/stdout") != 0 ||
+        symlink("/proc/self/fd/2", "dev/stderr") != 0)
+        return -1;
+    return set_attr(AT_FDCWD, "dev", 0, MOUNT_ATTR_RDONLY, 0);
+}
+
+// The builder: shares the host's memory and descriptors until it exits, and runs on its
+// own stack, as the host's root in the host's user namespace.
+static int build_child(void *arg) {
+    struct build_args *a = arg;
+    const struct cor_init_mounts *m = a->mounts;
+    int stage = COR_STAGE_TEMPLATE;
+    // Our own copy of the template, so sandboxes built at once never see each other's
+    // mounts; it dies with us once the init has copied it.
+    if (setns(m->template_fd, CLONE_NEWNS) != 0 || unshare(CLONE_NEWNS) != 0) goto fail;
+    stage = COR_STAGE_ROOTFS;
+    if (move_mount_(m->rootfs_fd, "/r") != 0 || chdir("/r") != 0) goto fail;
+    stage = COR_STAGE_WORKSPACE;
+    if (move_mount_(m->workspace_fd, "workspace") != 0) goto fail;
+    stage = COR_STAGE_BIND;
+    for (int k = 0; k < m->n_binds; k++) {
+        if (move_mount_(m->bind_fds[k], m->bind_targets[k]) != 0) goto fail;
+    }
+    stage = COR_STAGE_DEV;
+    umask(0);
+    if (build_dev() != 0) goto fail;
+    // Mounting its own /proc in a user namespace needs a fully visible proc mount already
+    // in the namespace (the kernel's mount_too_revealing rule); the init detaches this
+    // copy of the host's with the template when it pivots.
+    stage = COR_STAGE_PROC;
+    if (move_mount_(m->proc_fd, "/proc") != 0) goto fail;
+    stage = COR_STAGE_ROOTFS;
+    if (chdir("/") != 0) goto fail;
+
+    struct cor_clone_args args;
+    memset(&args, 0, sizeof args);
+    // CLONE_PARENT: the init is the host's child, so the host reaps it through its pidfd.
+    args.flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWUTS | CLONE_NEWIPC |
+                 CLONE_PIDFD | CLONE_PARENT;
+    args.pidfd = (uint64_t)(uintptr_t)&a->pidfd;
+    long pid = clone3_(&args);
+    if (pid == 0) init_child(a);
+    stage = COR_STAGE_INIT_EXEC;
+    if (pid < 0) goto fail;
+    a->pid = (pid_t)pid;
+    _exit(0);
+fail:
+    a->failure.stage = stage;
+    a->failure.err = errno;
+    _exit(1);
+}
+
+pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const struct cor_init_mounts *mounts,
+                     char *const argv[], char *const envp[], int *out_pidfd, struct cor_status *out_failure) {
+    memset(out_failure, 0, sizeof *out_failure);
+    void *stack = mmap(NULL, COR_BUILD_STACK, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+    if (stack == MAP_FAILED) return -1;
+    struct build_args args = {init_fd, plan_fd, status_fd, mounts, argv, envp, -1, -1, {0, 0, 0}};
+    // Signals are blocked around the clones so no handler of the host runs in a child; the
+    // init restores its own dispositions.
+    sigset_t old;
+    block_all(&old);
+    // CLONE_FILES: the init's pidfd, made by the builder's clone3, lands in our table.
+    int builder = clone(build_child, (char *)stack + COR_BUILD_STACK, CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD,
+                        &args);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    munmap(stack, COR_BUILD_STACK);
+    if (builder < 0) {
+        errno = saved;
+        return -1;
+    }
+    int status = 0;
+    while (waitpid(builder, &status, 0) < 0 && errno == EINTR) {}
+    if (args.pid <= 0) {
+        *out_failure = args.failure;
+        errno = args.failure.err != 0 ? args.failure.err : EPROTO;
+        return -1;
+    }
+    *out_pidfd = args.pidfd;
+    return args.pid;
 }
 
 // MARK: - exec

@@ -21,13 +21,52 @@ int cor_shim_version(void);
 /// a compiled filter does what its policy says without building a whole sandbox.
 int cor_probe_filter(const struct sock_fprog *prog, long nr, long arg0, int *out_errno);
 
-/// Starts a sandbox's init: clone3 into new user, mount, pid, net, uts and ipc namespaces
-/// with a pidfd from birth, then, in the child, moves `plan_fd` to 3 and `status_fd` to 4,
-/// opens `workspace` as descriptor 6, closes every other descriptor above 2 and execs
-/// `init_fd` (an O_PATH descriptor of the corral-init binary) with `argv`/`envp`. Returns
-/// the child's pid and stores its pidfd in `*out_pidfd`, or -1 with errno set.
-pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const char *workspace, char *const argv[],
-                     char *const envp[], int *out_pidfd);
+/// What a sandbox's mount tree is made of, prepared by the host before the clone: detached
+/// copies (open_tree(OPEN_TREE_CLONE)) of exactly the host paths the sandbox shows, and the
+/// template mount namespace the tree is assembled in. Nothing else of the host's mount
+/// table ever reaches the sandbox (see cor_spawn_init).
+struct cor_init_mounts {
+    int template_fd;                   // cor_mount_template(): a namespace of one empty tmpfs
+    int rootfs_fd;                     // the image, read-only: becomes /
+    int workspace_fd;                  // the project: becomes /workspace
+    int proc_fd;                       // a copy of the host's /proc, detached again by the init
+    const int *bind_fds;               // the policy's read-only binds
+    const char *const *bind_targets;   // where each goes, relative to the image's root
+    int n_binds;
+};
+
+/// Starts a sandbox's init. A helper that shares our memory (CLONE_VM|CLONE_VFORK, as
+/// posix_spawn does) joins the template namespace, makes a private copy of it and, still
+/// as the host's root, attaches the detached trees of `mounts` (rootfs at /r, the workspace
+/// and binds inside it, a fresh /dev, the proc copy at /proc). It then clones the init into
+/// new user, mount, pid, net, uts and ipc namespaces as our own child (CLONE_PARENT) with a
+/// pidfd from birth, and exits. Copied into a user namespace, every mount the helper made
+/// is locked with its flags, so even root of the sandbox could not make the image writable.
+/// The init's child side moves `plan_fd` to 3, `status_fd` to 4 and `init_fd` to 5, closes
+/// every other descriptor above 2, waits for its id maps and execs `init_fd` (an O_PATH
+/// descriptor of corral-init) with `argv`/`envp`. Returns the init's pid and stores its
+/// pidfd in `*out_pidfd`; on failure returns -1 with errno set and, when the helper failed
+/// at a step, that step in `*out_failure` (stage 0 otherwise).
+pid_t cor_spawn_init(int init_fd, int plan_fd, int status_fd, const struct cor_init_mounts *mounts,
+                     char *const argv[], char *const envp[], int *out_pidfd, struct cor_status *out_failure);
+
+/// The template every sandbox's mount namespace is copied from: a new mount namespace whose
+/// root is a small read-only tmpfs holding only the empty directories /r and /proc. Built
+/// once per process (the caller keeps the descriptor) by a helper that pivots into the
+/// tmpfs and detaches the host's whole tree, so no host mount (another project's workspace
+/// above all) is copied into a sandbox. Returns an nsfs descriptor, or -1 with errno set.
+int cor_mount_template(void);
+
+/// A detached copy of the mount at `path` (open_tree(OPEN_TREE_CLONE), with everything
+/// mounted below it when `recursive`), made private so nothing mounted on it later
+/// propagates back to the host, and given the MOUNT_ATTR_* flags in `attr_set`. Returns
+/// the descriptor (close-on-exec), or -1 with errno set.
+int cor_detached_tree(const char *path, int recursive, uint64_t attr_set);
+
+/// The kernel's MOUNT_ATTR_* flags for cor_detached_tree (older headers lack them).
+#define COR_MOUNT_RDONLY 0x1
+#define COR_MOUNT_NOSUID 0x2
+#define COR_MOUNT_NODEV 0x4
 
 /// One resource limit for the job process.
 struct cor_rlimit {

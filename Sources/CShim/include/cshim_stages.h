@@ -19,15 +19,16 @@ enum cor_stage {
     COR_STAGE_HOSTNAME = 5,     // sethostname(project id)
     COR_STAGE_NET = 6,          // bringing up loopback in the empty network namespace
     COR_STAGE_MOUNT = 7,        // making "/" private so nothing propagates to the host
-    COR_STAGE_ROOTFS = 8,       // binding the rootfs image read-only and entering it
-    COR_STAGE_WORKSPACE = 9,    // opening (spawn.c, as host root) and binding /workspace
+    COR_STAGE_ROOTFS = 8,       // attaching the image (spawn.c) and entering a copy of it
+    COR_STAGE_WORKSPACE = 9,    // attaching /workspace (spawn.c, as host root)
     COR_STAGE_TMP = 10,         // the size-capped tmpfs at /tmp
     COR_STAGE_PROC = 11,        // /proc and masking its sensitive files
-    COR_STAGE_DEV = 12,         // the minimal /dev: null, zero, full, random, urandom, tty, pts, shm
-    COR_STAGE_BIND = 13,        // the policy's extra read-only binds
+    COR_STAGE_DEV = 12,         // the minimal /dev: null, zero, full, random, urandom, tty (spawn.c), pts, shm
+    COR_STAGE_BIND = 13,        // attaching the policy's extra read-only binds (spawn.c)
     COR_STAGE_PIVOT = 14,       // pivot_root into the rootfs and detaching the old root
     COR_STAGE_CAPS = 15,        // dropping the init's own capabilities
     COR_STAGE_INIT_EXEC = 16,   // spawn.c: execveat of corral-init from its memfd
+    COR_STAGE_TEMPLATE = 17,    // spawn.c: joining and copying the template mount namespace
 
     // Entering (spawn.c): the intermediate joins the sandbox and clones the job.
     COR_STAGE_CGROUP = 20,      // joining the job's cgroup leaf (before anything is charged)

@@ -85,17 +85,22 @@ struct SandboxBuilder {
         }
         let argv = CStringArray(["corral-init"])
         let envp = CStringArray([])
+        let trees = try DetachedTrees(configuration)
+        defer { trees.close() }
         let cgroup = try makeCgroup(base: base)
         var pidfd: Int32 = -1
         var jobs: ProjectCgroup?
-        let pid = cor_spawn_init(
-            initFD, plan[0], status[1], configuration.workspace, argv.pointer, envp.pointer, &pidfd)
+        var failure = cor_status()
+        let pid = trees.withMounts { mounts in
+            cor_spawn_init(initFD, plan[0], status[1], mounts, argv.pointer, envp.pointer, &pidfd, &failure)
+        }
         let spawnErrno = errno
         close(plan[0])
         close(status[1])
         guard pid > 0 else {
             try? cgroup?.destroy()
-            throw SandboxError.system(SystemError("clone3(init)", errno: spawnErrno))
+            if failure.stage != 0 { throw SandboxError.child(failure) }
+            throw SandboxError.system(SystemError("clone(init)", errno: spawnErrno))
         }
 
         do {
@@ -159,20 +164,71 @@ struct SandboxBuilder {
     }
 
     private func planBytes() -> [UInt8] {
-        var pairs: [(String, String)] = [
+        let pairs: [(String, String)] = [
             ("hostname", configuration.projectID),
-            ("rootfs", configuration.rootfs),
-            ("workspace", configuration.workspace),
             ("tmp_size", String(configuration.tmpBytes)),
             ("shm_size", String(configuration.shmBytes)),
             ("last_cap", String(Spawner.lastCapability)),
         ]
-        for bind in configuration.readOnlyBinds { pairs.append(("ro_bind", "\(bind.source)\t\(bind.target)")) }
         var bytes: [UInt8] = []
         for (key, value) in pairs {
             bytes += Array(key.utf8) + [0] + Array(value.utf8) + [0]
         }
         return bytes
+    }
+
+    /// The host paths a sandbox shows, as detached mount trees for the builder in
+    /// `cor_spawn_init` to attach (see docs/SANDBOX.md, "Mount tree").
+    private struct DetachedTrees {
+        var fds: [Int32] = []
+        let template: Int32
+        let rootfs: Int32
+        let workspace: Int32
+        let proc: Int32
+        var binds: [Int32] = []
+        let targets: CStringArray
+
+        init(_ configuration: SandboxConfiguration) throws {
+            template = try MountTemplate.descriptor()
+            var opened: [Int32] = []
+            func tree(_ path: String, recursive: Bool, _ attributes: UInt64) throws -> Int32 {
+                let fd = try syscall("open_tree(\(path))") { cor_detached_tree(path, recursive ? 1 : 0, attributes) }
+                opened.append(fd)
+                return fd
+            }
+            do {
+                let readOnly = UInt64(COR_MOUNT_RDONLY | COR_MOUNT_NOSUID | COR_MOUNT_NODEV)
+                rootfs = try tree(configuration.rootfs, recursive: true, readOnly)
+                workspace = try tree(
+                    configuration.workspace, recursive: false, UInt64(COR_MOUNT_NOSUID | COR_MOUNT_NODEV))
+                proc = try tree("/proc", recursive: false, 0)
+                for bind in configuration.readOnlyBinds {
+                    binds.append(try tree(bind.source, recursive: true, readOnly))
+                }
+            } catch {
+                opened.forEach { Glibc.close($0) }
+                throw error
+            }
+            fds = opened
+            // Relative to the image's root, where the builder stands.
+            targets = CStringArray(
+                configuration.readOnlyBinds.map { String($0.target.drop(while: { $0 == "/" })) })
+        }
+
+        func withMounts<R>(_ body: (UnsafePointer<cor_init_mounts>) -> R) -> R {
+            binds.withUnsafeBufferPointer { bindFDs in
+                targets.pointer.withMemoryRebound(to: UnsafePointer<CChar>?.self, capacity: binds.count + 1) {
+                    targetPointers in
+                    var mounts = cor_init_mounts(
+                        template_fd: template, rootfs_fd: rootfs, workspace_fd: workspace,
+                        proc_fd: proc, bind_fds: bindFDs.baseAddress, bind_targets: targetPointers,
+                        n_binds: Int32(binds.count))
+                    return body(&mounts)
+                }
+            }
+        }
+
+        func close() { fds.forEach { Glibc.close($0) } }
     }
 
     private func awaitReady(_ fd: Int32) throws {
@@ -212,4 +268,18 @@ struct SandboxBuilder {
             offset += n
         }
     }
+}
+
+/// The mount namespace every sandbox's tree is assembled in (`cor_mount_template`): one
+/// read-only tmpfs, made once per process and kept for its life. A sandbox's namespace is a
+/// copy of it, never of the host's, so it holds no other project's workspace: a sandbox
+/// created while another project's volume was mounted would otherwise keep that volume's
+/// loop device busy until the sandbox ended.
+enum MountTemplate {
+    private static let made: Result<Int32, SystemError> = {
+        let fd = cor_mount_template()
+        return fd >= 0 ? .success(fd) : .failure(SystemError("mount template", errno: errno))
+    }()
+
+    static func descriptor() throws -> Int32 { try made.get() }
 }
