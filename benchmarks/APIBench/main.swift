@@ -140,6 +140,66 @@ func inProcessExec(_ runs: Int) async throws -> [Double] {
     return samples
 }
 
+// MARK: - Cold start
+
+struct BenchFailure: Error { let message: String }
+
+
+/// A new project from a 200-file archive: upload, then the first `exec true`'s result, in
+/// ms, with the upload's and the first job's shares; each project is discarded afterwards,
+/// outside the clock, so the host never holds more than one of them.
+func coldStarts(_ runs: Int, archive: [UInt8]) async throws -> (total: [Double], upload: [Double], firstJob: [Double]) {
+    func ms(_ d: Duration) -> Double { Double(d.components.attoseconds) / 1e15 + Double(d.components.seconds) * 1000 }
+    var total: [Double] = []
+    var upload: [Double] = []
+    var firstJob: [Double] = []
+    for i in 0..<runs {
+        let id = "cold-\(i)"
+        let start = ContinuousClock.now
+        _ = try await host.upload(id, archive: archive)
+        let uploaded = ContinuousClock.now
+        let r = try await host.jobService.run(
+            JobRequest(project: id, command: "true", timeoutSeconds: 30), budget: .seconds(30))
+        let end = ContinuousClock.now
+        guard r.record.result?.exitCode == 0 else { throw BenchFailure(message: "cold start: \(r.record.error ?? "?")") }
+        total.append(ms(end - start))
+        upload.append(ms(uploaded - start))
+        firstJob.append(ms(end - uploaded))
+        try await host.evict(id, discard: true)
+    }
+    return (total, upload, firstJob)
+}
+
+let manyFiles = data + "/many"
+try FileManager.default.createDirectory(atPath: manyFiles + "/src", withIntermediateDirectories: true)
+for i in 1...200 {
+    try "// file \(i)\nexport const value\(i) = \(i);\n".write(
+        toFile: manyFiles + "/src/f\(i).js", atomically: false, encoding: .utf8)
+}
+let manyTar = Process()
+manyTar.executableURL = URL(fileURLWithPath: "/usr/bin/bsdtar")
+manyTar.arguments = ["-czf", data + "/many.tar.gz", "-C", manyFiles, "."]
+try manyTar.run()
+manyTar.waitUntilExit()
+let manyArchive = Array(try Data(contentsOf: URL(fileURLWithPath: data + "/many.tar.gz")))
+_ = try await coldStarts(3, archive: manyArchive)
+let cold = try await coldStarts(40, archive: manyArchive)
+let warmBaseline = try await inProcessExec(40)
+print("## Cold start: a new project from a 200-file archive (in-process, 40 runs)")
+print("")
+print("| step | p50 ms | p99 ms | p50 vs warm exec |")
+print("|---|---|---|---|")
+let warmP50 = percentile(warmBaseline, 0.5)
+for (name, samples) in [
+    ("upload + first `exec true` result", cold.total), ("upload (extract into a new volume)", cold.upload),
+    ("first `exec true` (sandbox created)", cold.firstJob), ("`exec true` in a warm project (baseline)", warmBaseline),
+] {
+    print(
+        "| \(name) | \(format(percentile(samples, 0.5))) | \(format(percentile(samples, 0.99))) | "
+            + "\(String(format: "%.2f×", percentile(samples, 0.5) / warmP50)) |")
+}
+print("")
+
 // MARK: - The API on loopback
 
 let tokens = TokenStore([(Principal(name: "bench", projects: ["*"], admin: true, rate: .unlimited), token)])
@@ -270,7 +330,8 @@ if FileManager.default.fileExists(atPath: rootfs + "/devtools/.corral-rootfs") {
 let httpd = try await host.jobService.submit(
     JobRequest(
         project: "bench", command: "httpd -f -p 127.0.0.1:8080 -h /workspace", timeoutSeconds: 1800, background: true))
-while try await host.ports("bench").ports.isEmpty { try await Task.sleep(for: .milliseconds(20)) }
+// Until the job has started the sandbox, there is no sandbox to ask.
+while (try? await host.ports("bench").ports.isEmpty) ?? true { try await Task.sleep(for: .milliseconds(20)) }
 func direct(_ runs: Int) async throws -> [Double] {
     var samples: [Double] = []
     var buffer = [UInt8](repeating: 0, count: 65536)

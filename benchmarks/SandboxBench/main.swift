@@ -1,6 +1,6 @@
 // corral-bench-sandbox: exec latency into a warm sandbox beside its baselines, sandbox
 // create+destroy, and idle sandbox memory. All figures come from one run, so the ratios
-// hold on a noisy machine. Usage: corral-bench-sandbox ROOTFS_DIR [RUNS]
+// hold on a noisy machine. Usage: corral-bench-sandbox ROOTFS_DIR [RUNS] [IDLE_SANDBOXES]
 import Foundation
 import Glibc
 import Sandbox
@@ -111,7 +111,26 @@ print("| operation | runs | p50 ms | p99 ms | |")
 print("|---|---|---|---|---|")
 row("sandbox create + destroy", lifecycle)
 
-let count = 100
+/// What a set of idle sandboxes pins and the kernel cannot reclaim (the density measure of
+/// docs/BENCHMARKS.md): anonymous pages, unreclaimable slab, page tables and kernel stacks,
+/// read after dropping the page cache and reclaimable slab, in KiB. `MemAvailable` drifts
+/// too much on these machines to divide by a hundred.
+func pinnedKiB() -> Int {
+    sync()
+    if let drop = FileHandle(forWritingAtPath: "/proc/sys/vm/drop_caches") {
+        drop.write(Data("3\n".utf8))
+        try? drop.close()
+    }
+    return pinnedParts().values.reduce(0, +)
+}
+
+func pinnedParts() -> [String: Int] {
+    Dictionary(uniqueKeysWithValues: ["AnonPages", "SUnreclaim", "PageTables", "KernelStack", "Percpu"].map { ($0, meminfo($0)) })
+}
+
+let count = args.count > 3 ? Int(args[3]) ?? 100 : 100
+let pinnedBefore = pinnedKiB()
+let partsBefore = pinnedParts()
 let availableBefore = meminfo("MemAvailable")
 var idle: [ProjectSandbox] = []
 for i in 0..<count {
@@ -121,9 +140,15 @@ for i in 0..<count {
 }
 try await Task.sleep(for: .milliseconds(500))
 let availableAfter = meminfo("MemAvailable")
+let pinnedAfter = pinnedKiB()
+let partsAfter = pinnedParts()
+for (k, v) in partsAfter.sorted(by: { $0.key < $1.key }) { print("  \(k): \((v - partsBefore[k]!) / count) KiB") }
 let privates = idle.map { privateKiB($0.initPID) }
 print("")
 print("idle sandboxes: \(count)")
 print("  init private memory (smaps Private_*): p50 \(percentile(privates.map(Double.init), 0.5)) KiB")
 print("  MemAvailable drop per sandbox (init + kernel objects): \((availableBefore - availableAfter) / count) KiB")
+print(
+    "  pinned per sandbox (AnonPages + SUnreclaim + PageTables + KernelStack, caches dropped): "
+        + "\((pinnedAfter - pinnedBefore) / count) KiB")
 for s in idle { await s.destroy() }
