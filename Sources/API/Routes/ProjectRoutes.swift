@@ -13,6 +13,15 @@ struct ProjectRoutes {
         router.get("/v1/projects") { _, context in try await list(context) }
         router.put("/v1/projects/:id") { request, context in try await register(request, context) }
         router.put("/v1/projects/:id/archive") { request, context in try await upload(request, context) }
+        router.patch("/v1/projects/:id/archive") { request, context in try await patch(request, context) }
+        router.delete("/v1/projects/:id") { _, context in
+            let id = try context.projectID()
+            _ = try context.authorize(project: id)
+            try await backend.delete(id)
+            state.audit?.append(
+                "project", ["project": .string(id), "action": "deleted", "who": .string(context.callerName)])
+            return Response(status: .noContent)
+        }
         router.get("/v1/projects/:id") { _, context in
             let id = try context.projectID()
             _ = try context.authorize(project: id)
@@ -87,6 +96,30 @@ struct ProjectRoutes {
         let existed = (try? await backend.project(id)) != nil
         let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested)
         return Response.json(JSON.from(info), status: existed ? .ok : .created)
+    }
+
+    /// `PATCH /v1/projects/{id}/archive`: the archive's entries written over the workspace,
+    /// under the same body limits and upload slots as a full upload.
+    func patch(_ request: Request, _ context: APIContext) async throws -> Response {
+        let id = try context.projectID()
+        _ = try context.authorize(project: id)
+        guard state.uploads.acquire(limit: limits.maxConcurrentUploads) else {
+            throw APIError(
+                .serviceUnavailable, "overloaded",
+                "\(limits.maxConcurrentUploads) uploads are in progress; retry shortly",
+                retryAfter: 5)
+        }
+        defer { state.uploads.release() }
+        let archive = try await request.collect(limit: limits.maxArchiveBytes, what: "the archive")
+        guard !archive.isEmpty else { throw APIError.invalidArgument("body", "is empty; send the archive's bytes") }
+        let summary = try await backend.patch(id, archive: archive)
+        state.audit?.append(
+            "project",
+            [
+                "project": .string(id), "action": "patched", "who": .string(context.callerName),
+                "files_written": .int(summary.filesWritten), "paths_deleted": .int(summary.pathsDeleted),
+            ])
+        return Response.json(JSON.from(summary))
     }
 
     func warm(_ request: Request, _ context: APIContext) async throws -> Response {

@@ -96,9 +96,9 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             case .httpStatus, .transport: .badGateway
             case .timeout: .gatewayTimeout
             case .tooLarge: .contentTooLarge
-            case .readOnlyStore, .busy: .conflict
+            case .readOnlyStore, .busy, .projectBusy: .conflict
             case .cancelled: .serviceUnavailable
-            case .system, .index, .volume: .internalServerError
+            case .system, .index, .volume, .patchIncomplete: .internalServerError
             }
         return .init(status, error.code, error.description)
     }

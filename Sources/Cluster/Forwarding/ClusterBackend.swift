@@ -183,6 +183,33 @@ public struct ClusterBackend: HostBackend {
         _ = try await forward(id, "DELETE", "/v1/projects/\(id)/workspace", query: [("discard", String(discard))])
     }
 
+    /// Ends the project's jobs in Redis (queued ones never start, running ones are
+    /// cancelled on their worker), then has the owner delete it, which also makes the
+    /// registry forget it and its lease. A job that slipped in meanwhile is cancelled after.
+    public func delete(_ id: String) async throws {
+        try await requireRegistered(id)
+        await cancelJobs(of: id)
+        _ = try await forward(id, "DELETE", "/v1/projects/\(id)")
+        await cancelJobs(of: id)
+    }
+
+    private func cancelJobs(of id: String) async {
+        guard let records = try? await jobs.list(project: id, limit: 1000) else { return }
+        await withTaskGroup(of: Void.self) { group in
+            for record in records where !record.state.isFinal {
+                group.addTask { _ = try? await jobs.cancel(record.id, signal: .kill) }
+            }
+        }
+    }
+
+    public func patch(_ id: String, archive: [UInt8]) async throws -> PatchSummary {
+        try await requireRegistered(id)
+        let response = try await forward(
+            id, "PATCH", "/v1/projects/\(id)/archive", headers: [("Content-Type", "application/octet-stream")],
+            body: archive)
+        return try Wire.decode(PatchSummary.self, from: response.body)
+    }
+
     // MARK: - Ports
 
     /// The owner's list; nobody owning the project means no sandbox runs (nothing is leased).

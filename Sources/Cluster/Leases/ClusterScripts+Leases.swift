@@ -53,6 +53,23 @@ extension ClusterScripts {
         return 0
         """)
 
+    /// ARGV: prefix, project, tombstone ms. Forgets a deleted project: its registration,
+    /// its lease (whoever holds it) and its place in the holder's lease set. The epoch goes
+    /// up and stays, alone, until the tombstone expires (`RedisProjectRegistry.remove`).
+    static let forget = RedisScript(
+        """
+        local prefix, project = ARGV[1], ARGV[2]
+        local key = prefix .. ':project:' .. project
+        local owner = redis.call('GET', prefix .. ':owner:' .. project)
+        if owner then redis.call('SREM', prefix .. ':leases:' .. owner, project) end
+        redis.call('DEL', prefix .. ':owner:' .. project)
+        redis.call('SREM', prefix .. ':projects', project)
+        redis.call('HDEL', key, 'spec', 'last')
+        redis.call('HINCRBY', key, 'epoch', 1)
+        redis.call('PEXPIRE', key, ARGV[3])
+        return 1
+        """)
+
     /// ARGV: prefix, dead, lease ms. Hands the dead host's lapsed leases to live hosts;
     /// returns how many are still unexpired (-1 if the host is alive after all).
     static let takeover = RedisScript(

@@ -11,6 +11,8 @@ public protocol ProjectRegistry: Sendable {
     func load(_ id: String) async throws -> ProjectClaim?
     /// Every registered project ID.
     func list() async throws -> [String]
+    /// Forgets a deleted project: its registration, and its lease whoever holds it.
+    func remove(_ id: String) async throws
 }
 
 /// A project as it was registered: where its code comes from and the settings it asked

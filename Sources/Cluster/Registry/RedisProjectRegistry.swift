@@ -20,12 +20,28 @@ public struct RedisProjectRegistry: ProjectRegistry {
 
     public func save(_ id: String, _ registration: ProjectRegistration) async throws -> Int {
         let spec = String(decoding: try JSONEncoder().encode(registration), as: UTF8.self)
+        // PERSIST: the hash of a project deleted earlier expires (see `remove`); registered
+        // again, it is a project for good.
         let replies = try await redis.pipeline([
-            ["HSET", keys.project(id), "spec", spec], ["SADD", keys.projects, id], ["HGET", keys.project(id), "epoch"],
+            ["HSET", keys.project(id), "spec", spec], ["PERSIST", keys.project(id)], ["SADD", keys.projects, id],
+            ["HGET", keys.project(id), "epoch"],
         ])
         for reply in replies { _ = try RedisClient.check(reply) }
-        return replies[2].string.flatMap(Int.init) ?? 0
+        return replies[3].string.flatMap(Int.init) ?? 0
     }
+
+    /// The registration, the lease and the project's place in its holder's lease set go in
+    /// one step. The ownership epoch is raised and kept for ``tombstoneMilliseconds``: a
+    /// copy of the old project another worker has not dropped yet carries an older epoch, so
+    /// it is never taken for the project registered again under the same id.
+    public func remove(_ id: String) async throws {
+        _ = try await redis.eval(
+            ClusterScripts.forget, keys: [], arguments: [keys.prefix, id, String(Self.tombstoneMilliseconds)])
+    }
+
+    /// How long the epoch of a deleted project is remembered: far longer than any worker
+    /// keeps a copy of a project it no longer holds (until its next lease renewal).
+    static let tombstoneMilliseconds = 24 * 3_600_000
 
     public func load(_ id: String) async throws -> ProjectClaim? {
         let fields = try await redis.command(["HGETALL", keys.project(id)]).fields

@@ -5,6 +5,7 @@ extension ClusterHost {
     /// Brings this host's copy of a project in line with the cluster's registry. Concurrent
     /// calls for one project share one adoption.
     func adopt(_ id: String) async throws {
+        if deleting.contains(id) { throw HostError.projectNotFound(id) }
         adoptedAt[id] = .now
         if let running = adopting[id] { return try await running.value }
         let task = Task { try await self.runAdoption(id) }
@@ -42,7 +43,7 @@ extension ClusterHost {
     public func forgetProjects(notIn held: Set<String>, asOf: ContinuousClock.Instant) async {
         for id in await host.clusterProjectIDs() where !held.contains(id) {
             if let used = adoptedAt[id], used >= asOf { continue }
-            if adopting[id] != nil { continue }
+            if adopting[id] != nil || deleting.contains(id) { continue }
             do {
                 try await dropLocalCopy(id)
                 logger.info("dropped the local copy of a project another host owns", metadata: ["project": "\(id)"])

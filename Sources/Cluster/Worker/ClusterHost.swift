@@ -19,6 +19,8 @@ public actor ClusterHost: HostBackend, FileToolBackend {
     var adopting: [String: Task<Void, any Error>] = [:]
     /// When each cluster project was last adopted or used here.
     var adoptedAt: [String: ContinuousClock.Instant] = [:]
+    /// Projects being deleted here: nothing adopts them meanwhile.
+    var deleting: Set<String> = []
 
     public init(_ host: CorralHost, registry: any ProjectRegistry) {
         self.host = host
@@ -107,6 +109,23 @@ public actor ClusterHost: HostBackend, FileToolBackend {
     public func evict(_ id: String, discard: Bool) async throws {
         try await adopt(id)
         try await host.evict(id, discard: discard)
+    }
+
+    /// Deletes the project here, then from the registry: its registration and lease go,
+    /// so any worker (this one included) takes the id as a new project if it comes again.
+    /// While it is deleted, calls for it here answer "no such project".
+    public func delete(_ id: String) async throws {
+        try await adopt(id)
+        guard deleting.insert(id).inserted else { throw HostError.projectNotFound(id) }
+        defer { deleting.remove(id) }
+        try await host.delete(id)
+        try await registry.remove(id)
+        adoptedAt[id] = nil
+    }
+
+    public func patch(_ id: String, archive: [UInt8]) async throws -> PatchSummary {
+        try await adopt(id)
+        return try await host.patch(id, archive: archive)
     }
 
     public func ports(_ id: String) async throws -> PortList {

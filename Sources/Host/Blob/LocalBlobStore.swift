@@ -64,10 +64,19 @@ public struct LocalBlobStore: BlobStore {
         return BlobInfo(size: Int64(st.st_size), etag: etag)
     }
 
+    /// Removes the blob, then the directories it leaves empty below its first segment
+    /// (`uploads/<id>/` goes with a deleted project's last upload; `uploads/` stays, so
+    /// another project's upload is never left without its parent mid-write).
     public func delete(_ key: String) async throws(CacheError) {
         try BlobKey.validate(key)
         if unlink(path(key)) != 0 && errno != ENOENT {
             throw .system(.init("unlink(\(path(key)))", errno: errno))
+        }
+        var parents = key.split(separator: "/").dropLast()
+        while parents.count > 1 {
+            // ENOTEMPTY (other blobs) or ENOENT: nothing more to tidy.
+            guard rmdir(path(parents.joined(separator: "/"))) == 0 else { break }
+            parents.removeLast()
         }
     }
 

@@ -32,6 +32,13 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case readOnlyStore(String)
     /// The project is in use (pinned by running jobs) or in a state that forbids the call.
     case busy(String)
+    /// The project's files cannot be replaced or patched now: jobs run (or, for a
+    /// replacement, sessions live) in its workspace. The message says how many and how to
+    /// end them; nothing was changed.
+    case projectBusy(String)
+    /// A patch failed part-way: the paths in `applied` were written or deleted (each one
+    /// whole), the rest were not. The workspace is dirty and the write-back keeps what was applied.
+    case patchIncomplete(applied: [String], failed: String, reason: String)
     /// A local file-system call failed.
     case system(SystemError)
     /// The persistent cache index (SQLite) failed.
@@ -63,6 +70,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruptArchive: "corrupt_archive"
         case .readOnlyStore: "read_only_store"
         case .busy: "busy"
+        case .projectBusy: "project_busy"
+        case .patchIncomplete: "patch_incomplete"
         case .system: "io_error"
         case .index: "index_error"
         case .cancelled: "cancelled"
@@ -87,6 +96,10 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .corruptArchive(let why): "corrupt or unsupported archive: \(why)"
         case .readOnlyStore(let what): "blob store is read-only: \(what)"
         case .busy(let why): "busy: \(why)"
+        case .projectBusy(let why): why
+        case .patchIncomplete(let applied, let failed, let reason):
+            "the patch stopped at \"\(failed)\" (\(reason)) after applying \(applied.count) path(s)"
+                + (applied.isEmpty ? "" : ": " + Self.list(applied))
         case .system(let error): error.description
         case .index(let why): "cache index: \(why)"
         case .cancelled: "cancelled"
@@ -96,6 +109,14 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
             (host == address ? "\(address) is" : "\(host) resolves to \(address),")
                 + " a \(kind) address; http(s) sources may reach it only if allowed with --allow-source-host"
         }
+    }
+}
+
+extension CacheError {
+    /// Up to 50 paths, then how many more: an error message stays readable.
+    static func list(_ paths: [String]) -> String {
+        let shown = paths.prefix(50).joined(separator: ", ")
+        return paths.count > 50 ? "\(shown) and \(paths.count - 50) more" : shown
     }
 }
 

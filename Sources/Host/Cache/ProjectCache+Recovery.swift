@@ -30,6 +30,12 @@ struct DataLayout: Sendable {
     func trash(_ id: String) -> String { "\(trashDirectory)/\(id).\(UUID().uuidString)" }
     /// The key of a project's latest write-back in the primary store.
     func snapshotKey(_ id: String) -> String { "snapshots/\(id).tar.zst" }
+    /// The key of the archive `source` names when it is one uploaded for project `id`
+    /// (`blob:uploads/<id>/…`), which the project owns and takes with it; nil otherwise.
+    func ownedUpload(_ source: String, of id: String) -> String? {
+        let prefix = "blob:uploads/\(id)/"
+        return source.hasPrefix(prefix) ? String(source.dropFirst("blob:".count)) : nil
+    }
 }
 
 extension ProjectCache {

@@ -34,6 +34,8 @@ extension ProjectCache {
     /// workspace dirty for the next write-back.
     @discardableResult
     public func snapshot(_ id: String, force: Bool = false) async throws(CacheError) -> SnapshotResult? {
+        // A tree being swapped or patched is written back once that is done.
+        if let changing = entries[id]?.changing { await changing.value }
         guard let entry = entries[id] else { throw .unknownProject(id) }
         if let running = entry.snapshotting { return try await running.value.get() }
         let task = Task { await self.runSnapshot(id, force: force) }
@@ -97,6 +99,7 @@ extension ProjectCache {
     /// is still in use (a file open on the host, or a sandbox still mounting it) the
     /// eviction fails with ``CacheError/busy(_:)`` and the workspace stays as it was.
     public func evict(_ id: String, discard: Bool = false) async throws(CacheError) {
+        if let changing = entries[id]?.changing { await changing.value }
         guard let entry = entries[id] else { throw .unknownProject(id) }
         if let evicting = entry.evicting { return try await evicting.value.get() }
         if let materializing = entry.materializing { _ = await materializing.value }
@@ -166,15 +169,6 @@ extension ProjectCache {
         return .success(())
     }
 
-    /// Unregisters a project: evicts without write-back, deletes its snapshot and forgets it.
-    public func remove(_ id: String) async throws(CacheError) {
-        guard entries[id] != nil else { throw .unknownProject(id) }
-        try await evict(id, discard: true)
-        if let pins = entries[id]?.pins, pins > 0 { throw .busy("\(id) has \(pins) running job(s)") }
-        try await config.stores.primary.delete(entries[id]?.record.snapshotKey ?? layout.snapshotKey(id))
-        try drop(id)
-    }
-
     /// Forgets this host's copy of a project: evicts it without write-back and drops it
     /// from the index, leaving its snapshot in the store. A cluster worker does this when
     /// another host owned the project since this copy was made: the store's snapshot is
@@ -186,7 +180,7 @@ extension ProjectCache {
         try drop(id)
     }
 
-    private func drop(_ id: String) throws(CacheError) {
+    func drop(_ id: String) throws(CacheError) {
         entries[id] = nil
         do { try index.delete(id) } catch { throw .index(error.description) }
     }

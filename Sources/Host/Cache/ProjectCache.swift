@@ -18,6 +18,8 @@ public actor ProjectCache {
         var fanout: ProgressFanout?
         var snapshotting: Task<Result<SnapshotResult?, CacheError>, Never>?
         var evicting: Task<Result<Void, CacheError>, Never>?
+        /// A replacement or patch of the workspace in progress: new users wait for it.
+        var changing: Task<Void, Never>?
         var dirty: Bool?
         /// Last dirty check or write-back, for the periodic write-back.
         var lastCheck: Date?
@@ -69,6 +71,7 @@ public actor ProjectCache {
                 throw .busy("\(id) is materialized; evict it before changing its source")
             }
             let oldSnapshot = entry.record.snapshotKey
+            let oldSource = entry.record.source
             entry.record.source = source
             entry.record.sha256 = sha256?.lowercased()
             entry.record.snapshotKey = nil
@@ -79,6 +82,8 @@ public actor ProjectCache {
             try persist(id)
             // The old snapshot belongs to the old source; a new source starts from scratch.
             try? await config.stores.primary.delete(oldSnapshot ?? layout.snapshotKey(id))
+            // So does an archive uploaded for this project: nothing refers to it any more.
+            if let upload = layout.ownedUpload(oldSource, of: id) { try? await config.stores.primary.delete(upload) }
         } else {
             let record = ProjectRecord(
                 id: id, source: source, sha256: sha256?.lowercased(), lastUsed: now(), quotaBytes: workspaceQuota)
@@ -87,34 +92,62 @@ public actor ProjectCache {
         }
     }
 
-    /// Creates (or replaces the source of) a cold project from an archive file: the archive
-    /// is test-extracted under the limits (a bad archive is refused before it is stored),
+    /// Creates (or replaces the source of) a project from an archive file: the archive is
+    /// test-extracted under the limits (a bad archive is refused before it is stored),
     /// stored in the primary store and registered as `blob:uploads/<id>/<sha256>.archive`.
     /// An archive that expands past the project's disk cap is refused here too.
+    ///
+    /// A materialized project's workspace is replaced by the new tree (see
+    /// ``replace(_:staging:source:sha256:workspaceQuota:)``): the test extraction is made on
+    /// the workspace's own filesystem and renamed into its place, only while nothing uses
+    /// the workspace (``CacheError/projectBusy(_:)`` otherwise, and nothing changes).
     @discardableResult
     public func upload(_ id: String, archive path: String, workspaceQuota: Int64? = nil) async throws(CacheError)
         -> ProjectStatus
     {
         try Self.validate(id)
         if let workspaceQuota { try Self.validate(quota: workspaceQuota) }
-        if let entry = entries[id], entry.record.ready || entry.materializing != nil {
-            throw .busy("\(id) is materialized; evict it before uploading a new archive")
-        }
-        let probe = layout.staging(id)
+        if let materializing = entries[id]?.materializing { _ = await materializing.value }
+        let ready = entries[id].flatMap { $0.record.ready ? $0.record : nil }
+        // A replacement is staged where the workspace lives (its volume, or beside
+        // `workspaces/`), so it can be renamed into place; the test extraction is that tree.
+        let volume = ready?.volumeBytes != nil ? layout.volume(id) : nil
+        let probe = volume?.staging() ?? layout.staging(id)
+        let keep = ready != nil
         // The test extraction runs on the host's disk: the cap bounds what it may write.
         let limits = extractionLimits(
-            quota: workspaceQuota ?? entries[id]?.record.quotaBytes ?? config.workspaceQuotaBytes)
+            quota: ready?.volumeBytes ?? workspaceQuota ?? entries[id]?.record.quotaBytes ?? config.workspaceQuotaBytes)
         let sha = try await BlockingThread.run("corral-upload-check") { () throws(CacheError) -> String in
-            defer { try? SafeTree.remove(path: probe) }
-            try sys("mkdir(\(probe))") { mkdir(probe, 0o700) }
-            _ = try Extractor.extract(archive: path, into: probe, limits: limits)
-            let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
-            defer { close(fd) }
-            return try FileHash.sha256(fd: fd).1
+            do throws(CacheError) {
+                try sys("mkdir(\(probe))") { mkdir(probe, 0o700) }
+                _ = try Extractor.extract(archive: path, into: probe, limits: limits)
+                try sys("chmod(\(probe))") { chmod(probe, 0o755) }
+                if !keep { try SafeTree.remove(path: probe) }
+                let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+                defer { close(fd) }
+                return try FileHash.sha256(fd: fd).1
+            } catch {
+                try? SafeTree.remove(path: probe)
+                if let volume, case .system(let e) = error, e.errno == ENOSPC {
+                    throw .tooLarge(
+                        "the new archive does not fit beside the current workspace in its \(ready?.volumeBytes ?? 0)-byte cap (\(e.call): ENOSPC); evict the project first (DELETE /v1/projects/\(id)/workspace?discard=true) and upload again: \(volume.mountPoint)"
+                    )
+                }
+                throw error
+            }
         }
         let key = "uploads/\(id)/\(sha).archive"
-        _ = try await config.stores.primary.put(key, from: path)
-        try await register(id, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
+        do throws(CacheError) {
+            _ = try await config.stores.primary.put(key, from: path)
+        } catch {
+            if keep { await Self.discard(probe) }
+            throw error
+        }
+        if keep {
+            try await replace(id, staging: probe, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
+        } else {
+            try await register(id, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
+        }
         return try status(id)
     }
 
@@ -125,18 +158,7 @@ public actor ProjectCache {
     {
         try Self.validate(id)
         let path = layout.download(id)
-        try await BlockingThread.run("corral-upload-spool") { () throws(CacheError) in
-            let fd = try sys("open(\(path))") {
-                Glibc.open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600)
-            }
-            defer { close(fd) }
-            var done = 0
-            while done < bytes.count {
-                done += try sys("write(\(path))") {
-                    bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
-                }
-            }
-        }
+        try await Self.spool(bytes, to: path)
         defer { unlink(path) }
         return try await upload(id, archive: path, workspaceQuota: workspaceQuota)
     }
@@ -156,6 +178,10 @@ public actor ProjectCache {
             entries[id]!.record.lastUsed = max(entry.record.lastUsed, now())
             if let evicting = entry.evicting {
                 _ = await evicting.value
+                continue
+            }
+            if let changing = entry.changing {
+                await changing.value
                 continue
             }
             if entry.record.ready {
@@ -291,6 +317,12 @@ public actor ProjectCache {
 
     /// Ends an ``acquire(_:progress:)``.
     public func release(_ id: String) throws(CacheError) { try unpin(id) }
+
+    /// The project's workspace as it is now if it is materialized; nil when it is cold.
+    public func currentWorkspace(_ id: String) throws(CacheError) -> Workspace? {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        return entry.record.ready ? workspace(entry.record) : nil
+    }
 
     /// The status of one project.
     public func status(_ id: String) throws(CacheError) -> ProjectStatus {

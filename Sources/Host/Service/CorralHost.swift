@@ -79,23 +79,45 @@ public actor CorralHost {
         _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init()
     ) async throws -> ProjectInfo {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        try refuseWhileClosing(id)
         try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         logIfLastGood(id, policy: chosen.policy)
         return try await project(id)
     }
 
-    /// Creates a project from an uploaded archive, stored in the blob store.
+    /// Creates a project from an uploaded archive, stored in the blob store, or replaces
+    /// the files of an existing one: a materialized workspace is swapped for the new tree
+    /// while no job runs and no session lives (``CacheError/projectBusy(_:)`` otherwise,
+    /// and nothing changes), and the sandbox over the old tree is destroyed, so the next
+    /// job gets a fresh one over the new.
     public func upload(_ id: String, archive: [UInt8], policy: String? = nil, limits: RequestedLimits = .init())
         async throws -> ProjectInfo
     {
         let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        try refuseWhileClosing(id)
+        if settings[id] != nil {
+            try await refuseWhileBusy(id, sessionsToo: true, doing: "its files are replaced")
+        }
         _ = try await cache.upload(id, bytes: archive, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         logIfLastGood(id, policy: chosen.policy)
-        await sessions.endAll(project: id, reason: "the project's files were replaced by an upload")
-        await pool.destroy(id)
+        // A bind mount keeps pointing at the directory it was made from: a sandbox over the
+        // old tree goes. One made over the new tree since (a job that just started) stays.
+        if let workspace = try? await cache.currentWorkspace(id) {
+            await pool.destroy(id, unlessOver: workspace)
+        } else {
+            await pool.destroy(id)
+        }
+        toolsCache[id] = nil
         return try await project(id)
+    }
+
+    /// A project being deleted cannot be registered or uploaded until the deletion is done.
+    func refuseWhileClosing(_ id: String) throws {
+        if settings[id] == nil && settings.projects.contains(id) {
+            throw CacheError.busy("project \(id) is being deleted; register it again once that is done")
+        }
     }
 
     public func project(_ id: String) async throws -> ProjectInfo {

@@ -15,6 +15,13 @@ public protocol HostBackend: Sendable {
     func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo
     func snapshot(_ id: String) async throws -> SnapshotResult?
     func evict(_ id: String, discard: Bool) async throws
+    /// Deletes the project for good: ends its jobs (cancelled) and sessions, destroys its
+    /// sandbox, removes its registration, workspace, snapshot and uploaded archive; nothing
+    /// is written back. Throws ``HostError/projectNotFound(_:)`` for an unknown project.
+    func delete(_ id: String) async throws
+    /// Writes an archive's entries over the project's workspace; `dir/.wh.name` deletes
+    /// `dir/name`. Refused with ``CacheError/projectBusy(_:)`` while its jobs run.
+    func patch(_ id: String, archive: [UInt8]) async throws -> PatchSummary
     /// The policy of a project registered or uploaded without one (`--default-policy`):
     /// the only one a token without `policies` may use.
     var defaultPolicy: String { get }

@@ -23,9 +23,14 @@ struct ProjectSettings: Sendable, Codable, Equatable {
 }
 
 /// The settings of every registered project, saved atomically on each change.
+///
+/// A project being deleted is *closing*: it is still saved here (a deletion that fails
+/// leaves it registered), but lookups no longer find it, so no new job, session, file call
+/// or registration can start on it while its work is ended.
 final class ProjectSettingsStore: Sendable {
     private let path: String
     private let state: Mutex<[String: ProjectSettings]>
+    private let closing = Mutex<Set<String>>([])
 
     init(path: String) {
         self.path = path
@@ -33,10 +38,23 @@ final class ProjectSettingsStore: Sendable {
         state = Mutex((try? JSONDecoder().decode([String: ProjectSettings].self, from: data)) ?? [:])
     }
 
-    subscript(_ project: String) -> ProjectSettings? { state.withLock { $0[project] } }
+    subscript(_ project: String) -> ProjectSettings? {
+        if closing.withLock({ $0.contains(project) }) { return nil }
+        return state.withLock { $0[project] }
+    }
 
-    /// Every project with settings here.
+    /// Every project with settings here, closing ones included.
     var projects: [String] { state.withLock { $0.keys.sorted() } }
+
+    /// Hides a project from lookups while it is deleted; false when it is not registered or
+    /// already closing (a deletion is in progress).
+    func close(_ project: String) -> Bool {
+        guard state.withLock({ $0[project] != nil }) else { return false }
+        return closing.withLock { $0.insert(project).inserted }
+    }
+
+    /// Ends ``close(_:)``: after a deletion (the settings are gone by then) or a failed one.
+    func reopen(_ project: String) { _ = closing.withLock { $0.remove(project) } }
 
     func set(_ project: String, _ settings: ProjectSettings?) throws {
         let snapshot = state.withLock { all in

@@ -96,6 +96,16 @@ actor SandboxPool {
         if let current = try? await task.value { await current.destroy() }
     }
 
+    /// Destroys the project's sandbox unless it mounts `workspace`: after the workspace was
+    /// replaced, a sandbox over the old tree goes, one made over the new tree stays.
+    func destroy(_ project: String, unlessOver workspace: Workspace) async {
+        guard let task = live[project] else { return }
+        if let current = try? await task.value, current.workspace == workspace { return }
+        guard live[project] == task else { return }
+        live[project] = nil
+        if let current = try? await task.value { await current.destroy() }
+    }
+
     func destroyAll() async {
         for project in live.keys { await destroy(project) }
     }

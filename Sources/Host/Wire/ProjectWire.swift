@@ -85,3 +85,38 @@ public struct RegisterRequest: Sendable, Codable, Equatable {
         self.limits = limits == RequestedLimits() ? nil : limits
     }
 }
+
+// MARK: - Patches
+
+/// The answer to `PATCH /v1/projects/{id}/archive`: what the patch changed in the workspace.
+public struct PatchSummary: Sendable, Codable, Equatable {
+    public var project: String
+    /// Files and symlinks written (new or replaced), those inside new directories included.
+    public var filesWritten: Int
+    /// Directories the workspace did not have.
+    public var directoriesCreated: Int
+    /// Paths deleted by whiteouts (a directory counts once, whatever it held); a whiteout of
+    /// a path the workspace does not have deletes nothing and is not counted.
+    public var pathsDeleted: Int
+    /// Bytes of file content written.
+    public var bytesWritten: Int64
+
+    public init(
+        project: String, filesWritten: Int = 0, directoriesCreated: Int = 0, pathsDeleted: Int = 0,
+        bytesWritten: Int64 = 0
+    ) {
+        self.project = project
+        self.filesWritten = filesWritten
+        self.directoriesCreated = directoriesCreated
+        self.pathsDeleted = pathsDeleted
+        self.bytesWritten = bytesWritten
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case project
+        case filesWritten = "files_written"
+        case directoriesCreated = "directories_created"
+        case pathsDeleted = "paths_deleted"
+        case bytesWritten = "bytes_written"
+    }
+}

@@ -95,6 +95,16 @@ actor FakeBackend: HostBackend {
         infos[id]?.state = "cold"
     }
 
+    func delete(_ id: String) async throws {
+        guard infos.removeValue(forKey: id) != nil else { throw HostError.projectNotFound(id) }
+    }
+
+    func patch(_ id: String, archive: [UInt8]) async throws -> PatchSummary {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        guard archive.starts(with: [0x1F, 0x8B]) else { throw CacheError.corruptArchive("not gzip") }
+        return PatchSummary(project: id, filesWritten: 1, bytesWritten: Int64(archive.count))
+    }
+
     /// The real job system, behind the checks the real host makes before a submit.
     nonisolated var jobService: any JobService {
         CheckedJobService(jobsystem) { request in try await self.check(request) }

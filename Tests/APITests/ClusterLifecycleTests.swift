@@ -1,0 +1,82 @@
+import Foundation
+import TestSupport
+import Testing
+
+/// Deleting, replacing and patching a project through a real cluster's API node: the
+/// owner does the work, and Redis forgets the project and its lease.
+@Suite(.serialized, .enabled(if: RedisServer.isAvailable, "needs redis-server (make test installs it)"))
+struct ClusterLifecycleTests {
+    typealias Cluster = ClusterAPITests.Cluster
+
+    /// The HTTP status of a call to the API node.
+    static func status(_ cluster: Cluster, _ method: String, _ path: String, _ file: String? = nil) -> String {
+        var args = ["-o", "/dev/null", "-w", "%{http_code}", "-X", method]
+        if let file { args += ["--data-binary", "@\(file)"] }
+        return ClusterAPITests.Node.curl(args + ["http://127.0.0.1:\(cluster.api.port)\(path)"])
+    }
+
+    @Test func deleteThroughTheAPINodeEndsTheJobAndForgetsTheProjectEverywhere() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        _ = try cluster.upload("gone", ["a.txt": "v1\n"])
+        #expect(cluster.exec("gone", "cat a.txt")["stdout"] as? String == "v1\n")
+        let owner = cluster.owner("gone")
+        #expect(["w1", "w2"].contains(owner))
+        let submitted = cluster.api.json("POST", "/v1/projects/gone/jobs", #"{"command": "sleep 300"}"#)
+        let job = try #require(submitted["job_id"] as? String, "\(submitted)")
+        let running = cluster.api.json("GET", "/v1/projects/gone/jobs/\(job)?wait=10&since=0")
+        #expect(running["status"] as? String == "running", "\(running)")
+
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/gone") == "204")
+        let ended = cluster.api.json("GET", "/v1/projects/gone/jobs/\(job)?wait=10")
+        #expect(ended["status"] as? String == "cancelled", "\(ended)")
+        #expect(Self.status(cluster, "GET", "/v1/projects/gone") == "404")
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/gone") == "404")
+        // Redis: no registration, no lease, not in the holder's lease set; only the epoch
+        // stays behind, and it expires.
+        let p = cluster.prefix
+        #expect(cluster.redisGet(["EXISTS", "\(p):owner:gone"]) == "0")
+        #expect(cluster.redisGet(["SISMEMBER", "\(p):projects", "gone"]) == "0")
+        #expect(cluster.redisGet(["SISMEMBER", "\(p):leases:\(owner)", "gone"]) == "0")
+        #expect(cluster.redisGet(["HGET", "\(p):project:gone", "spec"]) == "")
+        #expect((Int(cluster.redisGet(["PTTL", "\(p):project:gone"])) ?? -1) > 0)
+        // The shared blob store and the owner's disk hold nothing of it.
+        let fm = FileManager.default
+        #expect(!fm.fileExists(atPath: cluster.dir.path + "/blobs/uploads/gone"))
+        #expect(!fm.fileExists(atPath: cluster.dir.path + "/blobs/snapshots/gone.tar.zst"))
+        #expect(!fm.fileExists(atPath: cluster.dir.path + "/\(owner)/cache/volumes/gone.img"))
+        #expect(!fm.fileExists(atPath: cluster.dir.path + "/\(owner)/cache/mounts/gone"))
+
+        // The id is free again: a new project, with nothing of the old one.
+        _ = try cluster.upload("gone", ["b.txt": "v2\n"])
+        let ran = cluster.exec("gone", "ls; cat b.txt")
+        #expect(ran["stdout"] as? String == "b.txt\nv2\n", "\(ran)")
+        #expect(cluster.redisGet(["PTTL", "\(p):project:gone"]) == "-1")
+    }
+
+    @Test func replaceAndPatchThroughTheAPINodeChangeTheOwnersWorkspace() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        _ = try cluster.upload("files", ["old.txt": "old\n", "keep.txt": "keep\n"])
+        #expect(cluster.exec("files", "cat old.txt")["stdout"] as? String == "old\n")
+        let replaced = try cluster.upload("files", ["new.txt": "new\n", "keep.txt": "kept\n"])
+        #expect(replaced["state"] as? String == "ready", "\(replaced)")
+        #expect(cluster.exec("files", "ls")["stdout"] as? String == "keep.txt\nnew.txt\n")
+        let patch = try LiveArchive.make(["added.txt": "added\n", ".wh.new.txt": ""])
+        defer { unlink(patch) }
+        let text = ClusterAPITests.Node.curl([
+            "-X", "PATCH", "--data-binary", "@\(patch)",
+            "http://127.0.0.1:\(cluster.api.port)/v1/projects/files/archive",
+        ])
+        let summary = (try? JSONSerialization.jsonObject(with: Data(text.utf8)) as? [String: Any]) ?? [:]
+        #expect(summary["files_written"] as? Int == 1, "\(text)")
+        #expect(summary["paths_deleted"] as? Int == 1, "\(text)")
+        #expect(cluster.exec("files", "ls")["stdout"] as? String == "added.txt\nkeep.txt\n")
+    }
+}
