@@ -144,7 +144,6 @@ func inProcessExec(_ runs: Int) async throws -> [Double] {
 
 struct BenchFailure: Error { let message: String }
 
-
 /// A new project from a 200-file archive: upload, then the first `exec true`'s result, in
 /// ms, with the upload's and the first job's shares; each project is discarded afterwards,
 /// outside the clock, so the host never holds more than one of them.
@@ -161,11 +160,13 @@ func coldStarts(_ runs: Int, archive: [UInt8]) async throws -> (total: [Double],
         let r = try await host.jobService.run(
             JobRequest(project: id, command: "true", timeoutSeconds: 30), budget: .seconds(30))
         let end = ContinuousClock.now
-        guard r.record.result?.exitCode == 0 else { throw BenchFailure(message: "cold start: \(r.record.error ?? "?")") }
+        guard r.record.result?.exitCode == 0 else {
+            throw BenchFailure(message: "cold start: \(r.record.error ?? "?")")
+        }
         total.append(ms(end - start))
         upload.append(ms(uploaded - start))
         firstJob.append(ms(end - uploaded))
-        try await host.evict(id, discard: true)
+        try await host.delete(id)
     }
     return (total, upload, firstJob)
 }

@@ -125,7 +125,10 @@ func pinnedKiB() -> Int {
 }
 
 func pinnedParts() -> [String: Int] {
-    Dictionary(uniqueKeysWithValues: ["AnonPages", "SUnreclaim", "PageTables", "KernelStack", "Percpu"].map { ($0, meminfo($0)) })
+    Dictionary(
+        uniqueKeysWithValues: ["AnonPages", "SUnreclaim", "PageTables", "KernelStack", "Percpu"].map {
+            ($0, meminfo($0))
+        })
 }
 
 let count = args.count > 3 ? Int(args[3]) ?? 100 : 100
