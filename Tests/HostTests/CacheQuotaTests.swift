@@ -123,6 +123,33 @@ struct CacheQuotaTests {
         #expect(await cache.list().map(\.state) == [.cold, .cold, .cold])
     }
 
+    @Test func aNewProjectsUploadMakesItsVolumeAndAFailedOneLeavesNothing() async throws {
+        let before = try q.hostState()
+        let cache = try await q.open()
+        let (url, files) = try q.binaryProject("up")
+        let archive = Array(try Data(contentsOf: URL(string: url)!))
+        // The upload is the materialization: the workspace is in its own capped filesystem.
+        #expect(try await cache.upload("up", bytes: archive).state == .ready)
+        #expect(q.holds(q.mountPoint("up") + "/workspace", files))
+        #expect(q.mountOptions(q.mountPoint("up"))?.type == "ext4")
+        #expect(q.filesystemSize(q.mountPoint("up")) <= QuotaFixture.quota)
+        #expect(await cache.counters.downloadedBytes == 0)
+        // An archive that does not fit the cap, and one cut in the middle of a file, are
+        // refused, and neither leaves an image, a mount, a loop device or a record.
+        let bigSource = try f.source("big.tar.gz", (0..<62).map { ArchiveFixture.Entry.zeros("f\($0).bin", 1 << 20) })
+        let big = Array(try Data(contentsOf: URL(string: bigSource)!))
+        let tooLarge = await #expect(throws: CacheError.self) { try await cache.upload("big", bytes: big) }
+        #expect(tooLarge?.code == "too_large")
+        let cut = Array(archive.prefix(archive.count / 2))
+        let corrupt = await #expect(throws: CacheError.self) { try await cache.upload("cut", bytes: cut) }
+        #expect(corrupt?.code == "corrupt_archive")
+        #expect(await cache.list().map(\.id) == ["up"])
+        #expect(allPaths(f.data + "/volumes") == ["up.img"])
+        try await cache.evict("up", discard: true)
+        #expect(try q.hostState() == before)
+        #expect(allPaths(f.data + "/mounts") == [])
+    }
+
     @Test func writeBackEvictionAndRematerializationReturnTheEditsByteForByte() async throws {
         let before = try q.hostState()
         let cache = try await q.open()

@@ -145,9 +145,16 @@ import Testing
         let sha = SHA256.hash(bytes).hexString
         let status = try await cache.upload("up", bytes: bytes)
         #expect(status.source == "blob:uploads/up/\(sha).archive")
-        #expect(status.state == .cold)
+        // A new project's upload is its materialization: warm at once, nothing downloaded.
+        #expect(status.state == .ready)
         #expect(FileManager.default.contents(atPath: "\(f.blobs)/uploads/up/\(sha).archive") == Data(bytes))
         #expect(describeTree(try await cache.materialize("up").path) == CacheFixture.projectTree)
+        #expect(await cache.counters == CacheCounters(hits: 1, misses: 0, downloadedBytes: 0))
+        // Evicted, it comes back from the stored archive like any project.
+        try await cache.evict("up")
+        #expect(try await cache.status("up").state == .cold)
+        #expect(describeTree(try await cache.materialize("up").path) == CacheFixture.projectTree)
+        #expect(await cache.counters.misses == 1)
     }
 
     @Test func hostileUploadIsRefusedBeforeAnythingIsStored() async throws {

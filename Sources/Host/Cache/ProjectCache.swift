@@ -30,6 +30,10 @@ public actor ProjectCache {
     let index: CacheIndex
     let layout: DataLayout
     var entries: [String: Entry] = [:]
+    /// New projects whose upload is making their workspace right now (see
+    /// ``upload(_:archive:workspaceQuota:)``): a second upload of the same id meanwhile
+    /// takes the ordinary path.
+    var adopting: Set<String> = []
     /// Hits, misses and bytes fetched since the cache opened.
     public private(set) var counters = CacheCounters()
     /// What the start found on disk.
@@ -107,6 +111,9 @@ public actor ProjectCache {
     {
         try Self.validate(id)
         if let workspaceQuota { try Self.validate(quota: workspaceQuota) }
+        if entries[id] == nil, !adopting.contains(id) {
+            return try await uploadNew(id, archive: path, workspaceQuota: workspaceQuota)
+        }
         if let materializing = entries[id]?.materializing { _ = await materializing.value }
         let ready = entries[id].flatMap { $0.record.ready ? $0.record : nil }
         // A replacement is staged where the workspace lives (its volume, or beside
@@ -148,6 +155,85 @@ public actor ProjectCache {
         } else {
             try await register(id, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
         }
+        return try status(id)
+    }
+
+    /// The upload of a project this cache does not know yet, which also materializes it: the
+    /// test extraction is made where the workspace lives (in its new volume under a cap) and
+    /// becomes the workspace, so the project is warm when the upload answers. Extracting
+    /// twice (a test on the host's disk, thrown away, then again into the volume at the
+    /// first job) was most of a new project's cold start (docs/BENCHMARKS.md, "Cold start").
+    private func uploadNew(_ id: String, archive path: String, workspaceQuota: Int64?) async throws(CacheError)
+        -> ProjectStatus
+    {
+        adopting.insert(id)
+        defer { adopting.remove(id) }
+        let quotaBytes = workspaceQuota ?? config.workspaceQuotaBytes
+        let limits = extractionLimits(quota: quotaBytes)
+        let (volume, target, staging, logger) = (layout.volume(id), layout.workspace(id), layout.staging(id), logger)
+        // Removes the tree made here (and its volume), leaving nothing behind.
+        let discard = { () async -> Void in
+            await BlockingThread.run("corral-cleanup") { () -> Void in
+                if quotaBytes != nil { try? volume.remove() } else { try? SafeTree.remove(path: target) }
+            }
+        }
+        let (sha, summary) = try await BlockingThread.run("corral-upload") {
+            () throws(CacheError) -> (String, ManifestSummary) in
+            let summary: ManifestSummary
+            if let quotaBytes {
+                summary = try Self.extract(path, into: volume, bytes: quotaBytes, limits: limits, logger: logger)
+            } else {
+                do throws(CacheError) {
+                    try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
+                    _ = try Extractor.extract(archive: path, into: staging, limits: limits)
+                    try sys("chmod(\(staging))") { chmod(staging, 0o755) }
+                    // The index does not know the project: anything at the target is a leftover.
+                    try SafeTree.remove(path: target)
+                    try sys("rename(\(staging))") { rename(staging, target) }
+                } catch {
+                    try? SafeTree.remove(path: staging)
+                    throw error
+                }
+                summary = try Manifest.scan(target)
+            }
+            let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+            defer { close(fd) }
+            return (try FileHash.sha256(fd: fd).1, summary)
+        }
+        let key = "uploads/\(id)/\(sha).archive"
+        do throws(CacheError) {
+            _ = try await config.stores.primary.put(key, from: path)
+        } catch {
+            await discard()
+            throw error
+        }
+        guard entries[id] == nil else {
+            // Registered meanwhile by another call: the last registration wins, as it would
+            // have without this shortcut; the tree made here goes.
+            await discard()
+            try await register(id, source: "blob:\(key)", sha256: sha, workspaceQuota: workspaceQuota)
+            return try status(id)
+        }
+        var record = ProjectRecord(
+            id: id, source: "blob:\(key)", sha256: sha, lastUsed: now(), quotaBytes: workspaceQuota)
+        record.ready = true
+        record.sourceVersion = "sha256:\(sha)"
+        record.materializedAt = now()
+        record.manifestDigest = summary.digest
+        record.diskBytes = summary.diskBytes
+        record.volumeBytes = quotaBytes
+        entries[id] = Entry(record: record, persistedUse: record.lastUsed)
+        entries[id]!.dirty = false
+        entries[id]!.lastCheck = now()
+        do throws(CacheError) {
+            try persist(id)
+        } catch {
+            entries[id] = nil
+            await discard()
+            try? await config.stores.primary.delete(key)
+            throw error
+        }
+        logger.info("materialized", metadata: ["project": "\(id)", "version": "sha256:\(sha)", "by": "upload"])
         return try status(id)
     }
 
