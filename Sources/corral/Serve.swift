@@ -146,6 +146,9 @@ struct SandboxHostOptions: ParsableArguments {
     @Flag(help: "Let http(s) project sources reach any address, private ones included (no SSRF check).")
     var allowPrivateSources = false
 
+    @Option(help: "Formatted workspace filesystems kept ready per cap size, so a new project skips mkfs (0: none).")
+    var spareVolumes: Int = 2
+
     /// The host's configuration. Sandboxes of a previous run of this host outlive it (their
     /// inits do not die with the host); their cgroups find and kill them first.
     func hostConfiguration(dataDir: String, logger: Logger) throws -> HostConfiguration {
@@ -160,6 +163,10 @@ struct SandboxHostOptions: ParsableArguments {
             dataDirectory: ServerOptions.absolute(dataDir), rootfsDirectory: ServerOptions.absolute(rootfsDir),
             policiesDirectory: ServerOptions.absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups)
         configuration.sourceAddresses = try sourceAddresses()
+        guard (0...64).contains(spareVolumes) else {
+            throw ValidationError("--spare-volumes must be 0 to 64, not \(spareVolumes)")
+        }
+        configuration.spareVolumes = spareVolumes
         return configuration
     }
 

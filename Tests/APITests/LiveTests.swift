@@ -16,6 +16,9 @@ struct LiveTests {
                 .put, "/v1/projects/second/archive?timeout_s=60", raw: try LiveHost.archive(["a.txt": "one\n"]))
             #expect(upload.status == .created)
             #expect(upload.json["limits"]?["timeout_s"] == "60")
+            // A new project's upload materializes it; evicted, warm-up shows its progress.
+            #expect(upload.json["state"] == "ready")
+            #expect(try await client.call(.delete, "/v1/projects/second/workspace").json["evicted"] == true)
             let warm = try await client.call(
                 .post, "/v1/projects/second/warm", headers: ["Accept": "text/event-stream"])
             let events = SSE.parse(warm.text)
@@ -123,7 +126,7 @@ struct LiveTests {
 
     @Test func metricsCountCacheHitsMissesAndDownloadedBytes() async throws {
         try await LiveHost.run { client, host in
-            // Uploaded, not materialized yet: nothing counted.
+            // Uploaded (which materializes a new project) and not used yet: nothing counted.
             func metric(_ name: String) async throws -> String? {
                 let text = try await client.call(.get, "/metrics").text
                 return text.split(separator: "\n").first { $0.hasPrefix(name + " ") }.map(String.init)
@@ -135,6 +138,7 @@ struct LiveTests {
             let archive = await host.configuration.dataDirectory + "/cache/blobs/" + source.dropFirst("blob:".count)
             let size = try #require(try FileManager.default.attributesOfItem(atPath: archive)[.size] as? Int)
             // Cold: a miss that downloads the archive. Then warm: a hit that downloads nothing.
+            try await host.evict("demo")
             #expect(try await client.call(.post, "/v1/projects/demo/warm").json["state"] == "ready")
             #expect(try await client.call(.post, "/v1/projects/demo/warm").json["state"] == "ready")
             #expect(try await metric("corral_cache_hits_total") == "corral_cache_hits_total 1")

@@ -17,9 +17,12 @@ final class QuotaFixture: Sendable {
     func image(_ id: String) -> String { f.data + "/volumes/\(id).img" }
     func mountPoint(_ id: String) -> String { f.data + "/mounts/\(id)" }
 
-    func open(quota: Int64? = QuotaFixture.quota, primary: (any BlobStore)? = nil) async throws -> ProjectCache {
+    func open(quota: Int64? = QuotaFixture.quota, primary: (any BlobStore)? = nil, spares: Int = 0) async throws
+        -> ProjectCache
+    {
         var config = f.configuration(primary: primary)
         config.workspaceQuotaBytes = quota
+        config.spareVolumes = spares
         return try await ProjectCache.open(config)
     }
 

@@ -150,6 +150,51 @@ struct CacheQuotaTests {
         #expect(allPaths(f.data + "/mounts") == [])
     }
 
+    @Test func spareFilesystemsAreTakenByNewWorkspacesRefilledAndRemovedAtStop() async throws {
+        let before = try q.hostState()
+        let cache = try await q.open(spares: 2)
+        let bytes = QuotaFixture.quota
+        let spares = f.data + "/spares"
+        func ready(_ count: Int) async throws {
+            for _ in 0..<500 where await cache.spareCounts[bytes] != count { try await Task.sleep(for: .milliseconds(20)) }
+            #expect(await cache.spareCounts[bytes] == count)
+        }
+        await cache.prepareSpares(bytes: bytes)
+        try await ready(2)
+        // Spares are files only: no mount, no loop device.
+        #expect(try q.hostState() == before)
+        let made = Set(allPaths(spares))
+        #expect(made.count == 2)
+
+        // A new project's upload and a cold project's materialization each take one,
+        // and the workspace is exactly the archive's.
+        let (url, files) = try q.binaryProject("sp")
+        let archive = Array(try Data(contentsOf: URL(string: url)!))
+        #expect(try await cache.upload("up", bytes: archive).state == .ready)
+        #expect(q.holds(q.mountPoint("up") + "/workspace", files))
+        #expect(q.filesystemSize(q.mountPoint("up")) <= bytes)
+        try await cache.register("reg", source: url)
+        #expect(q.holds(try await cache.materialize("reg").path, files))
+        #expect(!Set(allPaths(spares)).isSuperset(of: made))
+        // Refilled behind them.
+        try await ready(2)
+        // Another size is kept too; a third size drops the oldest one's spares.
+        await cache.prepareSpares(bytes: bytes / 2)
+        for _ in 0..<500 where await cache.spareCounts[bytes / 2] != 2 { try await Task.sleep(for: .milliseconds(20)) }
+        await cache.prepareSpares(bytes: bytes / 4)
+        #expect(await cache.spareCounts[bytes] == nil)
+
+        await cache.removeSpares()
+        #expect(!FileManager.default.fileExists(atPath: spares))
+        #expect(await cache.spareCounts.isEmpty)
+        // Stopped: nothing is made again, and workspaces are still made the ordinary way.
+        try await cache.register("late", source: url)
+        #expect(q.holds(try await cache.materialize("late").path, files))
+        #expect(!FileManager.default.fileExists(atPath: spares))
+        for id in ["up", "reg", "late"] { try await cache.evict(id, discard: true) }
+        #expect(try q.hostState() == before)
+    }
+
     @Test func writeBackEvictionAndRematerializationReturnTheEditsByteForByte() async throws {
         let before = try q.hostState()
         let cache = try await q.open()

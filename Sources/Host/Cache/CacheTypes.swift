@@ -24,6 +24,10 @@ public struct CacheConfiguration: Sendable {
     /// gets ENOSPC instead of filling the host's disk. nil: projects without a cap of their
     /// own are plain directories on the host's filesystem. Needs root and loop devices.
     public var workspaceQuotaBytes: Int64?
+    /// Formatted workspace filesystems kept ready for each cap size in use (the last two
+    /// asked for), so a new project's upload or a materialization takes one instead of
+    /// running mkfs (docs/CACHE.md, "Spare filesystems"). 0: none, each is made when needed.
+    public var spareVolumes: Int = 0
     /// The time source, injected by tests.
     public var clock: @Sendable () -> Date
     public var logger: Logger

@@ -11,6 +11,8 @@ struct DataLayout: Sendable {
     var workspaces: String { "\(root)/workspaces" }
     /// Images of capped workspaces, `<id>.img`.
     var volumes: String { "\(root)/volumes" }
+    /// Spare formatted images, `<uuid>.img`: empty filesystems, removed at start and stop.
+    var spares: String { "\(root)/spares" }
     /// Where those images are mounted, `<id>/`.
     var mounts: String { "\(root)/mounts" }
     /// Extractions in progress; everything here is half-finished by definition.
@@ -72,6 +74,8 @@ extension ProjectCache {
         let logger = config.logger
         let (recovery, ready) = try await BlockingThread.run("corral-recover") {
             () throws(CacheError) -> (RecoveryReport, Set<String>) in
+            // Spares hold nothing: whatever a previous run left is remade when needed.
+            try SafeTree.remove(path: layout.spares)
             var (report, ready) = try recover(layout, known)
             ready.formUnion(try recoverVolumes(layout, known, &report, logger: logger))
             report.adopted.sort()

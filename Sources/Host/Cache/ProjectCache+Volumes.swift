@@ -63,11 +63,16 @@ extension ProjectCache {
     /// (unmounted, loop device detached, image deleted): nothing half-extracted remains.
     /// Blocking.
     static func extract(
-        _ archive: String, into volume: Volume, bytes: Int64, limits: ExtractionLimits, logger: Logger
+        _ archive: String, into volume: Volume, bytes: Int64, spare: String? = nil, limits: ExtractionLimits,
+        logger: Logger
     ) throws(CacheError) -> ManifestSummary {
         // The index says cold, so anything already there is a crash leftover nobody uses.
         try volume.remove()
-        try volume.create(bytes: bytes)
+        if let spare {
+            try volume.adopt(spare: spare)
+        } else {
+            try volume.create(bytes: bytes)
+        }
         do throws(CacheError) {
             let staging = volume.staging()
             try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }

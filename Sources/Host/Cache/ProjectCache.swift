@@ -34,6 +34,11 @@ public actor ProjectCache {
     /// ``upload(_:archive:workspaceQuota:)``): a second upload of the same id meanwhile
     /// takes the ordinary path.
     var adopting: Set<String> = []
+    /// Spare formatted images by size, and the sizes to keep them for (most recent first).
+    var spares: [Int64: [String]] = [:]
+    var spareSizes: [Int64] = []
+    var spareRefill: Task<Void, Never>?
+    var sparesStopped = false
     /// Hits, misses and bytes fetched since the cache opened.
     public private(set) var counters = CacheCounters()
     /// What the start found on disk.
@@ -171,6 +176,7 @@ public actor ProjectCache {
         let quotaBytes = workspaceQuota ?? config.workspaceQuotaBytes
         let limits = extractionLimits(quota: quotaBytes)
         let (volume, target, staging, logger) = (layout.volume(id), layout.workspace(id), layout.staging(id), logger)
+        let spare = quotaBytes.flatMap { takeSpare(bytes: $0) }
         // Removes the tree made here (and its volume), leaving nothing behind.
         let discard = { () async -> Void in
             await BlockingThread.run("corral-cleanup") { () -> Void in
@@ -181,7 +187,8 @@ public actor ProjectCache {
             () throws(CacheError) -> (String, ManifestSummary) in
             let summary: ManifestSummary
             if let quotaBytes {
-                summary = try Self.extract(path, into: volume, bytes: quotaBytes, limits: limits, logger: logger)
+                summary = try Self.extract(
+                    path, into: volume, bytes: quotaBytes, spare: spare, limits: limits, logger: logger)
             } else {
                 do throws(CacheError) {
                     try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
@@ -311,10 +318,12 @@ public actor ProjectCache {
             // A snapshot is restored under exactly the limits it was packed under.
             let limits = fromSnapshot ? snapshotLimits(quota: quotaBytes) : extractionLimits(quota: quotaBytes)
             let (volume, logger) = (layout.volume(id), logger)
+            let spare = quotaBytes.flatMap { takeSpare(bytes: $0) }
             let summary = try await BlockingThread.run("corral-extract") { () throws(CacheError) -> ManifestSummary in
                 defer { unlink(download) }
                 if let quotaBytes {
-                    return try Self.extract(download, into: volume, bytes: quotaBytes, limits: limits, logger: logger)
+                    return try Self.extract(
+                        download, into: volume, bytes: quotaBytes, spare: spare, limits: limits, logger: logger)
                 }
                 try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
                 _ = try Extractor.extract(archive: download, into: staging, limits: limits)

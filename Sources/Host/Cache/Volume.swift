@@ -34,8 +34,20 @@ struct Volume: Sendable {
     /// Creates a fresh, empty filesystem of `bytes` and mounts it. On failure nothing is
     /// left: no image, no mount, no loop device.
     func create(bytes: Int64) throws(CacheError) {
-        try SafeTree.makeDirectories(SafeTree.split(image).0, mode: 0o700)
         try SafeTree.makeDirectories(mountPoint, mode: 0o700)
+        do throws(CacheError) {
+            try Self.format(image: image, bytes: bytes)
+            try mount()
+        } catch {
+            try? remove()
+            throw error
+        }
+    }
+
+    /// Makes `image`: a sparse file of `bytes` holding an empty ext4 filesystem. On failure
+    /// nothing is left.
+    static func format(image: String, bytes: Int64) throws(CacheError) {
+        try SafeTree.makeDirectories(SafeTree.split(image).0, mode: 0o700)
         // O_EXCL: an image already there is not ours to replace; the caller removes leftovers.
         let fd = try sys("open(\(image))") { open(image, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o600) }
         do throws(CacheError) {
@@ -46,8 +58,22 @@ struct Volume: Sendable {
             // metadata overhead of a 64 MiB image stays under 0.5 MiB on the host.
             try HostTool.run(
                 "mkfs.ext4", ["-q", "-F", "-m", "0", "-O", "^has_journal", "-E", "root_owner=0:0", image])
+        } catch {
+            unlink(image)
+            throw error
+        }
+    }
+
+    /// Takes a spare image made by ``format(image:bytes:)`` (of this volume's size, on the
+    /// same filesystem) as this volume's and mounts it. On failure nothing is left.
+    func adopt(spare: String) throws(CacheError) {
+        try SafeTree.makeDirectories(SafeTree.split(image).0, mode: 0o700)
+        try SafeTree.makeDirectories(mountPoint, mode: 0o700)
+        do throws(CacheError) {
+            try sys("rename(\(spare))") { rename(spare, image) }
             try mount()
         } catch {
+            unlink(spare)
             try? remove()
             throw error
         }

@@ -55,6 +55,7 @@ public actor CorralHost {
         var cacheConfiguration = CacheConfiguration(
             dataDirectory: data + "/cache", stores: configuration.stores, ttl: configuration.ttl)
         cacheConfiguration.stores.sourceAddresses = configuration.sourceAddresses
+        cacheConfiguration.spareVolumes = configuration.spareVolumes
         let cache = try await ProjectCache.open(cacheConfiguration)
         let settings = ProjectSettingsStore(path: data + "/projects.json")
         let resolve: @Sendable (String) throws -> ResolvedProject = { id in
@@ -66,9 +67,14 @@ public actor CorralHost {
             Self.sandboxConfiguration(project, workspace: workspace, configuration: configuration)
         }
         let jobs = try await makeJobs(runner)
-        return CorralHost(
+        let host = CorralHost(
             configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings,
             egress: egress)
+        // So even the first new project under the default policy finds a spare filesystem.
+        if let (_, limits) = try? await host.validatedSettings(policy: nil, limits: RequestedLimits()) {
+            await cache.prepareSpares(bytes: Self.quota(limits))
+        }
+        return host
     }
 
     // MARK: - Projects
@@ -208,6 +214,7 @@ public actor CorralHost {
         for status in await cache.list() where status.state == .ready {
             _ = try? await cache.snapshot(status.id)
         }
+        await cache.removeSpares()
         policies.stopWatching()
     }
 

@@ -23,6 +23,9 @@ public struct HostConfiguration: Sendable {
     /// name. nil: a local store under the data directory. Worker hosts of a cluster share
     /// one primary store, so any of them can materialize any project.
     public var stores: BlobStores?
+    /// Formatted workspace filesystems the cache keeps ready for each cap size in use
+    /// (``CacheConfiguration/spareVolumes``); the default policy's cap is prepared at start.
+    public var spareVolumes = 2
 
     public init(
         dataDirectory: String, rootfsDirectory: String, policiesDirectory: String, defaultPolicy: String = "default",
