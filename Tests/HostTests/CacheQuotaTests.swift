@@ -156,7 +156,9 @@ struct CacheQuotaTests {
         let bytes = QuotaFixture.quota
         let spares = f.data + "/spares"
         func ready(_ count: Int) async throws {
-            for _ in 0..<500 where await cache.spareCounts[bytes] != count { try await Task.sleep(for: .milliseconds(20)) }
+            for _ in 0..<500 where await cache.spareCounts[bytes] != count {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             #expect(await cache.spareCounts[bytes] == count)
         }
         await cache.prepareSpares(bytes: bytes)
