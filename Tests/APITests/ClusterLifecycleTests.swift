@@ -79,4 +79,42 @@ struct ClusterLifecycleTests {
         #expect(summary["paths_deleted"] as? Int == 1, "\(text)")
         #expect(cluster.exec("files", "ls")["stdout"] as? String == "added.txt\nkeep.txt\n")
     }
+
+    @Test func aSnapshotTakenThroughTheAPINodeIsRestoredAfterTheOwnerChanges() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        _ = try cluster.upload("snap", ["a.txt": "v1\n", "b.txt": "b\n"])
+        #expect(cluster.exec("snap", "chmod 600 a.txt && ls")["stdout"] as? String == "a.txt\nb.txt\n")
+        let made = cluster.api.json("POST", "/v1/projects/snap/snapshots", #"{"name": "base"}"#)
+        #expect(made["name"] as? String == "base" && made["files"] as? Int == 2, "\(made)")
+        let blob = cluster.dir.path + "/blobs/named/snap/base.tar.zst"
+        #expect(FileManager.default.fileExists(atPath: blob))
+        let changed = cluster.exec("snap", "echo v2 > a.txt && rm b.txt && echo c > c.txt && ls")
+        #expect(changed["stdout"] as? String == "a.txt\nc.txt\n", "\(changed)")
+
+        // The owner leaves (its changes handed over); the other worker answers from the
+        // shared store's catalog.
+        let leaving = cluster.owner("snap")
+        let staying = leaving == "w1" ? "w2" : "w1"
+        cluster.workers[leaving]!.stop(SIGTERM)
+        let listed = cluster.api.json("GET", "/v1/projects/snap/snapshots")
+        let names = (listed["snapshots"] as? [[String: Any]])?.compactMap { $0["name"] as? String }
+        #expect(names == ["base"], "\(listed)")
+        #expect(cluster.owner("snap") == staying)
+        let restored = cluster.api.json("POST", "/v1/projects/snap/snapshots/base/restore")
+        #expect(
+            (restored["restored"] as? [String: Any])?["sha256"] as? String == made["sha256"] as? String, "\(restored)")
+        let after = cluster.exec("snap", "ls -l | tail -n +2 | cut -c1-10; cat a.txt b.txt")
+        #expect(after["stdout"] as? String == "-rw-------\n-rw-r--r--\nv1\nb\n", "\(after)")
+
+        #expect(Self.status(cluster, "POST", "/v1/projects/snap/snapshots/nope/restore") == "404")
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/snap/snapshots/base") == "204")
+        #expect(!FileManager.default.fileExists(atPath: blob))
+        _ = cluster.api.json("POST", "/v1/projects/snap/snapshots", #"{"name": "again"}"#)
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/snap") == "204")
+        #expect(!FileManager.default.fileExists(atPath: cluster.dir.path + "/blobs/named/snap"))
+    }
 }

@@ -35,10 +35,26 @@ import Testing
             ports: [PortInfo(project: "p", listening: ListeningPort(port: 8080, addresses: ["0.0.0.0"]))])
         #expect(
             try text(info)
-                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","ports":[{"addresses":["0.0.0.0"],"port":8080,"url":"/v1/projects/p/ports/8080/"}],"queued_jobs":2,"running_jobs":1,"sandbox":true,"source":"file:///src","state":"cold"}"#
+                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","ports":[{"addresses":["0.0.0.0"],"port":8080,"url":"/v1/projects/p/ports/8080/"}],"queued_jobs":2,"running_jobs":1,"sandbox":true,"snapshot_bytes":0,"source":"file:///src","state":"cold"}"#
         )
         #expect(try roundTrip(info) == info)
         #expect(Wire.date(info.expiresAt) == "2033-05-18T03:33:20Z")
+    }
+
+    @Test func namedSnapshotsAreSnakeCaseAndNamesFollowTheRule() throws {
+        let snapshot = NamedSnapshot(
+            name: "v1", project: "p", createdAt: Date(timeIntervalSince1970: 2_000_000_000), bytes: 42, files: 3,
+            sha256: "ab")
+        #expect(
+            try text(snapshot)
+                == #"{"bytes":42,"created_at":"2033-05-18T03:33:20Z","files":3,"name":"v1","project":"p","sha256":"ab"}"#
+        )
+        #expect(try roundTrip(snapshot) == snapshot)
+        #expect(snapshot.key == "named/p/v1.tar.zst")
+        for good in ["a", "v1.2_rc-3", "A9", String(repeating: "x", count: 64)] { #expect(NamedSnapshot.isValid(good)) }
+        for bad in ["", ".a", "-a", "a/b", "a b", "..", String(repeating: "x", count: 65), "ü"] {
+            #expect(!NamedSnapshot.isValid(bad))
+        }
     }
 
     @Test func snapshotRepliesSayNullWhenNothingWasWritten() throws {

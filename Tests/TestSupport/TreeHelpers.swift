@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Host
 
 /// Describes a tree without following symlinks: relative path → "file:<content>",
 /// "dir", "link:<target>" or "other". Used to assert exact extraction results.
@@ -57,4 +58,34 @@ public func rawNames(_ dir: String) -> Set<[UInt8]> {
         if name != [0x2e] && name != [0x2e, 0x2e] { out.insert(name) }
     }
     return out
+}
+
+/// Every entry under `root`, sorted, one line each: path, type, permission bits, size and
+/// SHA-256 of a file, or a symlink's target. Two trees with equal listings are the same
+/// tree byte for byte and mode for mode.
+public func treeListing(_ root: String) -> [String] {
+    var lines: [String] = []
+    func walk(_ dir: String, _ prefix: String) {
+        let names = ((try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? []).sorted()
+        for name in names {
+            let path = dir + "/" + name
+            let rel = prefix + name
+            var st = stat()
+            guard lstat(path, &st) == 0 else { continue }
+            let mode = String(st.st_mode & 0o7777, radix: 8)
+            switch st.st_mode & S_IFMT {
+            case S_IFDIR:
+                lines.append("\(rel) dir \(mode)")
+                walk(path, rel + "/")
+            case S_IFLNK:
+                let target = (try? FileManager.default.destinationOfSymbolicLink(atPath: path)) ?? "?"
+                lines.append("\(rel) link -> \(target)")
+            default:
+                let bytes = Array(FileManager.default.contents(atPath: path) ?? Data())
+                lines.append("\(rel) file \(mode) \(st.st_size) \(SHA256.hash(bytes).hexString)")
+            }
+        }
+    }
+    walk(root, "")
+    return lines
 }

@@ -88,15 +88,15 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     static func from(cache error: CacheError) -> APIError {
         let status: HTTPResponse.Status =
             switch error {
-            case .invalidProject, .invalidQuota: .badRequest
-            case .unknownProject: .notFound
+            case .invalidProject, .invalidQuota, .invalidSnapshotName: .badRequest
+            case .unknownProject, .snapshotNotFound: .notFound
             case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress:
                 .unprocessableContent
             case .notFound: .unprocessableContent
             case .httpStatus, .transport: .badGateway
             case .timeout: .gatewayTimeout
             case .tooLarge: .contentTooLarge
-            case .readOnlyStore, .busy, .projectBusy: .conflict
+            case .readOnlyStore, .busy, .projectBusy, .snapshotExists: .conflict
             case .cancelled: .serviceUnavailable
             case .system, .index, .volume, .patchIncomplete: .internalServerError
             }

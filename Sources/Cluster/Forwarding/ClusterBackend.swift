@@ -210,6 +210,44 @@ public struct ClusterBackend: HostBackend {
         return try Wire.decode(PatchSummary.self, from: response.body)
     }
 
+    // MARK: - Named snapshots
+
+    /// Named snapshots live in the shared primary store, listed in its catalog, so the
+    /// owner (whichever worker it is now) answers for them; the node forwards every call.
+    public func createSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await requireRegistered(id)
+        let body = try Wire.encode(["name": name])
+        let response = try await forward(
+            id, "POST", "/v1/projects/\(id)/snapshots", headers: [("Content-Type", "application/json")], body: body)
+        return try Wire.decode(NamedSnapshot.self, from: response.body)
+    }
+
+    public func snapshots(_ id: String) async throws -> [NamedSnapshot] {
+        try await requireRegistered(id)
+        let response = try await forward(id, "GET", "/v1/projects/\(id)/snapshots")
+        return try Wire.decode(NamedSnapshotList.self, from: response.body).snapshots
+    }
+
+    public func namedSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await requireRegistered(id)
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        let response = try await forward(id, "GET", "/v1/projects/\(id)/snapshots/\(name)")
+        return try Wire.decode(NamedSnapshot.self, from: response.body)
+    }
+
+    public func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await requireRegistered(id)
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        let response = try await forward(id, "POST", "/v1/projects/\(id)/snapshots/\(name)/restore")
+        return try Wire.decode(SnapshotRestoreReply.self, from: response.body).restored
+    }
+
+    public func deleteSnapshot(_ id: String, name: String) async throws {
+        try await requireRegistered(id)
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        _ = try await forward(id, "DELETE", "/v1/projects/\(id)/snapshots/\(name)")
+    }
+
     // MARK: - Ports
 
     /// The owner's list; nobody owning the project means no sandbox runs (nothing is leased).

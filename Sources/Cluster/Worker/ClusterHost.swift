@@ -128,6 +128,31 @@ public actor ClusterHost: HostBackend, FileToolBackend {
         return try await host.patch(id, archive: archive)
     }
 
+    public func createSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await adopt(id)
+        return try await host.createSnapshot(id, name: name)
+    }
+
+    public func snapshots(_ id: String) async throws -> [NamedSnapshot] {
+        try await adopt(id)
+        return try await host.snapshots(id)
+    }
+
+    public func namedSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await adopt(id)
+        return try await host.namedSnapshot(id, name: name)
+    }
+
+    public func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await adopt(id)
+        return try await host.restoreSnapshot(id, name: name)
+    }
+
+    public func deleteSnapshot(_ id: String, name: String) async throws {
+        try await adopt(id)
+        try await host.deleteSnapshot(id, name: name)
+    }
+
     public func ports(_ id: String) async throws -> PortList {
         try await adopt(id)
         return try await host.ports(id)

@@ -53,6 +53,12 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     /// reach (loopback, link-local, private, …), at registration or at any connection of a
     /// transfer, redirects included; see ``SourceAddressPolicy``.
     case forbiddenAddress(host: String, address: String, kind: String)
+    /// A snapshot name outside ``NamedSnapshot/rule``.
+    case invalidSnapshotName(String)
+    /// A named snapshot of that name exists: snapshots are immutable, never overwritten.
+    case snapshotExists(project: String, name: String)
+    /// The project has no named snapshot of that name.
+    case snapshotNotFound(project: String, name: String)
 
     /// A stable, machine-readable code for the API (`not_found`, `unsafe_entry`, …).
     public var code: String {
@@ -78,6 +84,9 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidQuota: "invalid_quota"
         case .volume: "volume_error"
         case .forbiddenAddress: "forbidden_address"
+        case .invalidSnapshotName: "invalid_snapshot_name"
+        case .snapshotExists: "snapshot_exists"
+        case .snapshotNotFound: "snapshot_not_found"
         }
     }
 
@@ -108,6 +117,10 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .forbiddenAddress(let host, let address, let kind):
             (host == address ? "\(address) is" : "\(host) resolves to \(address),")
                 + " a \(kind) address; http(s) sources may reach it only if allowed with --allow-source-host"
+        case .invalidSnapshotName(let name): "invalid snapshot name \"\(name)\": use \(NamedSnapshot.rule)"
+        case .snapshotExists(let project, let name):
+            "project \(project) already has a snapshot named \(name); snapshots are immutable: choose another name, or delete it first (DELETE /v1/projects/\(project)/snapshots/\(name))"
+        case .snapshotNotFound(let project, let name): "project \(project) has no snapshot named \(name)"
         }
     }
 }

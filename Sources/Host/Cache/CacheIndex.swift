@@ -60,7 +60,21 @@ final class CacheIndex {
         for column in ["quota_bytes", "volume_bytes"] where !columns.contains(column) {
             try db.execute("ALTER TABLE projects ADD COLUMN \(column) INTEGER")
         }
-        try db.execute("PRAGMA user_version = 2")
+        // Version 3 adds named snapshots: a table of their own, created where it is missing,
+        // so an index of version 2 keeps every row and simply has none yet.
+        try db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS named_snapshots (
+                project TEXT NOT NULL,
+                name TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                bytes INTEGER NOT NULL,
+                files INTEGER NOT NULL,
+                sha256 TEXT NOT NULL,
+                PRIMARY KEY (project, name)
+            );
+            """)
+        try db.execute("PRAGMA user_version = 3")
     }
 
     func load() throws(SQLiteError) -> [ProjectRecord] {
@@ -105,7 +119,38 @@ final class CacheIndex {
         }
     }
 
+    /// Removes the project's row and the rows of its named snapshots.
     func delete(_ id: String) throws(SQLiteError) {
+        try db.run("DELETE FROM named_snapshots WHERE project = ?", .text(id))
         try db.run("DELETE FROM projects WHERE id = ?", .text(id))
+    }
+
+    // MARK: - Named snapshots
+
+    func loadSnapshots() throws(SQLiteError) -> [NamedSnapshot] {
+        try db.query("SELECT * FROM named_snapshots ORDER BY project, created_at, name").map { row in
+            NamedSnapshot(
+                name: row["name"].text ?? "", project: row["project"].text ?? "",
+                createdAt: Date(timeIntervalSince1970: row["created_at"].real ?? 0), bytes: row["bytes"].integer ?? 0,
+                files: Int(row["files"].integer ?? 0), sha256: row["sha256"].text ?? "")
+        }
+    }
+
+    func save(_ s: NamedSnapshot) throws(SQLiteError) {
+        try db.run(
+            """
+            INSERT OR REPLACE INTO named_snapshots (project, name, created_at, bytes, files, sha256)
+            VALUES (?, ?, ?, ?, ?, ?)
+            """,
+            .text(s.project), .text(s.name), .real(s.createdAt.timeIntervalSince1970), .integer(s.bytes),
+            .integer(Int64(s.files)), .text(s.sha256))
+    }
+
+    func deleteSnapshots(project: String) throws(SQLiteError) {
+        try db.run("DELETE FROM named_snapshots WHERE project = ?", .text(project))
+    }
+
+    func deleteSnapshot(project: String, name: String) throws(SQLiteError) {
+        try db.run("DELETE FROM named_snapshots WHERE project = ? AND name = ?", .text(project), .text(name))
     }
 }

@@ -88,6 +88,8 @@ public struct ProjectStatus: Sendable, Equatable {
     public var expiresAt: Date
     public var snapshotVersion: String?
     public var snapshotAt: Date?
+    /// Archive bytes of the project's named snapshots in the primary store.
+    public var snapshotBytes: Int64 = 0
 }
 
 /// What the cache has served since it opened, for `/metrics`.

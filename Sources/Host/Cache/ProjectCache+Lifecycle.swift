@@ -6,7 +6,8 @@ import Sandbox
 
 extension ProjectCache {
     /// Deletes a project for good: its workspace (and its volume) without write-back, its
-    /// write-back snapshot, the archive uploaded for it (`uploads/<id>/…`) and its index row.
+    /// write-back snapshot, its named snapshots (`named/<id>/…`), the archive uploaded for it
+    /// (`uploads/<id>/…`) and its index rows.
     /// A project still pinned (a running job, a live session) is refused with
     /// ``CacheError/busy(_:)``, and the blobs are deleted before the row, so a failure leaves
     /// the project registered, to be deleted again, never blobs nobody knows of.
@@ -18,6 +19,7 @@ extension ProjectCache {
         let primary = config.stores.primary
         try await primary.delete(entry.record.snapshotKey ?? layout.snapshotKey(id))
         if let upload = layout.ownedUpload(entry.record.source, of: id) { try await primary.delete(upload) }
+        try await removeSnapshots(id)
         // Whatever materialized while the blobs went goes too (its source is gone anyway).
         try await evict(id, discard: true)
         guard let current = entries[id] else { return }

@@ -59,10 +59,12 @@ extension ProjectCache {
         let layout = DataLayout(config.dataDirectory)
         let index: CacheIndex
         var records: [ProjectRecord]
+        let snapshots: [NamedSnapshot]
         do {
             try SafeTree.makeDirectories(layout.root, mode: 0o700)
             index = try CacheIndex(path: layout.index)
             records = try index.load()
+            snapshots = try index.loadSnapshots()
         } catch let error as SQLiteError {
             throw .index(error.description)
         } catch let error as CacheError {
@@ -95,7 +97,8 @@ extension ProjectCache {
                 "orphaned": "\(recovery.orphaned)", "unmounted": "\(recovery.unmounted)",
                 "detached": "\(recovery.detached)",
             ])
-        return ProjectCache(config: config, index: index, records: records, recovery: recovery)
+        return ProjectCache(
+            config: config, index: index, records: records, snapshots: snapshots, recovery: recovery)
     }
 
     /// The file-system half of ``open(_:)``: returns the report and the ids found intact.

@@ -182,6 +182,8 @@ extension ProjectCache {
 
     func drop(_ id: String) throws(CacheError) {
         entries[id] = nil
+        // The index rows go; the archives stay in the store, listed in its catalog.
+        named[id] = nil
         do { try index.delete(id) } catch { throw .index(error.description) }
     }
 
@@ -213,9 +215,11 @@ extension ProjectCache {
             } catch { report.failed[id] = error }
         }
         if let budget = config.diskBudget {
+            // Named snapshots on this disk are never evicted: they leave less room for workspaces.
+            let stored = localSnapshotBytes()
             while true {
                 let ready = entries.values.filter { $0.record.ready }
-                guard ready.reduce(0, { $0 + $1.record.diskBytes }) > budget,
+                guard ready.reduce(stored, { $0 + $1.record.diskBytes }) > budget,
                     let victim = ready.filter({
                         $0.pins == 0 && report.failed[$0.record.id] == nil && !report.overBudget.contains($0.record.id)
                     })

@@ -39,18 +39,26 @@ public actor ProjectCache {
     var spareSizes: [Int64] = []
     var spareRefill: Task<Void, Never>?
     var sparesStopped = false
+    /// Named snapshots per project and name (docs/CACHE.md, "Named snapshots").
+    var named: [String: [String: NamedSnapshot]] = [:]
+    /// The last named-snapshot operation of each project: the next one waits for it.
+    var namedQueue: [String: Task<Void, Never>] = [:]
     /// Hits, misses and bytes fetched since the cache opened.
     public private(set) var counters = CacheCounters()
     /// What the start found on disk.
     public nonisolated let recovery: RecoveryReport
     var logger: Logger { config.logger }
 
-    init(config: CacheConfiguration, index: sending CacheIndex, records: [ProjectRecord], recovery: RecoveryReport) {
+    init(
+        config: CacheConfiguration, index: sending CacheIndex, records: [ProjectRecord], snapshots: [NamedSnapshot],
+        recovery: RecoveryReport
+    ) {
         self.config = config
         self.index = index
         self.layout = DataLayout(config.dataDirectory)
         self.recovery = recovery
         for r in records { entries[r.id] = Entry(record: r, persistedUse: r.lastUsed) }
+        for s in snapshots where entries[s.project] != nil { named[s.project, default: [:]][s.name] = s }
     }
 
     func now() -> Date { config.clock() }
@@ -439,7 +447,7 @@ public actor ProjectCache {
             dirty: r.ready ? e.dirty : nil, diskBytes: r.ready ? r.diskBytes : 0,
             quotaBytes: r.ready ? r.volumeBytes : quota(e), pins: e.pins, lastUsed: r.lastUsed,
             expiresAt: r.lastUsed.addingTimeInterval(config.ttl.timeInterval), snapshotVersion: r.snapshotVersion,
-            snapshotAt: r.snapshotAt)
+            snapshotAt: r.snapshotAt, snapshotBytes: namedBytes(r.id))
     }
 
     func workspace(_ r: ProjectRecord) -> Workspace {

@@ -82,3 +82,56 @@ extension CorralHost {
         return try await cache.patch(id, bytes: archive)
     }
 }
+
+// MARK: - Named snapshots (docs/CACHE.md, "Named snapshots")
+
+extension CorralHost {
+    /// Packs the project's workspace (materializing it first) into a new, immutable named
+    /// snapshot. Refused while jobs of the project run, so the archive is one consistent
+    /// tree; sessions may live, and what they write during the pack may or may not be in it.
+    public func createSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        let resolved = try Self.resolve(id, settings: settings, policies: policies)
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        try await refuseWhileBusy(id, sessionsToo: false, doing: "a snapshot is taken")
+        try await cache.setWorkspaceQuota(id, bytes: Self.quota(resolved.limits))
+        return try await cache.createSnapshot(id, name: name)
+    }
+
+    /// The project's named snapshots, oldest first.
+    public func snapshots(_ id: String) async throws -> [NamedSnapshot] {
+        guard settings[id] != nil else { throw HostError.projectNotFound(id) }
+        return try await cache.snapshots(id)
+    }
+
+    /// One named snapshot of the project.
+    public func namedSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        guard settings[id] != nil else { throw HostError.projectNotFound(id) }
+        return try await cache.snapshot(id, name: name)
+    }
+
+    /// Resets the workspace to the snapshot: the tree is swapped like a replacement's, only
+    /// while no job runs and no session lives (``CacheError/projectBusy(_:)`` otherwise, and
+    /// nothing changes), and the sandbox over the old tree is destroyed.
+    public func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        let resolved = try Self.resolve(id, settings: settings, policies: policies)
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        try await refuseWhileBusy(id, sessionsToo: true, doing: "it is restored")
+        try await cache.setWorkspaceQuota(id, bytes: Self.quota(resolved.limits))
+        // The file tools hold a descriptor of the old root; they are made again over the new.
+        toolsCache[id] = nil
+        let snapshot = try await cache.restoreSnapshot(id, name: name)
+        if let workspace = try? await cache.currentWorkspace(id) {
+            await pool.destroy(id, unlessOver: workspace)
+        } else {
+            await pool.destroy(id)
+        }
+        toolsCache[id] = nil
+        return snapshot
+    }
+
+    /// Deletes a named snapshot: its archive and its record.
+    public func deleteSnapshot(_ id: String, name: String) async throws {
+        guard settings[id] != nil else { throw HostError.projectNotFound(id) }
+        try await cache.deleteSnapshot(id, name: name)
+    }
+}

@@ -146,7 +146,8 @@ public actor CorralHost {
             runningJobs: records.filter { $0.state == .running }.count,
             queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
             policy: chosen.policy, policyWarning: Self.policyWarning(chosen.policy, policies: policies),
-            sandbox: await pool.existing(id) != nil, limits: limits, ports: (try? await ports(id).ports) ?? [])
+            sandbox: await pool.existing(id) != nil, limits: limits, ports: (try? await ports(id).ports) ?? [],
+            snapshotBytes: status.snapshotBytes)
     }
 
     public func projects() async -> [ProjectInfo] {

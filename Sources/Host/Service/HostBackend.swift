@@ -22,6 +22,18 @@ public protocol HostBackend: Sendable {
     /// Writes an archive's entries over the project's workspace; `dir/.wh.name` deletes
     /// `dir/name`. Refused with ``CacheError/projectBusy(_:)`` while its jobs run.
     func patch(_ id: String, archive: [UInt8]) async throws -> PatchSummary
+    /// Packs the workspace into a new, immutable named snapshot; refused with
+    /// ``CacheError/projectBusy(_:)`` while its jobs run, ``CacheError/snapshotExists(project:name:)``
+    /// for a name in use.
+    func createSnapshot(_ id: String, name: String) async throws -> NamedSnapshot
+    /// The project's named snapshots, oldest first.
+    func snapshots(_ id: String) async throws -> [NamedSnapshot]
+    /// One named snapshot; ``CacheError/snapshotNotFound(project:name:)`` when there is none.
+    func namedSnapshot(_ id: String, name: String) async throws -> NamedSnapshot
+    /// Resets the workspace to the snapshot; refused while jobs run or sessions live.
+    func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot
+    /// Deletes a named snapshot, its archive and its record.
+    func deleteSnapshot(_ id: String, name: String) async throws
     /// The policy of a project registered or uploaded without one (`--default-policy`):
     /// the only one a token without `policies` may use.
     var defaultPolicy: String { get }

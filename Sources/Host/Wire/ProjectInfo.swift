@@ -22,11 +22,13 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
     /// The TCP ports processes in its sandbox listen on, each with the URL that reaches it
     /// through the API: a model that started a dev server finds it here.
     public var ports: [PortInfo]
+    /// Archive bytes of the project's named snapshots in the primary store.
+    public var snapshotBytes: Int64
 
     public init(
         id: String, source: String, state: String, sourceVersion: String?, dirty: Bool?, diskBytes: Int64,
         runningJobs: Int, queuedJobs: Int, expiresAt: Date, policy: String, policyWarning: String? = nil,
-        sandbox: Bool, limits: ProjectLimits, ports: [PortInfo] = []
+        sandbox: Bool, limits: ProjectLimits, ports: [PortInfo] = [], snapshotBytes: Int64 = 0
     ) {
         self.id = id
         self.source = source
@@ -42,6 +44,7 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
         self.sandbox = sandbox
         self.limits = limits
         self.ports = ports
+        self.snapshotBytes = snapshotBytes
     }
 
     enum CodingKeys: String, CodingKey {
@@ -52,6 +55,26 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
         case queuedJobs = "queued_jobs"
         case expiresAt = "expires_at"
         case policyWarning = "policy_warning"
+        case snapshotBytes = "snapshot_bytes"
+    }
+
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            id: try c.decode(String.self, forKey: .id), source: try c.decode(String.self, forKey: .source),
+            state: try c.decode(String.self, forKey: .state),
+            sourceVersion: try c.decodeIfPresent(String.self, forKey: .sourceVersion),
+            dirty: try c.decodeIfPresent(Bool.self, forKey: .dirty),
+            diskBytes: try c.decode(Int64.self, forKey: .diskBytes),
+            runningJobs: try c.decode(Int.self, forKey: .runningJobs),
+            queuedJobs: try c.decode(Int.self, forKey: .queuedJobs),
+            expiresAt: try c.decode(Date.self, forKey: .expiresAt), policy: try c.decode(String.self, forKey: .policy),
+            policyWarning: try c.decodeIfPresent(String.self, forKey: .policyWarning),
+            sandbox: try c.decode(Bool.self, forKey: .sandbox),
+            limits: try c.decode(ProjectLimits.self, forKey: .limits),
+            ports: try c.decodeIfPresent([PortInfo].self, forKey: .ports) ?? [],
+            // A worker of an older version sends none.
+            snapshotBytes: try c.decodeIfPresent(Int64.self, forKey: .snapshotBytes) ?? 0)
     }
 }
 

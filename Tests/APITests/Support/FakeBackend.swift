@@ -9,6 +9,7 @@ import Synchronization
 /// that understands `echo X`, `exit N`, `sleep S` and `lines N` (N lines, 50 ms apart).
 actor FakeBackend: HostBackend {
     var infos: [String: ProjectInfo] = [:]
+    var named: [String: [String: NamedSnapshot]] = [:]
     let jobsystem: JobSystem
     /// When set, submits are refused as the real queue refuses them when full.
     var overloaded = false
@@ -103,6 +104,36 @@ actor FakeBackend: HostBackend {
         guard infos[id] != nil else { throw HostError.projectNotFound(id) }
         guard archive.starts(with: [0x1F, 0x8B]) else { throw CacheError.corruptArchive("not gzip") }
         return PatchSummary(project: id, filesWritten: 1, bytesWritten: Int64(archive.count))
+    }
+
+    func createSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
+        guard named[id]?[name] == nil else { throw CacheError.snapshotExists(project: id, name: name) }
+        let snapshot = NamedSnapshot(
+            name: name, project: id, createdAt: Date(), bytes: 10, files: 1, sha256: String(repeating: "0", count: 64))
+        named[id, default: [:]][name] = snapshot
+        return snapshot
+    }
+
+    func snapshots(_ id: String) async throws -> [NamedSnapshot] {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        return (named[id] ?? [:]).values.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    func namedSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        guard let found = named[id]?[name] else { throw CacheError.snapshotNotFound(project: id, name: name) }
+        return found
+    }
+
+    func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot {
+        try await namedSnapshot(id, name: name)
+    }
+
+    func deleteSnapshot(_ id: String, name: String) async throws {
+        _ = try await namedSnapshot(id, name: name)
+        named[id]?[name] = nil
     }
 
     /// The real job system, behind the checks the real host makes before a submit.
