@@ -5,7 +5,8 @@
 SHELL := /bin/bash
 export PATH := /opt/swift/usr/bin:$(PATH)
 
-APT_PACKAGES := libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev libssl-dev \
+# libc6-dev brings libc.a, which the static corral-init links.
+APT_PACKAGES := libc6-dev libcurl4-openssl-dev libarchive-dev libcap-dev libseccomp-dev libhiredis-dev libssl-dev \
 	libsqlite3-dev busybox-static file debootstrap debian-archive-keyring ripgrep libarchive-tools zstd xz-utils \
 	redis-server hyperfine util-linux iproute2 python3 wrk openssl git
 # Python test peers, pinned in Tests/requirements.txt.
