@@ -83,8 +83,19 @@ struct ProjectRoutes {
         let requested = try Self.limits(&fields)
         try fields.finish("an archive upload's query")
         try context.authorize(policy: policy, defaultPolicy: backend.defaultPolicy)
-        // Archives are held in memory while the host checks them: a few at a time, so
-        // uploads can never add up to more than maxConcurrentUploads × maxArchiveBytes.
+        return try await withArchive(request) { archive in
+            let existed = (try? await backend.project(id)) != nil
+            let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested)
+            return Response.json(JSON.from(info), status: existed ? .ok : .created)
+        }
+    }
+
+    /// Runs `body` with the request's archive, in one of the upload slots. Archives are held
+    /// in memory while the host checks them: a few at a time, so uploads can never add up
+    /// to more than maxConcurrentUploads × maxArchiveBytes.
+    private func withArchive(_ request: Request, _ body: ([UInt8]) async throws -> Response) async throws
+        -> Response
+    {
         guard state.uploads.acquire(limit: limits.maxConcurrentUploads) else {
             throw APIError(
                 .serviceUnavailable, "overloaded",
@@ -94,9 +105,7 @@ struct ProjectRoutes {
         defer { state.uploads.release() }
         let archive = try await request.collect(limit: limits.maxArchiveBytes, what: "the archive")
         guard !archive.isEmpty else { throw APIError.invalidArgument("body", "is empty; send the archive's bytes") }
-        let existed = (try? await backend.project(id)) != nil
-        let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested)
-        return Response.json(JSON.from(info), status: existed ? .ok : .created)
+        return try await body(archive)
     }
 
     /// `PATCH /v1/projects/{id}/archive`: the archive's entries written over the workspace,
@@ -104,23 +113,16 @@ struct ProjectRoutes {
     func patch(_ request: Request, _ context: APIContext) async throws -> Response {
         let id = try context.projectID()
         _ = try context.authorize(project: id)
-        guard state.uploads.acquire(limit: limits.maxConcurrentUploads) else {
-            throw APIError(
-                .serviceUnavailable, "overloaded",
-                "\(limits.maxConcurrentUploads) uploads are in progress; retry shortly",
-                retryAfter: 5)
+        return try await withArchive(request) { archive in
+            let summary = try await backend.patch(id, archive: archive)
+            state.audit?.append(
+                "project",
+                [
+                    "project": .string(id), "action": "patched", "who": .string(context.callerName),
+                    "files_written": .int(summary.filesWritten), "paths_deleted": .int(summary.pathsDeleted),
+                ])
+            return Response.json(JSON.from(summary))
         }
-        defer { state.uploads.release() }
-        let archive = try await request.collect(limit: limits.maxArchiveBytes, what: "the archive")
-        guard !archive.isEmpty else { throw APIError.invalidArgument("body", "is empty; send the archive's bytes") }
-        let summary = try await backend.patch(id, archive: archive)
-        state.audit?.append(
-            "project",
-            [
-                "project": .string(id), "action": "patched", "who": .string(context.callerName),
-                "files_written": .int(summary.filesWritten), "paths_deleted": .int(summary.pathsDeleted),
-            ])
-        return Response.json(JSON.from(summary))
     }
 
     func warm(_ request: Request, _ context: APIContext) async throws -> Response {

@@ -64,17 +64,20 @@ extension ProjectCache {
         try await work.value.get()
     }
 
-    private func runReplace(_ id: String, staging: String, source: String, sha256: String, quota: Int64?) async
-        -> Result<Void, CacheError>
+    /// The two renames that put `staging` in the place of the project's workspace (the old
+    /// tree to the trash, staging to the workspace, undone if the second fails), after any
+    /// write-back in progress, and a scan of the new tree (nil if it cannot be scanned). The
+    /// caller updates the record and discards the trash. On failure staging is discarded
+    /// and the workspace is as it was. Used by a replacement and a restore.
+    func swapWorkspace(_ id: String, staging: String, doing what: String) async
+        -> Result<(old: ProjectRecord, trash: String, summary: ManifestSummary?), CacheError>
     {
-        defer { entries[id]?.changing = nil }
         if let snapshotting = entries[id]?.snapshotting { _ = await snapshotting.value }
         let old = entries[id]!.record
         let workspace = workspacePath(old)
         let trash = old.volumeBytes != nil ? layout.volume(id).trash() : layout.trash(id)
-        let summary: ManifestSummary?
         do throws(CacheError) {
-            summary = try await BlockingThread.run("corral-replace") { () throws(CacheError) -> ManifestSummary? in
+            let summary = try await BlockingThread.run("corral-swap") { () throws(CacheError) -> ManifestSummary? in
                 try sys("rename(\(workspace))") { rename(workspace, trash) }
                 do throws(CacheError) {
                     try sys("rename(\(staging))") { rename(staging, workspace) }
@@ -84,10 +87,24 @@ extension ProjectCache {
                 }
                 return try? Manifest.scan(workspace)
             }
+            return .success((old, trash, summary))
         } catch {
             await Self.discard(staging)
-            logger.error("replacement kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
+            logger.error("\(what) kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
             return .failure(error)
+        }
+    }
+
+    private func runReplace(_ id: String, staging: String, source: String, sha256: String, quota: Int64?) async
+        -> Result<Void, CacheError>
+    {
+        defer { entries[id]?.changing = nil }
+        let old: ProjectRecord
+        let trash: String
+        let summary: ManifestSummary?
+        switch await swapWorkspace(id, staging: staging, doing: "replacement") {
+        case .success(let swapped): (old, trash, summary) = swapped
+        case .failure(let error): return .failure(error)
         }
         var record = old
         record.source = source

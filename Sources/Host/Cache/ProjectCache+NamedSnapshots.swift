@@ -207,26 +207,12 @@ extension ProjectCache {
     /// next write-back (or eviction) stores the restored tree.
     private func swapIn(_ id: String, staging: String, version: String) async -> Result<Void, CacheError> {
         defer { entries[id]?.changing = nil }
-        if let snapshotting = entries[id]?.snapshotting { _ = await snapshotting.value }
-        let old = entries[id]!.record
-        let workspace = workspacePath(old)
-        let trash = old.volumeBytes != nil ? layout.volume(id).trash() : layout.trash(id)
+        let old: ProjectRecord
+        let trash: String
         let summary: ManifestSummary?
-        do throws(CacheError) {
-            summary = try await BlockingThread.run("corral-restore") { () throws(CacheError) -> ManifestSummary? in
-                try sys("rename(\(workspace))") { rename(workspace, trash) }
-                do throws(CacheError) {
-                    try sys("rename(\(staging))") { rename(staging, workspace) }
-                } catch {
-                    _ = rename(trash, workspace)
-                    throw error
-                }
-                return try? Manifest.scan(workspace)
-            }
-        } catch {
-            await Self.discard(staging)
-            logger.error("restore kept the workspace", metadata: ["project": "\(id)", "error": "\(error)"])
-            return .failure(error)
+        switch await swapWorkspace(id, staging: staging, doing: "restore") {
+        case .success(let swapped): (old, trash, summary) = swapped
+        case .failure(let error): return .failure(error)
         }
         var record = old
         record.sourceVersion = version

@@ -198,18 +198,7 @@ public actor ProjectCache {
                 summary = try Self.extract(
                     path, into: volume, bytes: quotaBytes, spare: spare, limits: limits, logger: logger)
             } else {
-                do throws(CacheError) {
-                    try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
-                    _ = try Extractor.extract(archive: path, into: staging, limits: limits)
-                    try sys("chmod(\(staging))") { chmod(staging, 0o755) }
-                    // The index does not know the project: anything at the target is a leftover.
-                    try SafeTree.remove(path: target)
-                    try sys("rename(\(staging))") { rename(staging, target) }
-                } catch {
-                    try? SafeTree.remove(path: staging)
-                    throw error
-                }
-                summary = try Manifest.scan(target)
+                summary = try Self.extract(path, into: target, staging: staging, limits: limits)
             }
             let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
             defer { close(fd) }
@@ -250,6 +239,26 @@ public actor ProjectCache {
         }
         logger.info("materialized", metadata: ["project": "\(id)", "version": "sha256:\(sha)", "by": "upload"])
         return try status(id)
+    }
+
+    /// Extracts `archive` into `staging` and renames it to `target`, a workspace without a
+    /// cap; returns the new tree's scan. On failure staging is removed. Blocking.
+    static func extract(_ archive: String, into target: String, staging: String, limits: ExtractionLimits)
+        throws(CacheError) -> ManifestSummary
+    {
+        do throws(CacheError) {
+            try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
+            _ = try Extractor.extract(archive: archive, into: staging, limits: limits)
+            try sys("chmod(\(staging))") { chmod(staging, 0o755) }
+            // Anything already at the target is a leftover of a crash during an earlier
+            // eviction or materialization: the index says cold, so nothing there is live.
+            try SafeTree.remove(path: target)
+            try sys("rename(\(staging))") { rename(staging, target) }
+        } catch {
+            try? SafeTree.remove(path: staging)
+            throw error
+        }
+        return try Manifest.scan(target)
     }
 
     /// ``upload(_:archive:workspaceQuota:)`` for archive bytes already in memory.
@@ -333,14 +342,7 @@ public actor ProjectCache {
                     return try Self.extract(
                         download, into: volume, bytes: quotaBytes, spare: spare, limits: limits, logger: logger)
                 }
-                try sys("mkdir(\(staging))") { mkdir(staging, 0o700) }
-                _ = try Extractor.extract(archive: download, into: staging, limits: limits)
-                try sys("chmod(\(staging))") { chmod(staging, 0o755) }
-                // Anything already at the target is a leftover of a crash during an earlier
-                // eviction or materialization: the index says cold, so nothing there is live.
-                try SafeTree.remove(path: target)
-                try sys("rename(\(staging))") { rename(staging, target) }
-                return try Manifest.scan(target)
+                return try Self.extract(download, into: target, staging: staging, limits: limits)
             }
             var record = entries[id]!.record
             record.ready = true
