@@ -24,9 +24,11 @@ run: deps rootfs-minimal rootfs-devtools
 	swift build -c release --product corral --static-swift-stdlib
 	ROOTFS_OUT=$(ROOTFS_OUT) scripts/demo
 
+# The failures are repeated at the end, since CI keeps only the tail of the output.
 test: deps rootfs-minimal
 	swift build --build-tests
-	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test $(SWIFT_TEST_FLAGS)
+	set -o pipefail; CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log || \
+		{ echo "=== failed tests ==="; grep -E -A2 '^✘ .*recorded an issue' .build/test.log | cut -c1-2000 | head -120; exit 1; }
 	$(MAKE) lint
 
 # schemathesis against a live server from docs/openapi.json: fails on any 5xx.

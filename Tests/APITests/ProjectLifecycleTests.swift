@@ -68,6 +68,17 @@ struct ProjectLifecycleTests {
         }.sorted()
     }
 
+    /// The descriptors open now that were not in `before` (a multiset difference), for a
+    /// failure message that names the leak instead of listing ninety descriptors.
+    static func added(to before: [String]) -> [String] {
+        var left = before
+        return descriptors().filter { name in
+            guard let index = left.firstIndex(of: name) else { return true }
+            left.remove(at: index)
+            return false
+        }
+    }
+
     static func settle(_ done: () -> Bool) async throws {
         for _ in 0..<500 where !done() { try await Task.sleep(for: .milliseconds(10)) }
     }
@@ -103,6 +114,7 @@ struct ProjectLifecycleTests {
             try await host.evict("demo", discard: true)
             let before = Footprint.of(data)
             let fds = SessionTests.openDescriptors()
+            let fdsBefore = Self.descriptors()
             let job = try await client.call(
                 .post, "/v1/projects/demo/jobs", json: ["command": "sleep 300", "background": true])
             let jobID = try #require(job.json["job_id"]?.stringValue ?? job.json["id"]?.stringValue, "\(job.text)")
@@ -132,7 +144,7 @@ struct ProjectLifecycleTests {
             try await Self.settle { Footprint.of(data) == before }
             #expect(Footprint.of(data) == before)
             try await Self.settle { SessionTests.openDescriptors() <= fds }
-            #expect(SessionTests.openDescriptors() <= fds, "\(Self.descriptors())")
+            #expect(SessionTests.openDescriptors() <= fds, "new: \(Self.added(to: fdsBefore))")
             #expect(await host.pool.existing("other") != nil)
             #expect((try await client.call(.get, "/v1/projects/other/sessions/\(otherSession)")).status == .ok)
             let audit = (try? String(contentsOfFile: data + "/audit.log", encoding: .utf8)) ?? ""

@@ -186,27 +186,49 @@ enum HostTool {
         guard let path = candidates.first(where: { (path: String) in access(path, X_OK) == 0 }) else {
             throw .volume("\(name) is not installed (looked in \(directories.joined(separator: ", ")))")
         }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: path)
-        process.arguments = arguments
-        process.environment = ["PATH": directories.joined(separator: ":"), "LC_ALL": "C"]
-        let errors = Pipe()
-        process.standardInput = FileHandle.nullDevice
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = errors
-        do {
-            try process.run()
-        } catch {
-            throw .volume("cannot run \(path): \(error)")
+        // posix_spawn, not Foundation's Process: Process.waitUntilExit spins a run loop on the
+        // calling thread, which leaves an epoll, an eventfd and a timerfd on every pool thread
+        // that ever ran a tool, for as long as that thread lives.
+        var pipeFDs: [Int32] = [-1, -1]
+        guard cor_pipe_cloexec(&pipeFDs) == 0 else { throw .system(SystemError("pipe2", errno: errno)) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+        posix_spawn_file_actions_adddup2(&actions, pipeFDs[1], 2)
+        let argv = CStringArray([path] + arguments)
+        let envp = CStringArray(["PATH=" + directories.joined(separator: ":"), "LC_ALL=C"])
+        var pid: pid_t = 0
+        let spawned = withExtendedLifetime((argv, envp)) {
+            posix_spawn(&pid, path, &actions, nil, argv.pointer, envp.pointer)
+        }
+        close(pipeFDs[1])
+        guard spawned == 0 else {
+            close(pipeFDs[0])
+            throw .volume("cannot run \(path): \(String(cString: strerror(spawned)))")
         }
         // Read to EOF before waiting, so a chatty tool can never block on a full pipe.
-        let output = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        let status = process.terminationStatus
-        guard process.terminationReason == .exit, accept.contains(status) else {
-            let text = String(decoding: output.prefix(2000), as: UTF8.self).trimmingCharacters(
-                in: .whitespacesAndNewlines)
-            throw .volume("\(name) \(arguments.joined(separator: " ")) failed with status \(status): \(text)")
+        var output: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(pipeFDs[0], $0.baseAddress, $0.count) }
+            if n > 0 {
+                if output.count < 2000 { output += buffer[0..<min(n, 2000 - output.count)] }
+            } else if n == 0 || errno != EINTR {
+                break
+            }
+        }
+        close(pipeFDs[0])
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        // WIFEXITED and WEXITSTATUS are macros Swift cannot import.
+        let exited = status & 0x7f == 0
+        let code = (status >> 8) & 0xff
+        guard exited, accept.contains(code) else {
+            let text = String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            let how = exited ? "status \(code)" : "signal \(status & 0x7f)"
+            throw .volume("\(name) \(arguments.joined(separator: " ")) failed with \(how): \(text)")
         }
     }
 }
