@@ -167,9 +167,8 @@ static int set_attr(int dfd, const char *path, unsigned flags, uint64_t set, uin
     return (int)syscall(SYS_mount_setattr, dfd, path, flags, &attr, sizeof attr);
 }
 
-int cor_detached_tree(const char *path, int recursive, uint64_t attr_set) {
-    unsigned flags = OPEN_TREE_CLONE | O_CLOEXEC | (recursive ? AT_RECURSIVE : 0);
-    int fd = (int)syscall(SYS_open_tree, AT_FDCWD, path, flags);
+static int detached_tree_at(int dirfd, const char *path, unsigned flags, uint64_t attr_set) {
+    int fd = (int)syscall(SYS_open_tree, dirfd, path, flags | OPEN_TREE_CLONE | O_CLOEXEC);
     if (fd < 0) return -1;
     // Private, so what the sandbox's builder mounts on the copy never propagates to the
     // host's peers of the original (on a host with shared mounts, as systemd makes them).
@@ -181,6 +180,12 @@ int cor_detached_tree(const char *path, int recursive, uint64_t attr_set) {
     }
     return fd;
 }
+
+int cor_detached_tree(const char *path, int recursive, uint64_t attr_set) {
+    return detached_tree_at(AT_FDCWD, path, recursive ? AT_RECURSIVE : 0, attr_set);
+}
+
+int cor_detached_tree_fd(int fd, uint64_t attr_set) { return detached_tree_at(fd, "", AT_EMPTY_PATH, attr_set); }
 
 // MARK: template
 

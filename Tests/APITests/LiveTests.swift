@@ -28,7 +28,8 @@ struct LiveTests {
             let edit = try await client.call(.post, "/v1/projects/second/exec", json: ["command": "echo two >> a.txt"])
             #expect(edit.json["exit_code"] == 0)
             let snapshot = try await client.call(.post, "/v1/projects/second/snapshot")
-            #expect(snapshot.json["snapshot"]?["files"] == 1)
+            // a.txt and `.corral/.gitignore`, written with the project's home.
+            #expect(snapshot.json["snapshot"]?["files"] == 2)
             let evict = try await client.call(.delete, "/v1/projects/second/workspace")
             #expect(evict.json["evicted"] == true)
             #expect(try await client.call(.get, "/v1/projects/second").json["state"] == "cold")

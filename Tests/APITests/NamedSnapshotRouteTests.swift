@@ -57,7 +57,8 @@ struct NamedSnapshotRouteTests {
             let before = try await Self.tree(host)
             let made = try await client.call(.post, "/v1/projects/demo/snapshots", json: ["name": "base"])
             #expect(made.status == .created, "\(made.text)")
-            #expect(made.json["name"] == "base" && made.json["project"] == "demo" && made.json["files"] == 4)
+            // The four demo files and `.corral/.gitignore`, written with the project's home.
+            #expect(made.json["name"] == "base" && made.json["project"] == "demo" && made.json["files"] == 5)
             let bytes = try #require(made.json["bytes"]?.numberValue)
             #expect(made.json["sha256"]?.stringValue?.count == 64 && made.json["created_at"]?.stringValue != nil)
             let blob = await host.configuration.dataDirectory + "/cache/blobs/named/demo/base.tar.zst"

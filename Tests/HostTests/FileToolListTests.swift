@@ -54,7 +54,7 @@ import Testing
                   src/
                     main.swift
                     root-only.txt
-                (not listed: 12 paths under .git, node_modules or ignored by .gitignore: \(result.skipped.joined(separator: ", ")). Call list_dir on one to see inside.)
+                (not listed: 12 paths under .git, node_modules, .corral or ignored by .gitignore: \(result.skipped.joined(separator: ", ")). Call list_dir on one to see inside.)
                 """)
     }
 

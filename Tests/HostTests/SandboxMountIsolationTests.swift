@@ -33,8 +33,8 @@ import Testing
         let p1Image = data.path + "/var/cache/volumes/p1.img"
         #expect(Self.loops(backing: p1Image).count == 1)
 
-        // The whole of p2's mount table: the image, its own workspace and the sandbox's own
-        // /dev, /tmp and /proc mounts; no host path, and nothing of p1's.
+        // The whole of p2's mount table: the image, its own workspace and home and the
+        // sandbox's own /dev, /tmp and /proc mounts; no host path, and nothing of p1's.
         let table = try await host.jobService.run(
             JobRequest(project: "p2", command: "awk '{print $5}' /proc/self/mountinfo"), budget: .seconds(20))
         let points = Set((table.record.result?.stdout ?? "").split(separator: "\n").map(String.init))
@@ -45,7 +45,8 @@ import Testing
         ]
         #expect(
             Set(points.filter { !$0.hasPrefix("/proc/") })
-                == ["/", "/workspace", "/dev", "/tmp", "/proc", "/dev/pts", "/dev/shm"], "\(points.sorted())")
+                == ["/", "/workspace", "/home/agent", "/dev", "/tmp", "/proc", "/dev/pts", "/dev/shm"],
+            "\(points.sorted())")
         #expect(points.filter { $0.hasPrefix("/proc/") }.isSubset(of: masks), "\(points.sorted())")
         #expect(!points.contains { $0.contains("corral") || $0.contains(data.path) })
 

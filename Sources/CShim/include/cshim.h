@@ -63,6 +63,11 @@ int cor_mount_template(void);
 /// the descriptor (close-on-exec), or -1 with errno set.
 int cor_detached_tree(const char *path, int recursive, uint64_t attr_set);
 
+/// cor_detached_tree of the directory `fd` itself (an O_PATH descriptor is enough): for a
+/// tree the host opened without following symlinks, such as the project's home inside a
+/// workspace that jobs write to.
+int cor_detached_tree_fd(int fd, uint64_t attr_set);
+
 /// The kernel's MOUNT_ATTR_* flags for cor_detached_tree (older headers lack them).
 #define COR_MOUNT_RDONLY 0x1
 #define COR_MOUNT_NOSUID 0x2

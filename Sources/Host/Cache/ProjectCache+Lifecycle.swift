@@ -68,8 +68,11 @@ extension ProjectCache {
     /// tree to the trash, staging to the workspace, undone if the second fails), after any
     /// write-back in progress, and a scan of the new tree (nil if it cannot be scanned). The
     /// caller updates the record and discards the trash. On failure staging is discarded
-    /// and the workspace is as it was. Used by a replacement and a restore.
-    func swapWorkspace(_ id: String, staging: String, doing what: String) async
+    /// and the workspace is as it was. Used by a replacement and a restore. With
+    /// `keepingHome`, the project's home (`.corral/home`) moves from the old tree into the
+    /// new one, in place of any the new one brought: a replacement changes the files, not the
+    /// agent's home; a restore brings back the snapshot's home with everything else.
+    func swapWorkspace(_ id: String, staging: String, doing what: String, keepingHome: Bool = false) async
         -> Result<(old: ProjectRecord, trash: String, summary: ManifestSummary?), CacheError>
     {
         if let snapshotting = entries[id]?.snapshotting { _ = await snapshotting.value }
@@ -79,9 +82,18 @@ extension ProjectCache {
         do throws(CacheError) {
             let summary = try await BlockingThread.run("corral-swap") { () throws(CacheError) -> ManifestSummary? in
                 try sys("rename(\(workspace))") { rename(workspace, trash) }
+                var carried = false
                 do throws(CacheError) {
+                    if keepingHome {
+                        do {
+                            carried = try ProjectHome.carry(from: trash, to: staging, discard: trash)
+                        } catch {
+                            throw .system(error as? SystemError ?? SystemError("carry home", errno: EIO))
+                        }
+                    }
                     try sys("rename(\(staging))") { rename(staging, workspace) }
                 } catch {
+                    if carried { _ = try? ProjectHome.carry(from: staging, to: trash, discard: staging) }
                     _ = rename(trash, workspace)
                     throw error
                 }
@@ -102,7 +114,7 @@ extension ProjectCache {
         let old: ProjectRecord
         let trash: String
         let summary: ManifestSummary?
-        switch await swapWorkspace(id, staging: staging, doing: "replacement") {
+        switch await swapWorkspace(id, staging: staging, doing: "replacement", keepingHome: true) {
         case .success(let swapped): (old, trash, summary) = swapped
         case .failure(let error): return .failure(error)
         }

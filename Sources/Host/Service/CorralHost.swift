@@ -259,11 +259,13 @@ public actor CorralHost {
         _ project: ResolvedProject, workspace: Workspace, configuration: HostConfiguration
     ) -> SandboxConfiguration {
         let limits = project.limits
-        return SandboxConfiguration(
+        var sandbox = SandboxConfiguration(
             projectID: project.id, workspace: workspace.path,
             rootfs: configuration.rootfsDirectory + "/" + project.policy.rootfs, tmpBytes: limits.tmpfsBytes,
             shmBytes: limits.tmpfsBytes, readOnlyBinds: project.policy.mounts.map { ($0.source, $0.target) },
             limits: CgroupLimits(cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids),
             cgroups: configuration.cgroups, requireLimits: project.policy.requireLimits)
+        sandbox.projectHome = true
+        return sandbox
     }
 }

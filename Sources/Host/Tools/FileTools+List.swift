@@ -79,7 +79,7 @@ extension FileTools {
         if walker.skippedCount > 0 {
             let more = walker.skippedCount > walker.skipped.count ? ", …" : ""
             lines.append(
-                "(not listed: \(Format.count(walker.skippedCount)) paths under .git, node_modules or ignored by "
+                "(not listed: \(Format.count(walker.skippedCount)) paths under .git, node_modules, .corral or ignored by "
                     + ".gitignore: \(walker.skipped.joined(separator: ", "))\(more). Call list_dir on one to see inside.)"
             )
         }

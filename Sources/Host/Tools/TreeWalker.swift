@@ -31,7 +31,8 @@ enum WalkAction {
 /// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`, so a symlink is shown as a link and never
 /// entered, even if the job swaps one in during the walk. Only one directory is open at a
 /// time, so a deep tree cannot exhaust descriptors. `.git` and `node_modules` are always
-/// skipped, and so is whatever the top-level `.gitignore` ignores when one is given.
+/// skipped, and so is the top-level `.corral` (the project's home: a walk started inside it
+/// shows it) and whatever the top-level `.gitignore` ignores when one is given.
 struct TreeWalker {
     static let alwaysSkipped: Set<String> = [".git", "node_modules"]
     /// How many skipped paths are named in the report; the rest are counted.
@@ -109,6 +110,7 @@ struct TreeWalker {
             guard let kind else { continue }
             let path = WorkspacePath(components: start.components + relative + [entry.name])
             if Self.alwaysSkipped.contains(entry.name)
+                || path.components == [ProjectHome.directory]
                 || gitignore?.isIgnored(path.components, isDirectory: kind == .directory) == true
             {
                 noteSkipped(path, kind: kind)

@@ -21,6 +21,10 @@ struct SandboxBuilder {
         let (limits, unenforced) = try enforceableLimits()
         let base = try IdentityRanges.shared.allocate()
         do {
+            // Made before the chown below, so the home is the agent's like the rest.
+            if configuration.projectHome, let home = try ProjectHome.prepare(workspace: configuration.workspace) {
+                close(home)
+            }
             try Ownership.chownTree(
                 configuration.workspace, uid: base + Self.workspaceOwner, gid: base + Self.workspaceOwner)
             return try start(base: base, limits: limits, unenforced: unenforced)
@@ -191,6 +195,7 @@ struct SandboxBuilder {
         init(_ configuration: SandboxConfiguration) throws {
             template = try MountTemplate.descriptor()
             var opened: [Int32] = []
+            var targets = configuration.readOnlyBinds.map(\.target)
             func tree(_ path: String, recursive: Bool, _ attributes: UInt64) throws -> Int32 {
                 let fd = try syscall("open_tree(\(path))") { cor_detached_tree(path, recursive ? 1 : 0, attributes) }
                 opened.append(fd)
@@ -205,14 +210,30 @@ struct SandboxBuilder {
                 for bind in configuration.readOnlyBinds {
                     binds.append(try tree(bind.source, recursive: true, readOnly))
                 }
+                if configuration.projectHome, Self.isDirectory(configuration.rootfs + ProjectHome.target),
+                    let home = try ProjectHome.prepare(workspace: configuration.workspace)
+                {
+                    defer { Glibc.close(home) }
+                    let fd = try syscall("open_tree(\(ProjectHome.target))") {
+                        cor_detached_tree_fd(home, UInt64(COR_MOUNT_NOSUID | COR_MOUNT_NODEV))
+                    }
+                    opened.append(fd)
+                    binds.append(fd)
+                    targets.append(ProjectHome.target)
+                }
             } catch {
                 opened.forEach { Glibc.close($0) }
                 throw error
             }
             fds = opened
             // Relative to the image's root, where the builder stands.
-            targets = CStringArray(
-                configuration.readOnlyBinds.map { String($0.target.drop(while: { $0 == "/" })) })
+            self.targets = CStringArray(targets.map { String($0.drop(while: { $0 == "/" })) })
+        }
+
+        /// A directory of the image, not a symlink: only those can be a mount point here.
+        static func isDirectory(_ path: String) -> Bool {
+            var info = stat()
+            return lstat(path, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
         }
 
         func withMounts<R>(_ body: (UnsafePointer<cor_init_mounts>) -> R) -> R {

@@ -25,6 +25,10 @@ public struct SandboxConfiguration: Sendable {
     /// between a request and its job. A sandbox for a single job (`corral exec`) turns this
     /// off: its spare would be made and removed for nothing.
     public var spareJobLeaves = true
+    /// Whether the workspace's `.corral/home` is mounted read-write at `/home/agent`
+    /// (``ProjectHome``). A project's sandbox has one; `corral exec` over a directory of the
+    /// user's does not, so it never writes into that directory beyond what its job does.
+    public var projectHome = false
 
     public init(
         projectID: String,
