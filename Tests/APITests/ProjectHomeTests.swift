@@ -1,12 +1,12 @@
 import Foundation
 import Glibc
 import HummingbirdTesting
-import Sandbox
 import TestSupport
 import Testing
 
 @testable import API
 @testable import Host
+@testable import Sandbox
 
 /// The project's writable home (`/home/agent`, kept at `.corral/home` in the workspace):
 /// what npm, pip, git and `~/.cache` write survives a new sandbox, an eviction, a
@@ -73,6 +73,23 @@ struct ProjectHomeTests {
                 .post, "/v1/projects/demo/tools/read_file", json: ["path": "/workspace/.corral/home/needle.txt"])
             #expect(read.text.contains("needle"), "\(read.text)")
         }
+    }
+
+    @Test func aNewHomeStartsWithTheImagesTopLevelFilesOnce() throws {
+        let workspace = try TemporaryDirectory()
+        let seed = try TemporaryDirectory()
+        try "alias ll='ls -l'\n".write(toFile: seed.path + "/.bashrc", atomically: false, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: seed.path + "/.config", withIntermediateDirectories: false)
+        try FileManager.default.createSymbolicLink(atPath: seed.path + "/link", withDestinationPath: "/etc/passwd")
+        let home = try #require(try ProjectHome.prepare(workspace: workspace.path, seed: seed.path))
+        close(home)
+        let made = workspace.path + "/.corral/home"
+        #expect(try FileManager.default.contentsOfDirectory(atPath: made) == [".bashrc"])
+        #expect(try String(contentsOfFile: made + "/.bashrc", encoding: .utf8) == "alias ll='ls -l'\n")
+        // An existing home is the agent's: never seeded again.
+        try FileManager.default.removeItem(atPath: made + "/.bashrc")
+        close(try #require(try ProjectHome.prepare(workspace: workspace.path, seed: seed.path)))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: made) == [])
     }
 
     /// THREATS.md, "symlink planted for the host to follow": the host opens `.corral` and

@@ -1,4 +1,5 @@
 import CShim
+import Foundation
 import Glibc
 
 /// The project's writable home: `/home/agent` in the sandbox, kept in the workspace at
@@ -27,7 +28,10 @@ public enum ProjectHome {
     /// Makes `.corral/home` in `workspace` if missing, and opens it (`O_PATH`) for the
     /// sandbox's builder to attach at ``target``. Nil when something other than a directory
     /// stands at either name: the sandbox goes on without a home mount.
-    static func prepare(workspace: String) throws -> Int32? {
+    ///
+    /// A home made here starts with the image's own `/home/agent` files (`seed`: the
+    /// `.bashrc` and `.profile` an image's skeleton gives), regular files at the top only.
+    static func prepare(workspace: String, seed: String? = nil) throws -> Int32? {
         let root = try syscall("open(\(workspace))") {
             open(workspace, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
         }
@@ -40,8 +44,30 @@ public enum ProjectHome {
             _ = gitignore.utf8CString.withUnsafeBufferPointer { write(ignore, $0.baseAddress, $0.count - 1) }
             close(ignore)
         }
+        let made = mkdirat(corral, name, 0o755) == 0
         guard let home = try directoryFD(in: corral, name, mode: 0o755) else { return nil }
+        if made, let seed { copyTopLevelFiles(from: seed, into: home) }
         return home
+    }
+
+    /// Best effort: a home without the image's dotfiles still works.
+    private static func copyTopLevelFiles(from source: String, into home: Int32) {
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: source) else { return }
+        for name in names {
+            let from = open(source + "/" + name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+            guard from >= 0 else { continue }
+            defer { close(from) }
+            var info = stat()
+            guard fstat(from, &info) == 0, info.st_mode & S_IFMT == S_IFREG, info.st_size <= 1 << 20 else { continue }
+            let to = openat(home, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0o644)
+            guard to >= 0 else { continue }
+            defer { close(to) }
+            var buffer = [UInt8](repeating: 0, count: 64 << 10)
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(from, $0.baseAddress, $0.count) }
+                guard n > 0, buffer.withUnsafeBytes({ write(to, $0.baseAddress, n) }) == n else { break }
+            }
+        }
     }
 
     /// Moves the home of the tree at `old` into the tree at `new` (both on one filesystem),

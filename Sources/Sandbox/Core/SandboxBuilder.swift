@@ -22,7 +22,10 @@ struct SandboxBuilder {
         let base = try IdentityRanges.shared.allocate()
         do {
             // Made before the chown below, so the home is the agent's like the rest.
-            if configuration.projectHome, let home = try ProjectHome.prepare(workspace: configuration.workspace) {
+            if configuration.projectHome,
+                let home = try ProjectHome.prepare(
+                    workspace: configuration.workspace, seed: configuration.rootfs + ProjectHome.target)
+            {
                 close(home)
             }
             try Ownership.chownTree(
