@@ -14,7 +14,9 @@ PIP_REQUIREMENTS := Tests/requirements.txt
 ROOTFS_OUT ?= rootfs/out
 SWIFT_TEST_FLAGS ?= --no-parallel
 
-.PHONY: run test test-api-fuzz test-cgroup-v2 test-devtools test-network deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
+FUZZ_S ?= 60
+
+.PHONY: run test fuzz test-api-fuzz test-cgroup-v2 test-devtools test-network deps build build-tests lint format rootfs rootfs-minimal rootfs-devtools rootfs-check bench clean
 
 # Serves on 127.0.0.1:8080 (open: loopback, no tokens) with project "demo" from
 # examples/demo, and prints a curl for each kind of call. The demo's `npm test` and
@@ -30,6 +32,11 @@ test: deps rootfs-minimal
 	set -o pipefail; CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test $(SWIFT_TEST_FLAGS) 2>&1 | tee .build/test.log || \
 		{ echo "=== failed tests ==="; grep -E -A2 '^✘ .*recorded an issue' .build/test.log | cut -c1-2000 | head -120; exit 1; }
 	$(MAKE) lint
+
+# libFuzzer with AddressSanitizer over the parsers that read untrusted bytes (fuzz/run):
+# FUZZ_S seconds per target; fails on a crash, a leak or a 10 s input.
+fuzz:
+	FUZZ_S=$(FUZZ_S) fuzz/run
 
 # schemathesis against a live server from docs/openapi.json: fails on any 5xx.
 test-api-fuzz: deps rootfs-minimal
@@ -65,10 +72,10 @@ build: deps
 	swift build
 
 lint:
-	swift format lint --strict -r Sources Tests benchmarks Package.swift
+	swift format lint --strict -r Sources Tests benchmarks fuzz Package.swift
 
 format:
-	swift format -i -r Sources Tests benchmarks Package.swift
+	swift format -i -r Sources Tests benchmarks fuzz Package.swift
 
 rootfs: rootfs-minimal rootfs-devtools
 	$(MAKE) rootfs-check
