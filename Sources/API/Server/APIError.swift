@@ -4,6 +4,7 @@ import HTTPTypes
 import Host
 import Hummingbird
 import NIOCore
+import Sandbox
 
 /// Every refusal the API answers with: an HTTP status, a stable machine-readable code and a
 /// sentence a person (or a model) can act on. ``from(_:)`` is the one place typed errors of
@@ -60,6 +61,7 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The response for any error a handler throws. Unknown errors are 500s whose detail
     /// stays in the log, never in the response.
     public static func from(_ error: any Error) -> APIError {
+        if let detail = diskFull(error) { return .diskFull(detail) }
         switch error {
         case let error as APIError: return error
         case let error as CacheError: return from(cache: error)
@@ -82,6 +84,30 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case let error as HTTPError:
             return .init(error.status, "http_\(error.status.code)", error.body ?? error.status.reasonPhrase)
         default: return .init(.internalServerError, "internal_error", "internal error; see the host's log")
+        }
+    }
+
+    /// The host's disk (its data directory, or the filesystem a write went to) has no room:
+    /// a condition of the host that freeing space ends, never the caller's fault, and
+    /// never a 500 with the detail hidden in the log.
+    static func diskFull(_ detail: String) -> APIError {
+        .init(
+            .init(code: 507), "disk_full",
+            "the host is out of disk space (\(detail)); nothing was changed, retry once an operator frees space",
+            retryAfter: 30)
+    }
+
+    /// What ran out, when `error` is the disk being full (ENOSPC, EDQUOT, SQLITE_FULL).
+    static func diskFull(_ error: any Error) -> String? {
+        switch error {
+        case CacheError.system(let system) where system.errno == ENOSPC || system.errno == EDQUOT:
+            return system.description
+        case let system as SystemError where system.errno == ENOSPC || system.errno == EDQUOT:
+            return system.description
+        case let sqlite as SQLiteError where sqlite.code & 0xff == 13:  // SQLITE_FULL
+            return "the job journal: \(sqlite.message)"
+        default:
+            return nil
         }
     }
 

@@ -102,6 +102,16 @@ public enum Extractor {
         archive_error_string(a).map { String(cString: $0) } ?? "unreadable archive"
     }
 
+    /// A failed archive write as the error it is: the disk (or the volume) was full or the
+    /// file could not be written, which is the host's condition, not a bad archive.
+    static func writeError(_ a: OpaquePointer, _ what: String) -> CacheError {
+        let code = archive_errno(a)
+        guard [ENOSPC, EDQUOT, EFBIG, EIO, EROFS].contains(code) else {
+            return .corruptArchive("\(what): \(errorString(a))")
+        }
+        return .system(SystemError(what, errno: code))
+    }
+
     /// The components of an entry path (raw bytes, see ``FileName``), or why it is unsafe.
     static func components(_ raw: [UInt8], limits: ExtractionLimits, role: String = "path") throws(CacheError)
         -> [FileName]

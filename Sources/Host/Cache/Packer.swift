@@ -43,7 +43,7 @@ enum Packer {
         defer { archive_write_free(a) }
         archive_write_set_format_pax_restricted(a)
         guard archive_write_add_filter_zstd(a) == ARCHIVE_OK, archive_write_open_fd(a, out) == ARCHIVE_OK else {
-            throw .corruptArchive("cannot start snapshot: \(Extractor.errorString(a))")
+            throw Extractor.writeError(a, "cannot start snapshot")
         }
         guard let e = archive_entry_new() else { throw .system(SystemError("archive_entry_new", errno: ENOMEM)) }
         defer { archive_entry_free(e) }
@@ -55,7 +55,7 @@ enum Packer {
         }
         try Walker.walk(root) { (entry: inout WalkEntry) throws(CacheError) in try run.add(&entry) }
         guard archive_write_close(a) == ARCHIVE_OK else {
-            throw .corruptArchive("cannot finish snapshot: \(Extractor.errorString(a))")
+            throw Extractor.writeError(a, "cannot finish snapshot")
         }
         try sys("fsync(\(archivePath))") { fsync(out) }
         return (run.manifest.finish(), run.report)
@@ -153,7 +153,7 @@ private struct PackRun {
         archive_entry_set_perm(e, entry.st.st_mode & 0o777)
         archive_entry_set_mtime(e, time_t(entry.st.st_mtim.tv_sec), Int(entry.st.st_mtim.tv_nsec))
         guard archive_write_header(a, e) >= ARCHIVE_WARN else {
-            throw .corruptArchive("snapshot of \(entry.displayPath): \(Extractor.errorString(a))")
+            throw Extractor.writeError(a, "snapshot of \(entry.displayPath)")
         }
         manifest.add(entry.path, entry.st)
         if fd >= 0 { try copy(fd, size: Int64(entry.st.st_size), regions, entry.displayPath) }
@@ -192,7 +192,7 @@ private struct PackRun {
         while left > 0 {
             let n = Int(min(Int64(zero.count), left))
             guard archive_write_data(a, zero.baseAddress, n) == n else {
-                throw .corruptArchive("snapshot of \(path): \(Extractor.errorString(a))")
+                throw Extractor.writeError(a, "snapshot of \(path)")
             }
             left -= Int64(n)
         }
@@ -201,7 +201,7 @@ private struct PackRun {
     private mutating func write(_ n: Int, _ path: String) throws(CacheError) {
         try budget.add(Int64(n), at: path)
         guard archive_write_data(a, buffer.baseAddress, n) == n else {
-            throw .corruptArchive("snapshot of \(path): \(Extractor.errorString(a))")
+            throw Extractor.writeError(a, "snapshot of \(path)")
         }
         report.bytes += Int64(n)
     }

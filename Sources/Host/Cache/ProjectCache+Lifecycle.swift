@@ -232,10 +232,16 @@ extension ProjectCache {
             }
             defer { close(fd) }
             var done = 0
-            while done < bytes.count {
-                done += try sys("write(\(path))") {
-                    bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+            do throws(CacheError) {
+                while done < bytes.count {
+                    done += try sys("write(\(path))") {
+                        bytes.withUnsafeBytes { write(fd, $0.baseAddress! + done, $0.count - done) }
+                    }
                 }
+            } catch {
+                // A full disk leaves no partial file behind for the caller to find.
+                unlink(path)
+                throw error
             }
         }
     }

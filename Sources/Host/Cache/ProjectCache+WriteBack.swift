@@ -54,6 +54,8 @@ extension ProjectCache {
             return .success(try await writeBack(id, from: workspacePath(entries[id]!.record)))
         } catch {
             logger.warning("write-back failed", metadata: ["project": "\(id)", "error": "\(error)"])
+            // A forced write-back skipped the check: what `dirty` says must be true now.
+            if force { _ = try? await isDirty(id) }
             return .failure(error)
         }
     }
