@@ -88,7 +88,11 @@ extension ProjectCache {
         entries[id]!.dirty = !setupKept
         entries[id]!.lastCheck = now()
         try persist(id)
-        await writeSetupSidecar(id, snapshotVersion: info.version, baseVersion: baseVersion, setup: setup)
+        // Without a setup there is nothing to say: a sidecar left by an older write-back names
+        // another snapshot, so it is ignored, and a project without setup costs no more puts.
+        if setup != nil {
+            await writeSetupSidecar(id, snapshotVersion: info.version, baseVersion: baseVersion, setup: setup)
+        }
         logger.info("written back", metadata: ["project": "\(id)", "bytes": "\(info.size)"])
         return SnapshotResult(
             key: key, version: info.version, bytes: info.size, files: report.files, skipped: report.skipped)
