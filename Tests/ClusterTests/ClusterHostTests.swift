@@ -22,7 +22,8 @@ struct ClusterHostTests {
                 policiesDirectory: policies, cgroups: TestCgroups.driver),
             cluster: cluster, host: "worker-1", address: "http://127.0.0.1:9")
         _ = try await host.upload(
-            "demo", archive: try ArchiveFixture.tarGz(["a.txt": "one\n"]), policy: nil, limits: RequestedLimits())
+            "demo", archive: try ArchiveFixture.tarGz(["a.txt": "one\n"]), policy: nil, limits: RequestedLimits(),
+            setup: nil)
         try await worker.start()
         let client = ClusterJobClient(configuration: cluster)
         defer { client.close() }

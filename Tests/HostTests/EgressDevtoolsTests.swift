@@ -105,28 +105,11 @@ struct EgressDevtoolsTests {
         return (snap.record.result?.exitCode, snap.record.result?.stdout ?? snap.record.error ?? "")
     }
 
-    @Test func curlOverTLSPipInstallAndGitCloneGoThroughTheProxy() async throws {
-        let work = try TemporaryDirectory()
-        let site = work.path + "/site"
+    /// A wheel of package `corral-probe` (whose module holds `ANSWER = 42`), built here, in a
+    /// PEP 503 simple index under `site/simple/`.
+    static func wheelIndex(in site: String) throws {
         try FileManager.default.createDirectory(
             atPath: site + "/simple/corral-probe", withIntermediateDirectories: true)
-        try "served over TLS\n".write(toFile: site + "/hello.txt", atomically: true, encoding: .utf8)
-        // A CA of the test's own and a certificate for localhost signed by it.
-        let ca = work.path + "/ca"
-        try Self.tool([
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=corral test CA",
-            "-keyout", ca + ".key", "-out", ca + ".pem",
-        ])
-        try Self.tool([
-            "openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
-            work.path + "/server.key", "-out", work.path + "/server.csr",
-        ])
-        try "subjectAltName=DNS:localhost\n".write(toFile: work.path + "/san.ext", atomically: true, encoding: .utf8)
-        try Self.tool([
-            "openssl", "x509", "-req", "-in", work.path + "/server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
-            "-CAcreateserial", "-days", "2", "-extfile", work.path + "/san.ext", "-out", work.path + "/server.pem",
-        ])
-        // A wheel built here, in a PEP 503 simple index.
         try Self.tool(
             [
                 "python3", "-c",
@@ -154,6 +137,30 @@ struct EgressDevtoolsTests {
         <a href="corral_probe-1.0-py3-none-any.whl">corral_probe-1.0-py3-none-any.whl</a>
         </body></html>
         """.write(toFile: site + "/simple/corral-probe/index.html", atomically: true, encoding: .utf8)
+    }
+
+    @Test func curlOverTLSPipInstallAndGitCloneGoThroughTheProxy() async throws {
+        let work = try TemporaryDirectory()
+        let site = work.path + "/site"
+        try FileManager.default.createDirectory(
+            atPath: site + "/simple/corral-probe", withIntermediateDirectories: true)
+        try "served over TLS\n".write(toFile: site + "/hello.txt", atomically: true, encoding: .utf8)
+        // A CA of the test's own and a certificate for localhost signed by it.
+        let ca = work.path + "/ca"
+        try Self.tool([
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=corral test CA",
+            "-keyout", ca + ".key", "-out", ca + ".pem",
+        ])
+        try Self.tool([
+            "openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout",
+            work.path + "/server.key", "-out", work.path + "/server.csr",
+        ])
+        try "subjectAltName=DNS:localhost\n".write(toFile: work.path + "/san.ext", atomically: true, encoding: .utf8)
+        try Self.tool([
+            "openssl", "x509", "-req", "-in", work.path + "/server.csr", "-CA", ca + ".pem", "-CAkey", ca + ".key",
+            "-CAcreateserial", "-days", "2", "-extfile", work.path + "/san.ext", "-out", work.path + "/server.pem",
+        ])
+        try Self.wheelIndex(in: site)
         // A repository served by git's "dumb" HTTP protocol (plain files).
         let source = work.path + "/source"
         try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
@@ -206,5 +213,86 @@ struct EgressDevtoolsTests {
             direct.output.contains("after 0 ms: Couldn't connect to server") && direct.output.hasSuffix("rc=7\n"),
             "\(direct)")
         await host.shutdown(grace: .seconds(1))
+    }
+}
+
+/// A project's setup installing a package with pip from a PEP 503 index on the host's
+/// loopback, through the egress proxy under `[setup.network]`, while the project's own jobs
+/// have no network: it runs once, and neither a second job, a restart of the host, nor an
+/// eviction and a materialization from the write-back runs it again.
+@Suite(
+    .serialized,
+    .enabled(
+        if: FileManager.default.fileExists(atPath: TestPaths.rootfsDirectory + "/devtools/.corral-rootfs"),
+        "needs the devtools image: `make test-devtools` builds it and runs this suite"))
+struct SetupDevtoolsTests {
+    static func open(_ data: TemporaryDirectory, port: Int) async throws -> CorralHost {
+        let policies = data.path + "/policies"
+        try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
+        try """
+        rootfs = "devtools"
+        [network]
+        mode = "none"
+        [setup.network]
+        mode = "allowlist"
+        egress = ["localhost:\(port)"]
+        allow_private = ["127.0.0.0/8"]
+        [limits]
+        memory = "1GiB"
+        """.write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+        return try await CorralHost.open(
+            HostConfiguration(
+                dataDirectory: data.path + "/var", rootfsDirectory: TestPaths.rootfsDirectory,
+                policiesDirectory: policies, cgroups: TestCgroups.driver))
+    }
+
+    static func run(_ host: CorralHost, _ command: String) async throws -> String {
+        let snap = try await host.jobService.run(
+            JobRequest(project: "py", command: "{ \(command)\n} 2>&1", timeoutSeconds: 120), budget: .seconds(300))
+        return snap.record.result?.stdout ?? snap.record.error ?? ""
+    }
+
+    @Test func pipInstallsOnceFromALocalIndexThroughTheProxy() async throws {
+        let site = try TemporaryDirectory()
+        try EgressDevtoolsTests.wheelIndex(in: site.path)
+        let index = try LoopbackHTTPServer(serving: site.url, logRequests: true)
+        defer { index.stop() }
+        // pip honours NO_PROXY, which names localhost by default: the index is on the host's
+        // loopback, reached through the proxy, not the sandbox's own.
+        let install = [
+            "export NO_PROXY= no_proxy= && python3 -m venv .venv && .venv/bin/pip install -q --no-cache-dir --disable-pip-version-check --index-url http://localhost:\(index.port)/simple/ corral-probe"
+        ]
+        let probe = ".venv/bin/python -c 'import corral_probe; print(corral_probe.ANSWER)'"
+        let data = try TemporaryDirectory()
+        let host = try await Self.open(data, port: index.port)
+        _ = try await host.upload("py", archive: try ArchiveFixture.tarGz(["app.py": "print(1)\n"]), setup: install)
+        #expect(try await Self.run(host, probe) == "42\n")
+        let fetched = index.requests
+        #expect(fetched.contains("/simple/corral-probe/"), "\(fetched)")
+        let record = try await host.project("py").setup
+        #expect(record.status == .succeeded, "\(record)")
+        // The job itself has no way to the index.
+        let offline = try await Self.run(
+            host,
+            "NO_PROXY= .venv/bin/pip download -q --no-deps --retries 0 --timeout 5 --index-url http://localhost:\(index.port)/simple/ -d /tmp/x corral-probe; echo rc=$?"
+        )
+        #expect(offline.hasSuffix("rc=1\n"), "\(offline)")
+        #expect(index.requests == fetched)
+
+        #expect(try await Self.run(host, probe) == "42\n")
+        await host.shutdown(grace: .seconds(1))
+        let again = try await Self.open(data, port: index.port)
+        #expect(try await Self.run(again, probe) == "42\n")
+        try await again.evict("py")
+        #expect(try await Self.run(again, probe) == "42\n")
+        #expect(index.requests == fetched)
+        #expect(try await again.project("py").setup.startedAt == record.startedAt)
+
+        // Other commands run once more (pip finds the package installed: no new request).
+        _ = try await again.setSetup("py", commands: install + ["echo again > again.txt"])
+        #expect(try await Self.run(again, "cat again.txt; " + probe) == "again\n42\n")
+        let rerun = try await again.project("py").setup
+        #expect(rerun.status == .succeeded && rerun.startedAt != record.startedAt, "\(rerun)")
+        await again.shutdown(grace: .seconds(1))
     }
 }

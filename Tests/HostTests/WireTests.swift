@@ -35,10 +35,39 @@ import Testing
             ports: [PortInfo(project: "p", listening: ListeningPort(port: 8080, addresses: ["0.0.0.0"]))])
         #expect(
             try text(info)
-                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","ports":[{"addresses":["0.0.0.0"],"port":8080,"url":"/v1/projects/p/ports/8080/"}],"queued_jobs":2,"running_jobs":1,"sandbox":true,"snapshot_bytes":0,"source":"file:///src","state":"cold"}"#
+                == #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{"timeout_s":"120"},"policy":"default","ports":[{"addresses":["0.0.0.0"],"port":8080,"url":"/v1/projects/p/ports/8080/"}],"queued_jobs":2,"running_jobs":1,"sandbox":true,"setup":{"commands":[],"status":"none"},"snapshot_bytes":0,"source":"file:///src","state":"cold"}"#
         )
         #expect(try roundTrip(info) == info)
         #expect(Wire.date(info.expiresAt) == "2033-05-18T03:33:20Z")
+    }
+
+    @Test func setupIsSnakeCaseAndItsStagesRoundTrip() throws {
+        let setup = SetupInfo(
+            status: .failed, commands: ["npm ci"], key: "sha256:k",
+            startedAt: Date(timeIntervalSince1970: 2_000_000_000),
+            durationMs: 1500, exitCode: 1, failedCommand: 1, outputTail: "$ npm ci\nnope\n")
+        #expect(
+            try text(setup)
+                == #"{"commands":["npm ci"],"duration_ms":1500,"exit_code":1,"failed_command":1,"key":"sha256:k","output_tail":"$ npm ci\nnope\n","started_at":"2033-05-18T03:33:20Z","status":"failed"}"#
+        )
+        #expect(try roundTrip(setup) == setup)
+        // A worker of an older version sends no `setup`: the project has none.
+        let old =
+            #"{"disk_bytes":0,"expires_at":"2033-05-18T03:33:20Z","id":"p","limits":{},"policy":"default","queued_jobs":0,"running_jobs":0,"sandbox":false,"source":"s","state":"cold"}"#
+        #expect(try Wire.decode(ProjectInfo.self, from: Array(old.utf8)).setup == SetupInfo(status: .none))
+        let stages: [(CacheProgress, String)] = [
+            (.setup(.started(commands: 2)), #"{"commands":2,"stage":"setup_started"}"#),
+            (.setup(.command(index: 1, command: "npm ci")), #"{"command":"npm ci","index":1,"stage":"setup_command"}"#),
+            (.setup(.output("added 3 packages\n")), #"{"stage":"setup_output","text":"added 3 packages\n"}"#),
+            (
+                .setup(.finished(status: "succeeded", exitCode: 0, durationMs: 12)),
+                #"{"duration_ms":12,"exit_code":0,"stage":"setup_finished","status":"succeeded"}"#
+            ),
+        ]
+        for (stage, json) in stages {
+            #expect(try text(stage) == json)
+            #expect(try roundTrip(stage) == stage)
+        }
     }
 
     @Test func namedSnapshotsAreSnakeCaseAndNamesFollowTheRule() throws {

@@ -11,21 +11,31 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
     public let root: URL
     private let process: Process
 
-    /// Starts serving `root` and returns once the port is known.
-    public init(serving root: URL) throws {
+    /// Where each request's path is appended, one per line, when the server was asked to.
+    public let requestLog: String?
+
+    /// Starts serving `root` and returns once the port is known. With `logRequests`, every
+    /// request's path is appended to ``requestLog`` (`.requests` in `root`): a counter
+    /// outside any sandbox that a test can read.
+    public init(serving root: URL, logRequests: Bool = false) throws {
         self.root = root
+        let log = logRequests ? root.path + "/.requests" : nil
+        requestLog = log
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         // Binding port 0 lets the kernel pick a free port; the script prints it.
         let script = """
             import functools, http.server, sys
-            h = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])
-            h.log_message = lambda *a: None
+            class H(http.server.SimpleHTTPRequestHandler):
+                def log_message(self, *a):
+                    if len(sys.argv) > 2:
+                        with open(sys.argv[2], "a") as f: f.write(self.path + "\\n")
+            h = functools.partial(H, directory=sys.argv[1])
             s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), h)
             print(s.server_address[1], flush=True)
             s.serve_forever()
             """
-        process.arguments = ["python3", "-c", script, root.path]
+        process.arguments = ["python3", "-c", script, root.path] + (log.map { [$0] } ?? [])
         let out = Pipe()
         process.standardOutput = out
         try process.run()
@@ -47,6 +57,12 @@ public final class LoopbackHTTPServer: @unchecked Sendable {
 
     /// The URL of `path` on this server.
     public func url(_ path: String) -> String { "http://127.0.0.1:\(port)/\(path)" }
+
+    /// The paths requested so far, in order (with ``init(serving:logRequests:)``).
+    public var requests: [String] {
+        guard let requestLog, let text = try? String(contentsOfFile: requestLog, encoding: .utf8) else { return [] }
+        return text.split(separator: "\n").map(String.init)
+    }
 
     /// Stops the server and waits for it to exit.
     ///

@@ -30,6 +30,7 @@ struct ProjectRoutes {
         router.post("/v1/projects/:id/warm") { request, context in try await warm(request, context) }
         router.post("/v1/projects/:id/snapshot") { _, context in try await snapshot(context) }
         NamedSnapshotRoutes(state: state).add(to: router)
+        SetupRoutes(state: state).add(to: router)
         router.delete("/v1/projects/:id/workspace") { request, context in
             let id = try context.projectID()
             _ = try context.authorize(project: id)
@@ -61,31 +62,39 @@ struct ProjectRoutes {
             requested = try Self.limits(&fields)
             try fields.finish("limits")
         }
+        let setup = try SetupRoutes.commands(try body.stringArray("setup"), field: "setup")
         try body.finish("a project registration")
         try context.authorize(policy: policy, defaultPolicy: backend.defaultPolicy)
         let existed = (try? await backend.project(id)) != nil
-        let info = try await backend.register(id, source: source, sha256: sha256, policy: policy, limits: requested)
+        let info = try await backend.register(
+            id, source: source, sha256: sha256, policy: policy, limits: requested, setup: setup)
         return Response.json(JSON.from(info), status: existed ? .ok : .created)
     }
 
     func upload(_ request: Request, _ context: APIContext) async throws -> Response {
         let id = try context.projectID()
         _ = try context.authorize(project: id)
-        // The query carries the settings, since the body is the archive itself.
+        // The query carries the settings, since the body is the archive itself; `setup` is a
+        // JSON array of command strings.
         var query: [String: JSON] = [:]
         for (key, value) in request.uri.queryParameters {
             let key = String(key)
             query[key] =
-                key == "policy" ? .string(String(value)) : Double(value).map(JSON.number) ?? .string(String(value))
+                key == "policy"
+                ? .string(String(value))
+                : key == "setup"
+                    ? try SetupRoutes.queryArray(SetupRoutes.formValue("setup", in: request) ?? "")
+                    : Double(value).map(JSON.number) ?? .string(String(value))
         }
         var fields = Arguments(query)
         let policy = try fields.string("policy", maxBytes: 128)
         let requested = try Self.limits(&fields)
+        let setup = try SetupRoutes.commands(try fields.stringArray("setup"), field: "setup")
         try fields.finish("an archive upload's query")
         try context.authorize(policy: policy, defaultPolicy: backend.defaultPolicy)
         return try await withArchive(request) { archive in
             let existed = (try? await backend.project(id)) != nil
-            let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested)
+            let info = try await backend.upload(id, archive: archive, policy: policy, limits: requested, setup: setup)
             return Response.json(JSON.from(info), status: existed ? .ok : .created)
         }
     }
@@ -128,19 +137,29 @@ struct ProjectRoutes {
     func warm(_ request: Request, _ context: APIContext) async throws -> Response {
         let id = try context.projectID()
         _ = try context.authorize(project: id)
-        guard request.wantsEventStream else {
-            return Response.json(JSON.from(try await backend.warm(id, progress: nil)))
-        }
+        return try await Self.progressing(request, id, backend: backend) { try await backend.warm(id, progress: $0) }
+    }
+
+    /// The answer of a route that prepares a project (a warm-up, a setup run): the project
+    /// once `work` is done, or with `Accept: text/event-stream` its progress as `progress`
+    /// events, then a `project` event (or an `error` event with the refusal's code).
+    static func progressing(
+        _ request: Request, _ id: String, backend: any HostBackend,
+        _ work: @escaping @Sendable ((@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo
+    ) async throws -> Response {
+        guard request.wantsEventStream else { return Response.json(JSON.from(try await work(nil))) }
         _ = try await backend.project(id)
-        let (events, sink) = AsyncStream.makeStream(of: CacheProgress.self, bufferingPolicy: .bufferingNewest(64))
-        let work = Task { [backend] in
+        // Setup output can come faster than a slow client reads: the oldest events go first,
+        // never the result.
+        let (events, sink) = AsyncStream.makeStream(of: CacheProgress.self, bufferingPolicy: .bufferingNewest(256))
+        let task = Task {
             defer { sink.finish() }
-            return try await backend.warm(id) { sink.yield($0) }
+            return try await work { sink.yield($0) }
         }
         return Response.eventStream { writer in
             for await progress in events { try await writer.send("progress", JSON.from(progress)) }
             do {
-                try await writer.send("project", JSON.from(try await work.value))
+                try await writer.send("project", JSON.from(try await task.value))
             } catch {
                 let mapped = APIError.from(error)
                 try await writer.send("error", JSON.from(ErrorReply(code: mapped.code, message: mapped.message)))

@@ -136,6 +136,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
         case .policyLimits: .init(.unprocessableContent, "limit_exceeded", error.description)
         case .projectNotFound: .init(.notFound, "project_not_found", error.description)
         case .rootfsMissing: .init(.serviceUnavailable, "rootfs_missing", error.description, retryAfter: 60)
+        case .setupFailed: .init(.conflict, "setup_failed", error.description)
+        case .invalidSetup: .init(.unprocessableContent, "invalid_argument", error.description)
         }
     }
 

@@ -99,18 +99,18 @@ public struct ClusterBackend: HostBackend {
 
     // MARK: - Projects
 
-    public func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
-        async throws -> ProjectInfo
-    {
-        let body = RegisterRequest(source: source, sha256: sha256, policy: policy, limits: limits)
+    public func register(
+        _ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits, setup: [String]?
+    ) async throws -> ProjectInfo {
+        let body = RegisterRequest(source: source, sha256: sha256, policy: policy, limits: limits, setup: setup)
         let response = try await forward(
             id, "PUT", "/v1/projects/\(id)", headers: [("Content-Type", "application/json")],
             body: try Wire.encode(body))
         return try Wire.decode(ProjectInfo.self, from: response.body)
     }
 
-    public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws
-        -> ProjectInfo
+    public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits, setup: [String]?)
+        async throws -> ProjectInfo
     {
         // The query carries what a registration's `limits` would, under the same names.
         var query: [(String, String)] = []
@@ -122,6 +122,7 @@ public struct ClusterBackend: HostBackend {
             .sorted { $0.0 < $1.0 }
         }
         if let policy { query.append(("policy", policy)) }
+        if let setup { query.append(("setup", String(decoding: try Wire.encode(setup), as: UTF8.self))) }
         let response = try await forward(
             id, "PUT", "/v1/projects/\(id)/archive", query: query,
             headers: [("Content-Type", "application/octet-stream")], body: archive)
@@ -145,14 +146,40 @@ public struct ClusterBackend: HostBackend {
 
     public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
         try await requireRegistered(id)
+        return try await streamed(id, "/v1/projects/\(id)/warm", progress: progress)
+    }
+
+    public func setSetup(_ id: String, commands: [String]) async throws -> ProjectInfo {
+        try await requireRegistered(id)
+        let response = try await forward(
+            id, "PUT", "/v1/projects/\(id)/setup", headers: [("Content-Type", "application/json")],
+            body: try Wire.encode(SetupRequest(commands: commands)))
+        return try Wire.decode(ProjectInfo.self, from: response.body)
+    }
+
+    public func runSetup(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
+        try await requireRegistered(id)
+        return try await streamed(id, "/v1/projects/\(id)/setup/run", progress: progress)
+    }
+
+    /// How long a warm-up or a setup run may take on the owner: the longest setup a policy
+    /// may allow, and then some.
+    static let preparationTimeout: Duration = .seconds(604_800 + 600)
+
+    /// POSTs to a route that answers the project, or with `progress` an event stream of
+    /// progress then the project (a warm-up, a setup run), and replays the owner's events.
+    private func streamed(_ id: String, _ path: String, progress: (@Sendable (CacheProgress) -> Void)?)
+        async throws -> ProjectInfo
+    {
         guard let progress else {
             return try Wire.decode(
-                ProjectInfo.self, from: try await forward(id, "POST", "/v1/projects/\(id)/warm").body)
+                ProjectInfo.self,
+                from: try await forward(id, "POST", path, timeout: Self.preparationTimeout).body)
         }
         // The owner's event stream, replayed event by event as it arrives.
         let events = ServerSentEvents()
         let response = try await forward(
-            id, "POST", "/v1/projects/\(id)/warm", headers: [("Accept", "text/event-stream")]
+            id, "POST", path, headers: [("Accept", "text/event-stream")], timeout: Self.preparationTimeout
         ) { chunk in
             for (name, data) in events.feed(chunk) where name == "progress" {
                 // A stage this node does not know is skipped, not fatal: the result still comes.
@@ -164,12 +191,13 @@ public struct ClusterBackend: HostBackend {
             case "project": return try Wire.decode(ProjectInfo.self, from: Array(data.utf8))
             case "error":
                 let reply = try? Wire.decode(ErrorReply.self, from: Array(data.utf8))
+                let code = reply?.error.code ?? "warm_failed"
                 throw WorkerRefusal(
-                    status: 422, code: reply?.error.code ?? "warm_failed", message: reply?.error.message ?? data)
+                    status: code == "setup_failed" ? 409 : 422, code: code, message: reply?.error.message ?? data)
             default: continue
             }
         }
-        throw ClusterError.workerUnreachable("the owner's warm stream ended without a result")
+        throw ClusterError.workerUnreachable("the owner's event stream ended without a result")
     }
 
     public func snapshot(_ id: String) async throws -> SnapshotResult? {

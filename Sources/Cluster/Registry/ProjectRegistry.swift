@@ -27,8 +27,11 @@ public struct ProjectRegistration: Sendable, Codable, Equatable {
     public var pids: Int?
     public var timeoutSeconds: Int?
     public var workspaceBytes: UInt64?
+    /// The project's setup commands; absent in registrations written before setup existed.
+    public var setup: [String]?
 
-    public init(source: String, sha256: String?, policy: String, limits: RequestedLimits) {
+    public init(source: String, sha256: String?, policy: String, limits: RequestedLimits, setup: [String]? = nil) {
+        self.setup = setup
         self.source = source
         self.sha256 = sha256
         self.policy = policy

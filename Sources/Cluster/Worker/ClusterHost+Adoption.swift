@@ -22,7 +22,7 @@ extension ClusterHost {
         let registration = claim.registration
         try await host.install(
             id, source: registration.source, sha256: registration.sha256, policy: registration.policy,
-            limits: registration.limits, epoch: claim.epoch)
+            limits: registration.limits, setup: registration.setup, epoch: claim.epoch)
         logger.info("adopted project from the cluster", metadata: ["project": "\(id)", "epoch": "\(claim.epoch)"])
     }
 
@@ -32,7 +32,9 @@ extension ClusterHost {
         guard let local = try await host.registration(of: id) else { return }
         let epoch = try await registry.save(
             id,
-            ProjectRegistration(source: local.source, sha256: local.sha256, policy: local.policy, limits: local.limits))
+            ProjectRegistration(
+                source: local.source, sha256: local.sha256, policy: local.policy, limits: local.limits,
+                setup: local.setup))
         try await host.stamp(id, epoch: epoch)
     }
 

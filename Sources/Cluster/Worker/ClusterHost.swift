@@ -63,24 +63,38 @@ public actor ClusterHost: HostBackend, FileToolBackend {
 
     public nonisolated var defaultPolicy: String { host.defaultPolicy }
 
-    public func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
-        async throws -> ProjectInfo
-    {
+    public func register(
+        _ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits, setup: [String]?
+    ) async throws -> ProjectInfo {
         try await host.checkSettings(policy: policy, limits: limits)
         try await adopt(id)
-        let info = try await host.register(id, source: source, sha256: sha256, policy: policy, limits: limits)
+        let info = try await host.register(
+            id, source: source, sha256: sha256, policy: policy, limits: limits, setup: setup)
         try await publish(id)
         return info
     }
 
-    public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws
-        -> ProjectInfo
+    public func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits, setup: [String]?)
+        async throws -> ProjectInfo
     {
         try await host.checkSettings(policy: policy, limits: limits)
         try await adopt(id)
-        let info = try await host.upload(id, archive: archive, policy: policy, limits: limits)
+        let info = try await host.upload(id, archive: archive, policy: policy, limits: limits, setup: setup)
         try await publish(id)
         return info
+    }
+
+    /// The commands go to the registry too, so the next owner runs the same ones.
+    public func setSetup(_ id: String, commands: [String]) async throws -> ProjectInfo {
+        try await adopt(id)
+        let info = try await host.setSetup(id, commands: commands)
+        try await publish(id)
+        return info
+    }
+
+    public func runSetup(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
+        try await adopt(id)
+        return try await host.runSetup(id, progress: progress)
     }
 
     public func project(_ id: String) async throws -> ProjectInfo {

@@ -23,6 +23,11 @@ struct ProjectRecord: Sendable, Equatable {
     var quotaBytes: Int64?
     /// The size of the filesystem the ready workspace lives in; nil: a plain directory.
     var volumeBytes: Int64?
+    /// The version of the source the workspace descends from (the uploaded archive's or the
+    /// registered source's, never a snapshot's): part of its setup's ``SetupKey``.
+    var baseVersion: String?
+    /// The project's setup as it stands on this workspace; nil: it never ran on these files.
+    var setup: SetupRecord?
 }
 
 /// The persistent cache index: one SQLite table of ``ProjectRecord``s under the data directory.
@@ -74,7 +79,12 @@ final class CacheIndex {
                 PRIMARY KEY (project, name)
             );
             """)
-        try db.execute("PRAGMA user_version = 3")
+        // Version 4 keeps each workspace's setup with it; older rows have none, so a project
+        // with setup commands runs them once on its next materialization.
+        for column in ["base_version", "setup"] where !columns.contains(column) {
+            try db.execute("ALTER TABLE projects ADD COLUMN \(column) TEXT")
+        }
+        try db.execute("PRAGMA user_version = 4")
     }
 
     func load() throws(SQLiteError) -> [ProjectRecord] {
@@ -87,7 +97,10 @@ final class CacheIndex {
                 diskBytes: row["disk_bytes"].integer ?? 0, manifestDigest: row["manifest_digest"].text,
                 snapshotKey: row["snapshot_key"].text, snapshotVersion: row["snapshot_version"].text,
                 snapshotAt: row["snapshot_at"].real.map(Date.init(timeIntervalSince1970:)),
-                quotaBytes: row["quota_bytes"].integer, volumeBytes: row["volume_bytes"].integer)
+                quotaBytes: row["quota_bytes"].integer, volumeBytes: row["volume_bytes"].integer,
+                baseVersion: row["base_version"].text,
+                // A record this version cannot read is no record: setup runs again.
+                setup: row["setup"].text.flatMap { try? JSONDecoder().decode(SetupRecord.self, from: Data($0.utf8)) })
         }
     }
 
@@ -95,21 +108,27 @@ final class CacheIndex {
         try db.run(
             """
             INSERT INTO projects (id, source, sha256, ready, source_version, materialized_at, last_used,
-                disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at, quota_bytes, volume_bytes)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at, quota_bytes, volume_bytes,
+                base_version, setup)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256,
                 ready = excluded.ready, source_version = excluded.source_version,
                 materialized_at = excluded.materialized_at, last_used = excluded.last_used,
                 disk_bytes = excluded.disk_bytes, manifest_digest = excluded.manifest_digest,
                 snapshot_key = excluded.snapshot_key, snapshot_version = excluded.snapshot_version,
                 snapshot_at = excluded.snapshot_at, quota_bytes = excluded.quota_bytes,
-                volume_bytes = excluded.volume_bytes
+                volume_bytes = excluded.volume_bytes, base_version = excluded.base_version, setup = excluded.setup
             """,
             .text(r.id), .text(r.source), SQLiteValue(r.sha256), .integer(r.ready ? 1 : 0),
             SQLiteValue(r.sourceVersion), SQLiteValue(r.materializedAt?.timeIntervalSince1970),
             .real(r.lastUsed.timeIntervalSince1970), .integer(r.diskBytes), SQLiteValue(r.manifestDigest),
             SQLiteValue(r.snapshotKey), SQLiteValue(r.snapshotVersion),
-            SQLiteValue(r.snapshotAt?.timeIntervalSince1970), SQLiteValue(r.quotaBytes), SQLiteValue(r.volumeBytes))
+            SQLiteValue(r.snapshotAt?.timeIntervalSince1970), SQLiteValue(r.quotaBytes), SQLiteValue(r.volumeBytes),
+            SQLiteValue(r.baseVersion), SQLiteValue(r.setup.flatMap(Self.json)))
+    }
+
+    static func json(_ setup: SetupRecord) -> String? {
+        (try? JSONEncoder().encode(setup)).map { String(decoding: $0, as: UTF8.self) }
     }
 
     /// Writes several records in one transaction (the sweep's `last_used` flush).

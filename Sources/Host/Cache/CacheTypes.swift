@@ -115,6 +115,8 @@ public enum CacheProgress: Sendable, Equatable {
     case downloading(TransferProgress)
     case extracting
     case ready
+    /// The project's setup, which a warm-up waits for after the workspace is ready.
+    case setup(SetupProgress)
 }
 
 /// The outcome of a write-back.

@@ -17,7 +17,7 @@ extension ProjectCache {
         guard let entry = entries[id] else { return }
         if entry.pins > 0 { throw .busy("\(id) has \(entry.pins) running job(s) or session(s)") }
         let primary = config.stores.primary
-        try await primary.delete(entry.record.snapshotKey ?? layout.snapshotKey(id))
+        try await deleteWriteBack(id, key: entry.record.snapshotKey)
         if let upload = layout.ownedUpload(entry.record.source, of: id) { try await primary.delete(upload) }
         try await removeSnapshots(id)
         // Whatever materialized while the blobs went goes too (its source is gone anyway).
@@ -130,13 +130,15 @@ extension ProjectCache {
         record.snapshotVersion = nil
         record.snapshotAt = nil
         record.quotaBytes = quota ?? record.quotaBytes
+        record.baseVersion = record.sourceVersion
+        record.setup = nil
         entries[id]!.record = record
         // A tree that could not be scanned is never reported clean.
         entries[id]!.dirty = summary == nil
         entries[id]!.lastCheck = now()
         do throws(CacheError) { try persist(id) } catch { logger.error("index write failed: \(error)") }
         await Self.discard(trash)
-        try? await config.stores.primary.delete(old.snapshotKey ?? layout.snapshotKey(id))
+        try? await deleteWriteBack(id, key: old.snapshotKey)
         if old.source != source, let upload = layout.ownedUpload(old.source, of: id) {
             try? await config.stores.primary.delete(upload)
         }

@@ -220,6 +220,8 @@ extension ProjectCache {
         record.lastUsed = max(record.lastUsed, now())
         record.manifestDigest = nil
         record.diskBytes = summary?.diskBytes ?? 0
+        // Other files than setup prepared: it runs again before the next job.
+        record.setup = nil
         entries[id]!.record = record
         entries[id]!.dirty = true
         entries[id]!.lastCheck = now()

@@ -69,6 +69,9 @@ extension ProjectCache {
     private func writeBack(_ id: String, from path: String) async throws(CacheError) -> SnapshotResult {
         let pack = layout.pack(id)
         defer { unlink(pack) }
+        // The setup as it is when packing starts is what the sidecar says of this tree; one
+        // that ends meanwhile is stored by the next write-back.
+        let (baseVersion, setup) = (entries[id]!.record.baseVersion, entries[id]!.record.setup)
         let limits = snapshotLimits(quota: quota(entries[id]!))
         let maxArchive = config.maxDownloadBytes
         let (summary, report) = try await BlockingThread.run("corral-pack") {
@@ -81,11 +84,17 @@ extension ProjectCache {
         entries[id]!.record.snapshotKey = key
         entries[id]!.record.snapshotVersion = info.version
         entries[id]!.record.snapshotAt = now()
-        entries[id]!.record.manifestDigest = summary.digest
+        let setupKept = entries[id]!.record.setup == setup
+        entries[id]!.record.manifestDigest = setupKept ? summary.digest : nil
         entries[id]!.record.diskBytes = summary.diskBytes
-        entries[id]!.dirty = false
+        entries[id]!.dirty = !setupKept
         entries[id]!.lastCheck = now()
         try persist(id)
+        // Without a setup there is nothing to say: a sidecar left by an older write-back names
+        // another snapshot, so it is ignored, and a project without setup costs no more puts.
+        if setup != nil {
+            await writeSetupSidecar(id, snapshotVersion: info.version, baseVersion: baseVersion, setup: setup)
+        }
         logger.info("written back", metadata: ["project": "\(id)", "bytes": "\(info.size)"])
         return SnapshotResult(
             key: key, version: info.version, bytes: info.size, files: report.files, skipped: report.skipped)

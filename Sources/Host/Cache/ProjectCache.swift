@@ -95,10 +95,13 @@ public actor ProjectCache {
             entry.record.snapshotVersion = nil
             entry.record.snapshotAt = nil
             entry.record.quotaBytes = workspaceQuota ?? entry.record.quotaBytes
+            // New files: whatever setup ran, it ran on the old ones.
+            entry.record.baseVersion = nil
+            entry.record.setup = nil
             entries[id] = entry
             try persist(id)
             // The old snapshot belongs to the old source; a new source starts from scratch.
-            try? await config.stores.primary.delete(oldSnapshot ?? layout.snapshotKey(id))
+            try? await deleteWriteBack(id, key: oldSnapshot)
             // So does an archive uploaded for this project: nothing refers to it any more.
             if let upload = layout.ownedUpload(oldSource, of: id) { try? await config.stores.primary.delete(upload) }
         } else {
@@ -222,6 +225,7 @@ public actor ProjectCache {
             id: id, source: "blob:\(key)", sha256: sha, lastUsed: now(), quotaBytes: workspaceQuota)
         record.ready = true
         record.sourceVersion = "sha256:\(sha)"
+        record.baseVersion = record.sourceVersion
         record.materializedAt = now()
         record.manifestDigest = summary.digest
         record.diskBytes = summary.diskBytes
@@ -344,7 +348,18 @@ public actor ProjectCache {
                 }
                 return try Self.extract(download, into: target, staging: staging, limits: limits)
             }
+            // The setup of the tree: none on fresh files from the source; what the snapshot's
+            // sidecar says on a restored one, which descends from the same source.
+            let sidecar = fromSnapshot ? await readSetupSidecar(id, snapshotVersion: info.version) : nil
             var record = entries[id]!.record
+            if fromSnapshot {
+                record.baseVersion =
+                    sidecar?.baseVersion ?? record.baseVersion ?? record.sha256.map { "sha256:\($0)" }
+                    ?? "source:\(record.source)"
+            } else {
+                record.baseVersion = info.version
+            }
+            record.setup = sidecar?.setup
             record.ready = true
             record.sourceVersion = fromSnapshot ? "snapshot:\(info.version)" : info.version
             record.materializedAt = now()

@@ -18,6 +18,9 @@ public struct EgressRules: Sendable, Hashable {
     public let maxConnections: Int
     /// The most bytes (both ways together) the project may move through the proxy in an hour.
     public let maxBytesPerHour: UInt64
+    /// The policy section these come from, as refusals name it: `network`, or
+    /// `setup.network` while the project's setup runs.
+    public let section: String
 
     /// How a sandbox reaches the network.
     public enum Mode: String, Sendable, Hashable, CaseIterable {
@@ -32,8 +35,9 @@ public struct EgressRules: Sendable, Hashable {
     public init(
         policy: String, file: String, mode: Mode, egress: [EgressHost] = [], allowPrivate: [AddressRange] = [],
         maxConnections: Int = EgressRules.defaultMaxConnections,
-        maxBytesPerHour: UInt64 = EgressRules.defaultMaxBytesPerHour
+        maxBytesPerHour: UInt64 = EgressRules.defaultMaxBytesPerHour, section: String = "network"
     ) {
+        self.section = section
         self.policy = policy
         self.file = file
         self.mode = mode
@@ -54,7 +58,7 @@ public struct EgressRules: Sendable, Hashable {
             return EgressRefusal(
                 rule: "network_none",
                 message:
-                    "policy \"\(policy)\" (\(file)) gives this project no network ([network] mode = \"none\"); an admin can set mode = \"allowlist\" with egress = [\"\(host)\"]"
+                    "policy \"\(policy)\" (\(file)) gives this project no network ([\(section)] mode = \"none\"); an admin can set mode = \"allowlist\" with egress = [\"\(host)\"]"
             )
         case .public:
             return nil
@@ -65,7 +69,7 @@ public struct EgressRules: Sendable, Hashable {
                 return EgressRefusal(
                     rule: "not_allowed",
                     message:
-                        "\(host) is not in [network] egress of policy \"\(policy)\" (\(file)); an admin can add \"\(host)\"\(glob) to egress"
+                        "\(host) is not in [\(section)] egress of policy \"\(policy)\" (\(file)); an admin can add \"\(host)\"\(glob) to egress"
                 )
             }
             if !named.contains(where: { $0.ports.contains(port) }) {
@@ -73,7 +77,7 @@ public struct EgressRules: Sendable, Hashable {
                 return EgressRefusal(
                     rule: "port",
                     message:
-                        "\(host) is allowed on port \(ports), not \(port), by [network] egress of policy \"\(policy)\" (\(file)); an admin can add \"\(host):\(port)\""
+                        "\(host) is allowed on port \(ports), not \(port), by [\(section)] egress of policy \"\(policy)\" (\(file)); an admin can add \"\(host):\(port)\""
                 )
             }
             return nil
@@ -87,7 +91,7 @@ public struct EgressRules: Sendable, Hashable {
         return EgressRefusal(
             rule: "private_address",
             message:
-                "\(EgressHost.normalized(host)) resolves to \(address) (\(kind)); non-public addresses are refused unless [network] allow_private of policy \"\(policy)\" (\(file)) names a range that holds it"
+                "\(EgressHost.normalized(host)) resolves to \(address) (\(kind)); non-public addresses are refused unless [\(section)] allow_private of policy \"\(policy)\" (\(file)) names a range that holds it"
         )
     }
 

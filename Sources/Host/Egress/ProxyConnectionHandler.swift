@@ -111,7 +111,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 refusal: EgressRefusal(
                     rule: "byte_cap",
                     message:
-                        "the project moved more than \(rules.maxBytesPerHour) bytes through the proxy this hour ([network] max_bytes_per_hour of policy \"\(rules.policy)\")"
+                        "the project moved more than \(rules.maxBytesPerHour) bytes through the proxy this hour ([\(rules.section)] max_bytes_per_hour of policy \"\(rules.policy)\")"
                 ))
         }
         guard tracker.open(limit: rules.maxConnections) else {
@@ -120,7 +120,7 @@ final class ProxyConnectionHandler: ChannelInboundHandler, RemovableChannelHandl
                 refusal: EgressRefusal(
                     rule: "connection_cap",
                     message:
-                        "the project has \(rules.maxConnections) connections open through the proxy, its most ([network] max_connections of policy \"\(rules.policy)\"); close some first"
+                        "the project has \(rules.maxConnections) connections open through the proxy, its most ([\(rules.section)] max_connections of policy \"\(rules.policy)\"); close some first"
                 ))
         }
         stats.counted = true

@@ -27,6 +27,9 @@ public struct Policy: Sendable, Hashable {
     /// idle one lives.
     public let sessions: Sessions
     public let network: Network
+    /// A project's setup commands: how long they may run, what they may reach and their
+    /// limits (docs/ENVIRONMENTS.md, "Setup").
+    public let setup: Setup
     /// The seccomp allowlist; ``seccompProgram()`` compiles it (once per distinct profile).
     public let seccomp: SeccompProfile
     /// Capabilities jobs keep; none unless the policy names some.
@@ -112,6 +115,32 @@ public struct Policy: Sendable, Hashable {
         }
     }
 
+    /// The `[setup]` section: a project's setup commands run once per file set, before its
+    /// other jobs, under these instead of the project's own network and limits.
+    public struct Setup: Sendable, Hashable {
+        /// How long all the commands together may run.
+        public let timeoutSeconds: Int
+        /// What setup may reach through the egress proxy while it runs: `[setup.network]`,
+        /// each key the policy's `[network]` value unless the section sets it.
+        public let network: Network
+        /// `[setup.limits]`; nil: the project's own limit (its policy's, lowered where the
+        /// project asked).
+        public let cpus: Double?
+        public let memoryBytes: UInt64?
+        public let pids: Int?
+
+        public init(
+            timeoutSeconds: Int = 900, network: Network, cpus: Double? = nil, memoryBytes: UInt64? = nil,
+            pids: Int? = nil
+        ) {
+            self.timeoutSeconds = timeoutSeconds
+            self.network = network
+            self.cpus = cpus
+            self.memoryBytes = memoryBytes
+            self.pids = pids
+        }
+    }
+
     /// A host directory visible read-only inside the sandbox.
     public struct BindMount: Sendable, Hashable {
         /// Absolute host path.
@@ -150,6 +179,16 @@ extension Policy {
             policy: name, file: files.first ?? name, mode: network.mode, egress: network.egress,
             allowPrivate: network.allowPrivate, maxConnections: network.maxConnections,
             maxBytesPerHour: network.maxBytesPerHour)
+    }
+
+    /// The rules the egress proxy applies to a project of this policy while its setup runs:
+    /// `[setup.network]`, named so in the proxy's refusals.
+    public var setupEgressRules: EgressRules {
+        let network = setup.network
+        return EgressRules(
+            policy: name, file: files.first ?? name, mode: network.mode, egress: network.egress,
+            allowPrivate: network.allowPrivate, maxConnections: network.maxConnections,
+            maxBytesPerHour: network.maxBytesPerHour, section: "setup.network")
     }
 
     /// The compiled seccomp filter, from the process-wide cache when this profile has been

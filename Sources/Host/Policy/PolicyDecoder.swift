@@ -5,7 +5,7 @@ import Sandbox
 enum PolicyDecoder {
     static let topLevel = [
         "extends", "description", "rootfs", "require_limits", "user", "limits", "timeouts", "output", "sessions",
-        "network", "capabilities", "env", "mount", "seccomp",
+        "network", "setup", "capabilities", "env", "mount", "seccomp",
     ]
 
     static func decode(_ root: TOMLTable, name: String, diagnostics: Diagnostics) -> PolicyLayer {
@@ -28,7 +28,8 @@ enum PolicyDecoder {
             layer.gid = user.integer("gid", in: PolicyBounds.id)
         }
         decodeLimits(top, into: &layer)
-        decodeNetwork(top, into: &layer)
+        if let network = top.table("network", allowed: networkKeys) { layer.network = decodeNetwork(network) }
+        decodeSetup(top, into: &layer)
         if let caps = top.table("capabilities", allowed: ["keep"]), let keep = caps.strings("keep") {
             layer.capabilities = capabilities(keep, diagnostics: diagnostics)
         }
@@ -69,17 +70,29 @@ enum PolicyDecoder {
         }
     }
 
-    private static func decodeNetwork(_ top: TableReader, into layer: inout PolicyLayer) {
-        guard
-            let network = top.table(
-                "network", allowed: ["mode", "egress", "allow_private", "max_connections", "max_bytes_per_hour"])
-        else { return }
+    static let networkKeys = ["mode", "egress", "allow_private", "max_connections", "max_bytes_per_hour"]
+
+    /// `[setup]`, `[setup.network]` (the keys of `[network]`) and `[setup.limits]` (cpus,
+    /// memory and pids, with the bounds of `[limits]`).
+    private static func decodeSetup(_ top: TableReader, into layer: inout PolicyLayer) {
+        guard let setup = top.table("setup", allowed: ["timeout_s", "network", "limits"]) else { return }
+        layer.setupTimeout = setup.integer("timeout_s", in: PolicyBounds.setupTimeout)
+        if let network = setup.table("network", allowed: networkKeys) { layer.setupNetwork = decodeNetwork(network) }
+        if let limits = setup.table("limits", allowed: ["cpus", "memory", "pids"]) {
+            layer.setupCpus = limits.number("cpus", in: PolicyBounds.cpus)
+            layer.setupMemory = limits.size("memory", in: PolicyBounds.memory)
+            layer.setupPids = limits.integer("pids", in: PolicyBounds.pids)
+        }
+    }
+
+    private static func decodeNetwork(_ network: TableReader) -> NetworkLayer {
+        var layer = NetworkLayer()
         if let mode = network.string("mode") {
             if let known = Policy.Network.Mode(rawValue: mode.value) {
-                layer.networkMode = Setting(value: known, origin: mode.origin)
+                layer.mode = Setting(value: known, origin: mode.origin)
             } else {
                 report(
-                    mode.origin, in: top.diagnostics, "unknown network mode \"\(mode.value)\"",
+                    mode.origin, in: network.diagnostics, "unknown network mode \"\(mode.value)\"",
                     hint: "use \"none\", \"allowlist\" (the hosts in egress) or \"public\" (any public address)")
             }
         }
@@ -91,7 +104,7 @@ enum PolicyDecoder {
                     hosts.append(try EgressHost(parsing: entry.value))
                 } catch {
                     report(
-                        entry.origin, in: top.diagnostics, error.description,
+                        entry.origin, in: network.diagnostics, error.description,
                         hint: "write a host name (files.example.org), *.domain, or either with :PORT")
                     ok = false
                 }
@@ -106,7 +119,8 @@ enum PolicyDecoder {
                     parsed.append(try AddressRange(parsing: entry.value))
                 } catch {
                     report(
-                        entry.origin, in: top.diagnostics, error.description, hint: "write a CIDR such as 10.20.0.0/16")
+                        entry.origin, in: network.diagnostics, error.description,
+                        hint: "write a CIDR such as 10.20.0.0/16")
                     ok = false
                 }
             }
@@ -114,6 +128,7 @@ enum PolicyDecoder {
         }
         layer.maxConnections = network.integer("max_connections", in: PolicyBounds.connections)
         layer.maxBytesPerHour = network.size("max_bytes_per_hour", in: PolicyBounds.egressBytes)
+        return layer
     }
 
     private static func capabilities(_ keep: Setting<[Setting<String>]>, diagnostics: Diagnostics)

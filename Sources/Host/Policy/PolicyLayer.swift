@@ -23,11 +23,14 @@ struct PolicyLayer: Sendable {
     var idleTimeout: Setting<Int64>?
     var maxIdleTimeout: Setting<Int64>?
     var maxSessions: Setting<Int64>?
-    var networkMode: Setting<Policy.Network.Mode>?
-    var egress: Setting<[EgressHost]>?
-    var allowPrivate: Setting<[AddressRange]>?
-    var maxConnections: Setting<Int64>?
-    var maxBytesPerHour: Setting<UInt64>?
+    var network = NetworkLayer()
+    /// `[setup]`: its timeout, `[setup.network]` (each key the merged `[network]`'s unless
+    /// set) and `[setup.limits]` (each the project's unless set).
+    var setupTimeout: Setting<Int64>?
+    var setupNetwork = NetworkLayer()
+    var setupCpus: Setting<Double>?
+    var setupMemory: Setting<UInt64>?
+    var setupPids: Setting<Int64>?
     var capabilities: Setting<CapabilitySet>?
     var mounts: Setting<[Policy.BindMount]>?
     /// Merged per variable across files, unlike arrays, which a child replaces whole.
@@ -38,6 +41,24 @@ struct PolicyLayer: Sendable {
     init(name: String, file: String) {
         self.name = name
         self.file = file
+    }
+}
+
+/// One file's `[network]` or `[setup.network]` section.
+struct NetworkLayer: Sendable {
+    var mode: Setting<Policy.Network.Mode>?
+    var egress: Setting<[EgressHost]>?
+    var allowPrivate: Setting<[AddressRange]>?
+    var maxConnections: Setting<Int64>?
+    var maxBytesPerHour: Setting<UInt64>?
+
+    /// A later (more specific) layer's settings win, key by key.
+    mutating func overlay(_ layer: NetworkLayer) {
+        mode = layer.mode ?? mode
+        egress = layer.egress ?? egress
+        allowPrivate = layer.allowPrivate ?? allowPrivate
+        maxConnections = layer.maxConnections ?? maxConnections
+        maxBytesPerHour = layer.maxBytesPerHour ?? maxBytesPerHour
     }
 }
 
@@ -72,6 +93,8 @@ enum PolicyBounds {
     static let sessions: ClosedRange<Int64> = 0...256
     static let connections: ClosedRange<Int64> = 1...10_000
     static let egressBytes: ClosedRange<UInt64> = (1 << 20)...(1 << 50)
+    /// All of a project's setup commands together: a second to a week, like a job.
+    static let setupTimeout: ClosedRange<Int64> = 1...604_800
 }
 
 /// What a policy gets for a setting no file in its chain mentions.
@@ -92,4 +115,6 @@ enum PolicyDefaults {
     static let idleTimeout = 1800
     static let maxIdleTimeout = 86_400
     static let maxSessions = 8
+    /// Installing a project's dependencies takes longer than a command: 15 minutes.
+    static let setupTimeout = 900
 }

@@ -37,13 +37,15 @@ public enum PolicyRenderer {
             "[sessions]", "idle_timeout_s = \(sessions.idleTimeoutSeconds)",
             "max_idle_timeout_s = \(sessions.maxIdleTimeoutSeconds)", "max_sessions = \(sessions.maxSessions)", "",
         ]
-        let network = policy.network
-        out += [
-            "[network]", "mode = \(quote(network.mode.rawValue))",
-            "egress = \(list(network.egress.map(\.description)))",
-            "allow_private = \(list(network.allowPrivate.map(\.description)))",
-            "max_connections = \(network.maxConnections)", "max_bytes_per_hour = \(size(network.maxBytesPerHour))", "",
-        ]
+        out += ["[network]"] + Self.network(policy.network)
+        let setup = policy.setup
+        out += ["[setup]", "timeout_s = \(setup.timeoutSeconds)", "", "[setup.network]"] + Self.network(setup.network)
+        // A limit left out is the project's own, so only those the policy sets are written.
+        out.append("[setup.limits]")
+        if let cpus = setup.cpus { out.append("cpus = \(cpus)") }
+        if let memory = setup.memoryBytes { out.append("memory = \(size(memory))") }
+        if let pids = setup.pids { out.append("pids = \(pids)") }
+        out.append("")
         out += ["[capabilities]", "keep = \(list(policy.capabilities.names))", ""]
         out += ["[env]", "pass = \(list(policy.environment.pass))", "", "[env.set]"]
         out += policy.environment.set.map { "\(key($0.name)) = \(quote($0.value))" } + [""]
@@ -52,6 +54,15 @@ public enum PolicyRenderer {
         }
         out += seccomp(policy.seccomp)
         return out.joined(separator: "\n") + "\n"
+    }
+
+    /// The keys of a `[network]` or `[setup.network]` section, every one spelled out.
+    static func network(_ network: Policy.Network) -> [String] {
+        [
+            "mode = \(quote(network.mode.rawValue))", "egress = \(list(network.egress.map(\.description)))",
+            "allow_private = \(list(network.allowPrivate.map(\.description)))",
+            "max_connections = \(network.maxConnections)", "max_bytes_per_hour = \(size(network.maxBytesPerHour))", "",
+        ]
     }
 
     /// The profile as `base = "none"` plus explicit lists, so nothing depends on the
@@ -153,7 +164,7 @@ extension Policy {
         Policy(
             name: name, files: files, description: description, rootfs: rootfs, requireLimits: requireLimits,
             user: user, limits: limits, timeouts: timeouts, output: output, sessions: sessions, network: network,
-            seccomp: seccomp, capabilities: capabilities, mounts: mounts, environment: environment,
+            setup: setup, seccomp: seccomp, capabilities: capabilities, mounts: mounts, environment: environment,
             digest: "sha256:" + SHA256.hex(PolicyRenderer.body(self)))
     }
 }

@@ -11,6 +11,11 @@ enum PolicyResolver {
         let seccomp = SeccompFold.fold(chain.map(\.seccomp), errors: &errors, file: child.file)
         errors += crossChecks(merged, child: child)
         guard errors.isEmpty else { throw PolicyErrors(errors) }
+        let network = Policy.Network(
+            mode: merged.network.mode?.value ?? .none, egress: merged.network.egress?.value ?? [],
+            allowPrivate: merged.network.allowPrivate?.value ?? [],
+            maxConnections: merged.network.maxConnections.map { Int($0.value) } ?? EgressRules.defaultMaxConnections,
+            maxBytesPerHour: merged.network.maxBytesPerHour?.value ?? EgressRules.defaultMaxBytesPerHour)
         let draft = Policy(
             name: child.name,
             files: chain.reversed().map(\.file),
@@ -36,11 +41,11 @@ enum PolicyResolver {
                 idleTimeoutSeconds: merged.idleTimeout.map { Int($0.value) } ?? PolicyDefaults.idleTimeout,
                 maxIdleTimeoutSeconds: merged.maxIdleTimeout.map { Int($0.value) } ?? PolicyDefaults.maxIdleTimeout,
                 maxSessions: merged.maxSessions.map { Int($0.value) } ?? PolicyDefaults.maxSessions),
-            network: Policy.Network(
-                mode: merged.networkMode?.value ?? .none, egress: merged.egress?.value ?? [],
-                allowPrivate: merged.allowPrivate?.value ?? [],
-                maxConnections: merged.maxConnections.map { Int($0.value) } ?? EgressRules.defaultMaxConnections,
-                maxBytesPerHour: merged.maxBytesPerHour?.value ?? EgressRules.defaultMaxBytesPerHour),
+            network: network,
+            setup: Policy.Setup(
+                timeoutSeconds: merged.setupTimeout.map { Int($0.value) } ?? PolicyDefaults.setupTimeout,
+                network: setupNetwork(merged.setupNetwork, over: network), cpus: merged.setupCpus?.value,
+                memoryBytes: merged.setupMemory?.value, pids: merged.setupPids.map { Int($0.value) }),
             seccomp: seccomp,
             capabilities: merged.capabilities?.value ?? .none,
             mounts: merged.mounts?.value ?? [],
@@ -66,22 +71,55 @@ enum PolicyResolver {
                     "\"\(name.value)\" is both passed through and set",
                     hint: "remove it from env.pass or from [env.set]"))
         }
-        // egress only means something in allowlist mode: a list beside mode "none" is a
-        // forgotten mode, and an allowlist with nothing on it reaches nothing.
-        let mode = merged.networkMode?.value ?? .none
-        if let egress = merged.egress, !egress.value.isEmpty, mode != .allowlist {
+        let network = merged.network
+        errors += networkChecks(
+            mode: network.mode?.value ?? .none, egress: network.egress, allowlistOrigin: network.mode?.origin,
+            section: "network")
+        // [setup.network] takes each key it leaves out from [network], whose own problems are
+        // reported above: only what this section writes is checked, against the result.
+        let setup = merged.setupNetwork
+        errors += networkChecks(
+            mode: setup.mode?.value ?? network.mode?.value ?? .none, egress: setup.egress,
+            inherited: network.egress?.value ?? [], allowlistOrigin: setup.mode?.origin ?? setup.egress?.origin,
+            section: "setup.network")
+        return errors
+    }
+
+    /// egress only means something in allowlist mode: a list beside mode "none" is a
+    /// forgotten mode, and an allowlist with nothing on it reaches nothing. `egress` is what
+    /// the section writes, `inherited` what it gets otherwise; an allowlist with no hosts is
+    /// reported at `allowlistOrigin`, and not at all without one (nothing here wrote it).
+    static func networkChecks(
+        mode: Policy.Network.Mode, egress: Setting<[EgressHost]>?, inherited: [EgressHost] = [],
+        allowlistOrigin: Origin?, section: String
+    ) -> [PolicyError] {
+        var errors: [PolicyError] = []
+        if let egress, !egress.value.isEmpty, mode != .allowlist {
             errors.append(
                 egress.origin.error(
-                    "egress names hosts but [network] mode is \"\(mode.rawValue)\"",
+                    "egress names hosts but [\(section)] mode is \"\(mode.rawValue)\"",
                     hint: "set mode = \"allowlist\" to allow exactly these hosts, or remove egress"))
         }
-        if mode == .allowlist, merged.egress?.value.isEmpty ?? true, let origin = merged.networkMode?.origin {
+        if mode == .allowlist, (egress?.value ?? inherited).isEmpty, let origin = allowlistOrigin {
             errors.append(
                 origin.error(
                     "mode \"allowlist\" with no egress entries allows nothing",
                     hint: "list hosts in egress, e.g. egress = [\"packages.example.org\"], or use mode = \"none\""))
         }
         return errors
+    }
+
+    /// `[setup.network]` as it applies: each key it sets, the resolved `[network]`'s value
+    /// for each it leaves out. Hosts are kept only in allowlist mode, where they mean
+    /// something, so the rendered policy loads back.
+    static func setupNetwork(_ layer: NetworkLayer, over network: Policy.Network) -> Policy.Network {
+        let mode = layer.mode?.value ?? network.mode
+        let egress = layer.egress?.value ?? network.egress
+        return Policy.Network(
+            mode: mode, egress: mode == .allowlist ? egress : [],
+            allowPrivate: layer.allowPrivate?.value ?? network.allowPrivate,
+            maxConnections: layer.maxConnections.map { Int($0.value) } ?? network.maxConnections,
+            maxBytesPerHour: layer.maxBytesPerHour?.value ?? network.maxBytesPerHour)
     }
 
     /// A key's name, its merged setting if any file wrote it, and its built-in default.
@@ -126,11 +164,12 @@ extension PolicyLayer {
         idleTimeout = layer.idleTimeout ?? idleTimeout
         maxIdleTimeout = layer.maxIdleTimeout ?? maxIdleTimeout
         maxSessions = layer.maxSessions ?? maxSessions
-        networkMode = layer.networkMode ?? networkMode
-        egress = layer.egress ?? egress
-        allowPrivate = layer.allowPrivate ?? allowPrivate
-        maxConnections = layer.maxConnections ?? maxConnections
-        maxBytesPerHour = layer.maxBytesPerHour ?? maxBytesPerHour
+        network.overlay(layer.network)
+        setupTimeout = layer.setupTimeout ?? setupTimeout
+        setupNetwork.overlay(layer.setupNetwork)
+        setupCpus = layer.setupCpus ?? setupCpus
+        setupMemory = layer.setupMemory ?? setupMemory
+        setupPids = layer.setupPids ?? setupPids
         capabilities = layer.capabilities ?? capabilities
         mounts = layer.mounts ?? mounts
         envSet.merge(layer.envSet) { _, new in new }

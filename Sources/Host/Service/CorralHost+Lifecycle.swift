@@ -18,6 +18,7 @@ extension CorralHost {
         try await endJobs(id)
         await sessions.endAll(project: id, reason: "the project was deleted")
         await pool.destroy(id)
+        await setup.settle(id)
         // The file tools hold a descriptor of the workspace root (it would keep a volume busy).
         toolsCache[id] = nil
         // A session's process gives its pin back on a task of its own, just after it ends.

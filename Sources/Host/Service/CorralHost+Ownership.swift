@@ -16,22 +16,24 @@ extension CorralHost {
 
     /// Registers a project as another host registered it, stamped with `epoch`.
     package func install(
-        _ id: String, source: String, sha256: String?, policy: String, limits: RequestedLimits, epoch: Int
+        _ id: String, source: String, sha256: String?, policy: String, limits: RequestedLimits, setup: [String]?,
+        epoch: Int
     ) async throws {
         var (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
         try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
+        chosen.setup = setup?.isEmpty == true ? nil : setup
         chosen.epoch = epoch
         try settings.set(id, chosen)
     }
 
-    /// The project as registered here: its source and checksum, its policy and the limits
-    /// it asked for; nil when it is not registered.
+    /// The project as registered here: its source and checksum, its policy, the limits it
+    /// asked for and its setup commands; nil when it is not registered.
     package func registration(of id: String) async throws -> (
-        source: String, sha256: String?, policy: String, limits: RequestedLimits
+        source: String, sha256: String?, policy: String, limits: RequestedLimits, setup: [String]?
     )? {
         guard let chosen = settings[id] else { return nil }
         let status = try await cache.registration(id)
-        return (status.source, status.sha256, chosen.policy, chosen.requested)
+        return (status.source, status.sha256, chosen.policy, chosen.requested, chosen.setup)
     }
 
     /// Records the ownership epoch the local settings of a project belong to.
@@ -53,6 +55,7 @@ extension CorralHost {
     package func dropLocalCopy(_ id: String) async throws {
         await sessions.depart(project: id)
         await pool.destroy(id)
+        await setup.settle(id)
         toolsCache[id] = nil
         try await cache.forget(id)
         try settings.set(id, nil)

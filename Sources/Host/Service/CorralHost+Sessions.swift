@@ -28,7 +28,9 @@ extension CorralHost {
         let policy = project.policy
         let sandbox = try await runner.sandboxAndPin(project)
         do {
-            var environment = HostJobRunner.environment(policy, requested: [:])
+            // A session is a job like any other: it starts once the project's setup has run.
+            try await setup.ensure(project.id)
+            var environment = HostJobRunner.environment(policy, network: policy.network.mode, requested: [:])
             let argv: [String]
             let interpreter: String
             switch request.kind {

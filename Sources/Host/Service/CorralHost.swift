@@ -11,6 +11,8 @@ public actor CorralHost {
     public let jobs: JobSystem
     let pool: SandboxPool
     let settings: ProjectSettingsStore
+    /// Runs each project's setup commands once per file set (docs/ENVIRONMENTS.md, "Setup").
+    nonisolated let setup: SetupRunner
     /// Serves every sandbox's way out (docs/NETWORK.md).
     public nonisolated let egress: EgressProxy
     let logger = Logger(label: "corral.host")
@@ -22,8 +24,9 @@ public actor CorralHost {
     init(
         configuration: HostConfiguration, policies: PolicyStore, cache: ProjectCache, jobs: JobSystem,
         pool: SandboxPool,
-        settings: ProjectSettingsStore, egress: EgressProxy
+        settings: ProjectSettingsStore, setup: SetupRunner, egress: EgressProxy
     ) {
+        self.setup = setup
         self.egress = egress
         self.configuration = configuration
         self.policies = policies
@@ -62,14 +65,25 @@ public actor CorralHost {
             try Self.resolve(id, settings: settings, policies: policies)
         }
         let egress = EgressProxy()
-        let pool = SandboxPool(proxy: egress) { id in (try? resolve(id))?.policy.egressRules }
-        let runner = HostJobRunner(cache: cache, pool: pool, resolve: resolve) { project, workspace in
+        // While a project's setup runs, the proxy applies its [setup.network] instead.
+        let gate = SetupGate()
+        let pool = SandboxPool(proxy: egress) { id in
+            guard let policy = (try? resolve(id))?.policy else { return nil }
+            return gate.contains(id) ? policy.setupEgressRules : policy.egressRules
+        }
+        var runner = HostJobRunner(cache: cache, pool: pool, resolve: resolve) { project, workspace in
             Self.sandboxConfiguration(project, workspace: workspace, configuration: configuration)
         }
+        let setup = SetupRunner(
+            .init(
+                cache: cache, sandbox: { [runner] in try await runner.sandboxAndPin($0) }, resolve: resolve,
+                commands: { settings[$0]?.setup ?? [] }, rootfsDirectory: configuration.rootfsDirectory),
+            gate: gate)
+        runner.prepare = { project in try await setup.ensure(project.id) }
         let jobs = try await makeJobs(runner)
         let host = CorralHost(
             configuration: configuration, policies: policies, cache: cache, jobs: jobs, pool: pool, settings: settings,
-            egress: egress)
+            setup: setup, egress: egress)
         // So even the first new project under the default policy finds a spare filesystem.
         if let (_, limits) = try? await host.validatedSettings(policy: nil, limits: RequestedLimits()) {
             await cache.prepareSpares(bytes: Self.quota(limits))
@@ -79,16 +93,20 @@ public actor CorralHost {
 
     // MARK: - Projects
 
-    /// Registers (or re-registers) a project: its source, its policy, and limits that may
-    /// only be lower than the policy's.
+    /// Registers (or re-registers) a project: its source, its policy, limits that may only
+    /// be lower than the policy's, and its setup commands (nil keeps those it has).
     public func register(
-        _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init()
+        _ id: String, source: String, sha256: String? = nil, policy: String? = nil, limits: RequestedLimits = .init(),
+        setup commands: [String]? = nil
     ) async throws -> ProjectInfo {
-        let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        var (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        chosen.setup = try setupCommands(id, commands)
         try refuseWhileClosing(id)
         try await cache.register(id, source: source, sha256: sha256, workspaceQuota: Self.quota(effective))
         try settings.set(id, chosen)
         logIfLastGood(id, policy: chosen.policy)
+        // A project already materialized whose commands changed runs them now.
+        await setup.startInBackground(id)
         return try await project(id)
     }
 
@@ -97,10 +115,15 @@ public actor CorralHost {
     /// while no job runs and no session lives (``CacheError/projectBusy(_:)`` otherwise,
     /// and nothing changes), and the sandbox over the old tree is destroyed, so the next
     /// job gets a fresh one over the new.
-    public func upload(_ id: String, archive: [UInt8], policy: String? = nil, limits: RequestedLimits = .init())
-        async throws -> ProjectInfo
-    {
-        let (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+    ///
+    /// `setup` replaces the project's setup commands (nil keeps those it has). The new
+    /// workspace's setup starts at once, in the background; its jobs wait for it.
+    public func upload(
+        _ id: String, archive: [UInt8], policy: String? = nil, limits: RequestedLimits = .init(),
+        setup commands: [String]? = nil
+    ) async throws -> ProjectInfo {
+        var (chosen, effective) = try validatedSettings(policy: policy, limits: limits)
+        chosen.setup = try setupCommands(id, commands)
         try refuseWhileClosing(id)
         if settings[id] != nil {
             try await refuseWhileBusy(id, sessionsToo: true, doing: "its files are replaced")
@@ -116,6 +139,7 @@ public actor CorralHost {
             await pool.destroy(id)
         }
         toolsCache[id] = nil
+        await setup.startInBackground(id)
         return try await project(id)
     }
 
@@ -147,7 +171,8 @@ public actor CorralHost {
             queuedJobs: records.filter { $0.state == .queued }.count, expiresAt: status.expiresAt,
             policy: chosen.policy, policyWarning: Self.policyWarning(chosen.policy, policies: policies),
             sandbox: await pool.existing(id) != nil, limits: limits, ports: (try? await ports(id).ports) ?? [],
-            snapshotBytes: status.snapshotBytes)
+            snapshotBytes: status.snapshotBytes,
+            setup: await setup.info(id, policy: try? Self.resolve(id, settings: settings, policies: policies).policy))
     }
 
     public func projects() async -> [ProjectInfo] {
@@ -158,7 +183,9 @@ public actor CorralHost {
         return out
     }
 
-    /// Materializes the project and starts its sandbox now, reporting progress.
+    /// Materializes the project, starts its sandbox and runs its setup if it must, now,
+    /// reporting progress; throws ``HostError/setupFailed(project:message:)`` when the setup
+    /// failed for the current files and commands.
     public func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)? = nil) async throws -> ProjectInfo {
         let resolved = try Self.resolve(id, settings: settings, policies: policies)
         try await cache.setWorkspaceQuota(id, bytes: Self.quota(resolved.limits))
@@ -167,6 +194,7 @@ public actor CorralHost {
         _ = try await pool.sandbox(id, workspace: workspace, policyDigest: resolved.policy.digest) { [configuration] in
             Self.sandboxConfiguration(resolved, workspace: $0, configuration: configuration)
         }
+        try await setup.ensure(id, progress: progress)
         return try await project(id)
     }
 
@@ -180,6 +208,8 @@ public actor CorralHost {
     public func evict(_ id: String, discard: Bool = false) async throws {
         await sessions.endAll(project: id, reason: "the project was evicted")
         await pool.destroy(id)
+        // A setup that was running ended with its sandbox; it runs again after the eviction.
+        await setup.settle(id)
         // The file tools hold a descriptor of the workspace root, which would keep its
         // volume busy and the eviction from unmounting it.
         toolsCache[id] = nil
@@ -194,13 +224,15 @@ public actor CorralHost {
         CheckedJobService(jobs) { request in try await self.checkRequest(request) }
     }
 
-    /// Refuses a timeout above the project policy's maximum, and a project not registered.
-    func checkRequest(_ request: JobRequest) throws {
+    /// Refuses a timeout above the project policy's maximum, a project not registered, and
+    /// one whose setup failed for its current files and commands.
+    func checkRequest(_ request: JobRequest) async throws {
         let resolved = try Self.resolve(request.project, settings: settings, policies: policies)
         if request.timeoutSeconds > Double(resolved.maxTimeoutSeconds) {
             throw HostError.policyLimits(
                 "timeout \(request.timeoutSeconds) s is above the project's maximum of \(resolved.maxTimeoutSeconds) s")
         }
+        if let failure = await setup.failure(request.project) { throw failure }
     }
 
     // MARK: - Lifecycle
@@ -208,6 +240,8 @@ public actor CorralHost {
     /// Stops accepting jobs, lets running ones finish for up to `grace`, stops every
     /// sandbox and writes dirty workspaces back.
     public func shutdown(grace: Duration) async {
+        // Setup is stopped at once, not given the grace: it runs again after the restart.
+        await setup.shutdown()
         await jobs.shutdown(grace: grace)
         await sessions.shutdown()
         await pool.destroyAll()

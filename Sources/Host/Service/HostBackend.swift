@@ -7,9 +7,18 @@ import Sandbox
 /// an API node (module Cluster). Router tests use a fake, so they need neither root nor
 /// sandboxes.
 public protocol HostBackend: Sendable {
-    func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
+    /// Registers a project; `setup` replaces its setup commands, nil keeps them.
+    func register(
+        _ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits, setup: [String]?
+    ) async throws -> ProjectInfo
+    /// Creates a project from an archive or replaces its files; `setup` as for ``register(_:source:sha256:policy:limits:setup:)``.
+    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits, setup: [String]?)
         async throws -> ProjectInfo
-    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws -> ProjectInfo
+    /// Replaces the project's setup commands (`[]` removes them); a materialized project
+    /// runs changed ones at once.
+    func setSetup(_ id: String, commands: [String]) async throws -> ProjectInfo
+    /// Runs the project's setup now and answers when it has ended, reporting its stages.
+    func runSetup(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo
     func project(_ id: String) async throws -> ProjectInfo
     func projects() async -> [ProjectInfo]
     func warm(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo

@@ -52,6 +52,11 @@ public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
     case policyLimits(String)
     case projectNotFound(String)
     case rootfsMissing(String)
+    /// The project's setup failed for its current files and commands: its jobs are refused
+    /// with this (the failed command, its exit code, the end of its output).
+    case setupFailed(project: String, message: String)
+    /// Setup commands that cannot be a project's (``SetupCommands``).
+    case invalidSetup(String)
 
     public var description: String {
         switch self {
@@ -62,6 +67,8 @@ public enum HostError: Error, Equatable, Sendable, CustomStringConvertible {
         case .policyLimits(let why): why
         case .projectNotFound(let id): "no such project: \(id)"
         case .rootfsMissing(let path): "rootfs image is not built: \(path) (run make rootfs)"
+        case .setupFailed(_, let message): message
+        case .invalidSetup(let why): "`setup` \(why)"
         }
     }
 }

@@ -9,6 +9,9 @@ struct HostJobRunner: JobRunner {
     let pool: SandboxPool
     let resolve: @Sendable (String) throws -> ResolvedProject
     let configure: @Sendable (ResolvedProject, Workspace) -> SandboxConfiguration
+    /// Runs before each job, once its workspace is there: the host waits for the project's
+    /// setup here (``SetupRunner/ensure(_:progress:)``), and a failed setup refuses the job.
+    var prepare: (@Sendable (ResolvedProject) async throws -> Void)? = nil
 
     func start(
         _ request: JobRequest, jobID: String, onOutput: @escaping @Sendable (Sandbox.OutputStream, [UInt8]) -> Void
@@ -16,8 +19,9 @@ struct HostJobRunner: JobRunner {
         let project = try resolve(request.project)
         let sandbox = try await sandboxAndPin(project)
         do {
+            try await prepare?(project)
             let policy = project.policy
-            let environment = Self.environment(policy, requested: request.environment)
+            let environment = Self.environment(policy, network: policy.network.mode, requested: request.environment)
             let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
             let shell = request.shell.program(rootfs: sandbox.configuration.rootfs)
             let spec = JobSpec(
@@ -34,11 +38,14 @@ struct HostJobRunner: JobRunner {
         }
     }
 
-    /// A job's environment: the policy's, the egress proxy's when the policy gives network
-    /// (a policy's own value wins), then the request's.
-    static func environment(_ policy: Policy, requested: [String: String]) -> [String: String] {
+    /// A job's environment: the policy's, the egress proxy's when the job has network
+    /// (`network`: the policy's `[network]` mode, or `[setup.network]`'s for setup; a
+    /// policy's own value wins), then the request's.
+    static func environment(_ policy: Policy, network: Policy.Network.Mode, requested: [String: String])
+        -> [String: String]
+    {
         var environment = policy.environment.resolvedDictionary(host: ProcessInfo.processInfo.environment)
-        if policy.network.mode != .none {
+        if network != .none {
             environment.merge(EgressProxy.environment) { policySet, _ in policySet }
         }
         environment.merge(requested) { _, requested in requested }

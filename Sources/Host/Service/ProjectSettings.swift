@@ -14,6 +14,9 @@ struct ProjectSettings: Sendable, Codable, Equatable {
     /// The ownership epoch this host's copy of the project belongs to, when a registry
     /// outside the host (a cluster's) hands projects between hosts; nil on an all-in-one host.
     var epoch: Int? = nil
+    /// Commands run once per file set before the project's other jobs (docs/ENVIRONMENTS.md,
+    /// "Setup"); nil or empty: none.
+    var setup: [String]? = nil
 
     var requested: RequestedLimits {
         RequestedLimits(

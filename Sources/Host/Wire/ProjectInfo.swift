@@ -24,12 +24,16 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
     public var ports: [PortInfo]
     /// Archive bytes of the project's named snapshots in the primary store.
     public var snapshotBytes: Int64
+    /// Its setup commands and how their last run for the current files went.
+    public var setup: SetupInfo
 
     public init(
         id: String, source: String, state: String, sourceVersion: String?, dirty: Bool?, diskBytes: Int64,
         runningJobs: Int, queuedJobs: Int, expiresAt: Date, policy: String, policyWarning: String? = nil,
-        sandbox: Bool, limits: ProjectLimits, ports: [PortInfo] = [], snapshotBytes: Int64 = 0
+        sandbox: Bool, limits: ProjectLimits, ports: [PortInfo] = [], snapshotBytes: Int64 = 0,
+        setup: SetupInfo = SetupInfo(status: .none)
     ) {
+        self.setup = setup
         self.id = id
         self.source = source
         self.state = state
@@ -48,7 +52,7 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case id, source, state, dirty, policy, sandbox, limits, ports
+        case id, source, state, dirty, policy, sandbox, limits, ports, setup
         case sourceVersion = "source_version"
         case diskBytes = "disk_bytes"
         case runningJobs = "running_jobs"
@@ -74,7 +78,8 @@ public struct ProjectInfo: Sendable, Codable, Equatable {
             limits: try c.decode(ProjectLimits.self, forKey: .limits),
             ports: try c.decodeIfPresent([PortInfo].self, forKey: .ports) ?? [],
             // A worker of an older version sends none.
-            snapshotBytes: try c.decodeIfPresent(Int64.self, forKey: .snapshotBytes) ?? 0)
+            snapshotBytes: try c.decodeIfPresent(Int64.self, forKey: .snapshotBytes) ?? 0,
+            setup: try c.decodeIfPresent(SetupInfo.self, forKey: .setup) ?? SetupInfo(status: .none))
     }
 }
 

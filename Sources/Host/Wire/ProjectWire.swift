@@ -29,12 +29,14 @@ public struct SnapshotReply: Sendable, Codable, Equatable {
 // MARK: - Warm progress
 
 /// One `progress` event of a warm's event stream:
-/// `{"stage": "downloading", "bytes", "total", "bytes_per_second"}`, `{"stage": "extracting"}`
-/// or `{"stage": "ready"}`.
+/// `{"stage": "downloading", "bytes", "total", "bytes_per_second"}`, `{"stage": "extracting"}`,
+/// `{"stage": "ready"}`, then the setup's stages (``SetupProgress``).
 extension CacheProgress: Codable {
     enum CodingKeys: String, CodingKey {
-        case stage, bytes, total
+        case stage, bytes, total, commands, index, command, text, status
         case bytesPerSecond = "bytes_per_second"
+        case exitCode = "exit_code"
+        case durationMs = "duration_ms"
     }
 
     public init(from decoder: any Decoder) throws {
@@ -48,6 +50,19 @@ extension CacheProgress: Codable {
                     bytesPerSecond: try container.decode(Double.self, forKey: .bytesPerSecond)))
         case "extracting": self = .extracting
         case "ready": self = .ready
+        case "setup_started": self = .setup(.started(commands: try container.decode(Int.self, forKey: .commands)))
+        case "setup_command":
+            self = .setup(
+                .command(
+                    index: try container.decode(Int.self, forKey: .index),
+                    command: try container.decode(String.self, forKey: .command)))
+        case "setup_output": self = .setup(.output(try container.decode(String.self, forKey: .text)))
+        case "setup_finished":
+            self = .setup(
+                .finished(
+                    status: try container.decode(String.self, forKey: .status),
+                    exitCode: try container.decodeIfPresent(Int32.self, forKey: .exitCode),
+                    durationMs: try container.decode(Int.self, forKey: .durationMs)))
         case let stage:
             throw DecodingError.dataCorruptedError(
                 forKey: .stage, in: container, debugDescription: "unknown stage \(stage)")
@@ -65,6 +80,21 @@ extension CacheProgress: Codable {
             try container.encode(transfer.bytesPerSecond.rounded(), forKey: .bytesPerSecond)
         case .extracting: try container.encode("extracting", forKey: .stage)
         case .ready: try container.encode("ready", forKey: .stage)
+        case .setup(.started(let commands)):
+            try container.encode("setup_started", forKey: .stage)
+            try container.encode(commands, forKey: .commands)
+        case .setup(.command(let index, let command)):
+            try container.encode("setup_command", forKey: .stage)
+            try container.encode(index, forKey: .index)
+            try container.encode(command, forKey: .command)
+        case .setup(.output(let text)):
+            try container.encode("setup_output", forKey: .stage)
+            try container.encode(text, forKey: .text)
+        case .setup(.finished(let status, let exitCode, let durationMs)):
+            try container.encode("setup_finished", forKey: .stage)
+            try container.encode(status, forKey: .status)
+            try container.encode(exitCode, forKey: .exitCode)
+            try container.encode(durationMs, forKey: .durationMs)
         }
     }
 }
@@ -77,12 +107,15 @@ public struct RegisterRequest: Sendable, Codable, Equatable {
     public var sha256: String?
     public var policy: String?
     public var limits: RequestedLimits?
+    /// The project's setup commands; nil keeps those it has (none for a new project).
+    public var setup: [String]?
 
-    public init(source: String, sha256: String?, policy: String?, limits: RequestedLimits) {
+    public init(source: String, sha256: String?, policy: String?, limits: RequestedLimits, setup: [String]? = nil) {
         self.source = source
         self.sha256 = sha256
         self.policy = policy
         self.limits = limits == RequestedLimits() ? nil : limits
+        self.setup = setup
     }
 }
 

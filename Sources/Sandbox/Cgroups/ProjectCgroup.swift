@@ -77,6 +77,21 @@ public final class ProjectCgroup: Sendable {
         return LeafCgroup(name: name, project: self.name, node: leaf)
     }
 
+    /// Creates a leaf (e.g. `own-3`) that carries `limits` itself, beside the other groups
+    /// and leaves: a job in it is held to these limits, not to those of a group it shares.
+    /// Needs this cgroup's subtree controllers enabled on cgroup2, like ``createGroup(_:limits:)``.
+    public func createLimitedLeaf(_ name: String, limits: CgroupLimits) throws -> LeafCgroup {
+        try validateCgroupName(name)
+        let group = try Self.make(name: self.name + "/" + name, limits: limits, node: node.child(name))
+        do {
+            try setOOMGroup(group.node)
+        } catch {
+            try? group.node.removeTree()
+            throw error
+        }
+        return LeafCgroup(name: name, project: self.name, node: group.node)
+    }
+
     /// Opens an existing leaf, e.g. to kill a job after a restart.
     public func leaf(_ name: String) throws -> LeafCgroup {
         try validateCgroupName(name)

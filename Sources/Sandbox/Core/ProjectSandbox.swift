@@ -110,7 +110,7 @@ public final class ProjectSandbox: Sendable {
         let pidfd = initPidfd
         // The job's own cgroup: the child joins it before its first instruction, so the
         // whole tree is accounted, limited and killable from its start.
-        let jobLeaf = try takeLeaf()
+        let jobLeaf = try job.ownLimits.map { try makeLimitedLeaf($0) } ?? takeLeaf()
         let leaf = jobLeaf?.leaf
         let process: SpawnedProcess
         do {
@@ -155,6 +155,28 @@ public final class ProjectSandbox: Sendable {
             return state.spare
         }
         return try spare ?? makeLeaf(in: jobsCgroup)
+    }
+
+    /// A leaf of its own for a job with ``JobSpec/ownLimits``, beside the jobs' group (and
+    /// never a spare: its limits are the job's). Limits this host cannot enforce are refused
+    /// when the sandbox requires its limits, else left out, as the sandbox's own were.
+    private func makeLimitedLeaf(_ limits: CgroupLimits) throws -> JobLeaf? {
+        guard let cgroup else { return nil }
+        let missing = configuration.cgroups?.enforcement().unenforceable(limits) ?? [:]
+        if configuration.requireLimits, let first = limits.requested.first(where: { missing[$0] != nil }) {
+            throw CgroupError.limitNotEnforceable(first, reason: missing[first]!)
+        }
+        let number = state.withLock { state in
+            defer { state.nextLeaf += 1 }
+            return state.nextLeaf
+        }
+        let leaf = try cgroup.createLimitedLeaf("own-\(number)", limits: limits.removing(missing.keys))
+        do {
+            return JobLeaf(leaf: leaf, procs: try leaf.openProcsForChild())
+        } catch {
+            try? leaf.destroy()
+            throw error
+        }
     }
 
     /// A new leaf under the jobs' group, named by the sandbox's leaf counter.

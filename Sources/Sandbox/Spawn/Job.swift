@@ -35,6 +35,12 @@ public struct JobSpec: Sendable {
     /// to write replies to on fd 4 (``RunningJob/channel``), and its output is not kept in
     /// the result (the session hands each chunk on through `onOutput`).
     public var channel = false
+    /// Limits of the job's own, instead of the sandbox's: nil runs the job in a leaf of the
+    /// jobs' group, under the limits every job of the sandbox shares; set, it runs in a
+    /// group of its own beside that one, under these (a project's setup runs so, under its
+    /// policy's `[setup.limits]`). A limit the host cannot enforce is refused or skipped as
+    /// the sandbox's ``SandboxConfiguration/requireLimits`` says.
+    public var ownLimits: CgroupLimits?
     /// How long the job may take to reach its execve before it is killed: only a process
     /// in the sandbox stopping it can make it take more than milliseconds.
     var startDeadline: Duration = .seconds(10)

@@ -37,9 +37,9 @@ actor FakeBackend: HostBackend {
 
     nonisolated let defaultPolicy = "default"
 
-    func register(_ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits)
-        async throws -> ProjectInfo
-    {
+    func register(
+        _ id: String, source: String, sha256: String?, policy: String?, limits: RequestedLimits, setup: [String]?
+    ) async throws -> ProjectInfo {
         if let policy, policy != "default" { throw HostError.unknownPolicy(policy) }
         if let cpus = limits.cpus, cpus > 1 {
             throw HostError.policyLimits("cpus: requested \(cpus) is above the policy's maximum of 1.0")
@@ -47,14 +47,55 @@ actor FakeBackend: HostBackend {
         guard source.hasPrefix("file://") || source.hasPrefix("s3://") || source.hasPrefix("https://") else {
             throw CacheError.unsupportedSource(source)
         }
+        let kept = infos[id]?.setup.commands ?? []
         infos[id] = Self.info(id, source: source)
+        infos[id]!.setup = Self.setup(setup ?? kept)
         return infos[id]!
     }
 
-    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits) async throws -> ProjectInfo {
+    func upload(_ id: String, archive: [UInt8], policy: String?, limits: RequestedLimits, setup: [String]?)
+        async throws -> ProjectInfo
+    {
         guard archive.starts(with: [0x1F, 0x8B]) else { throw CacheError.corruptArchive("not gzip") }
+        let kept = infos[id]?.setup.commands ?? []
         infos[id] = Self.info(id, source: "blob:uploads/\(id)")
+        infos[id]!.setup = Self.setup(setup ?? kept)
         return infos[id]!
+    }
+
+    /// Commands the fake has not run: pending, or none.
+    static func setup(_ commands: [String]) -> SetupInfo {
+        SetupInfo(status: commands.isEmpty ? .none : .pending, commands: commands)
+    }
+
+    func setSetup(_ id: String, commands: [String]) async throws -> ProjectInfo {
+        guard infos[id] != nil else { throw HostError.projectNotFound(id) }
+        infos[id]!.setup = Self.setup(commands)
+        return infos[id]!
+    }
+
+    /// "Runs" the commands: every one succeeds, except `false`, which fails with 1.
+    func runSetup(_ id: String, progress: (@Sendable (CacheProgress) -> Void)?) async throws -> ProjectInfo {
+        guard var info = infos[id] else { throw HostError.projectNotFound(id) }
+        let commands = info.setup.commands
+        guard !commands.isEmpty else { return info }
+        progress?(.setup(.started(commands: commands.count)))
+        var failed: Int?
+        for (index, command) in commands.enumerated() {
+            progress?(.setup(.command(index: index + 1, command: command)))
+            progress?(.setup(.output("ran \(command)\n")))
+            if command == "false" {
+                failed = index + 1
+                break
+            }
+        }
+        let status: SetupInfo.Status = failed == nil ? .succeeded : .failed
+        progress?(.setup(.finished(status: status.rawValue, exitCode: failed == nil ? 0 : 1, durationMs: 1)))
+        info.setup = SetupInfo(
+            status: status, commands: commands, key: "sha256:fake", startedAt: Date(timeIntervalSince1970: 0),
+            durationMs: 1, exitCode: failed == nil ? 0 : 1, failedCommand: failed)
+        infos[id] = info
+        return info
     }
 
     func project(_ id: String) async throws -> ProjectInfo {
