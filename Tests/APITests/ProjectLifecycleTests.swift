@@ -160,6 +160,25 @@ struct ProjectLifecycleTests {
         }
     }
 
+    /// `dirty` says whether the workspace changed since it was last saved, as it is when
+    /// asked, not as the last sweep saw it.
+    @Test func dirtyShowsAnEditAtOnceAndASaveAtOnce() async throws {
+        try await LiveHost.run(realFiles: true) { client, _ in
+            func dirty() async throws -> JSON? { try await client.call(.get, "/v1/projects/demo").json["dirty"] }
+            _ = try await Self.exec(client, "true")
+            _ = try await client.call(.post, "/v1/projects/demo/snapshot")
+            #expect(try await dirty() == false)
+            _ = try await Self.exec(client, "echo edited >> notes.txt")
+            #expect(try await dirty() == true)
+            _ = try await client.call(.post, "/v1/projects/demo/snapshot")
+            #expect(try await dirty() == false)
+            let wrote = try await client.call(
+                .post, "/v1/projects/demo/tools/write_file", json: ["path": "/workspace/b.txt", "content": "b"])
+            #expect(wrote.status == .ok, "\(wrote.text)")
+            #expect(try await dirty() == true)
+        }
+    }
+
     @Test func deletingAnUnknownProjectIsNotFound() async throws {
         try await LiveHost.run { client, _ in
             let reply = try await client.call(.delete, "/v1/projects/ghost")

@@ -26,6 +26,20 @@ extension ProjectCache {
         return dirty
     }
 
+    /// ``status(_:)`` with `dirty` as the workspace is now: a ready project used since it
+    /// was last scanned (a job, a file write, a session run), or in use now, is scanned
+    /// again (metadata only, as ``isDirty(_:)``), so an edit shows at once rather than at
+    /// the next sweep, and an idle project costs nothing.
+    public func currentStatus(_ id: String) async throws(CacheError) -> ProjectStatus {
+        guard let entry = entries[id] else { throw .unknownProject(id) }
+        let scanned = [entry.lastScan, entry.lastCheck].compactMap { $0 }.max()
+        if entry.record.ready, entry.pins > 0 || scanned.map({ entry.record.lastUsed >= $0 }) ?? true {
+            let started = now()
+            if (try? await isDirty(id)) != nil { entries[id]?.lastScan = started }
+        }
+        return try status(id)
+    }
+
     /// Writes the workspace back to the primary store if it changed (or always, with
     /// `force`), as `snapshots/<id>.tar.zst`. Returns nil when there was nothing to write.
     ///

@@ -21,6 +21,9 @@ public actor ProjectCache {
         /// A replacement or patch of the workspace in progress: new users wait for it.
         var changing: Task<Void, Never>?
         var dirty: Bool?
+        /// Last scan made for a reader of ``ProjectCache/currentStatus(_:)`` (not a
+        /// write-back check, so polling never postpones the periodic write-back).
+        var lastScan: Date?
         /// Last dirty check or write-back, for the periodic write-back.
         var lastCheck: Date?
         var persistedUse: Date

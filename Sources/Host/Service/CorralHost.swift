@@ -152,7 +152,7 @@ public actor CorralHost {
 
     public func project(_ id: String) async throws -> ProjectInfo {
         guard let chosen = settings[id] else { throw HostError.projectNotFound(id) }
-        let status = try await cache.status(id)
+        let status = try await cache.currentStatus(id)
         let records = try await jobs.list(project: id, limit: 1000)
         var limits = ProjectLimits(enforcement: limitReport(sandbox: await pool.existing(id)))
         if let resolved = try? Self.resolve(id, settings: settings, policies: policies) {
