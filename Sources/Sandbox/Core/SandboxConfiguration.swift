@@ -25,6 +25,12 @@ public struct SandboxConfiguration: Sendable {
     /// between a request and its job. A sandbox for a single job (`corral exec`) turns this
     /// off: its spare would be made and removed for nothing.
     public var spareJobLeaves = true
+    /// The identity range (its first host id) of the read-only layers under a forked
+    /// project's workspace (docs/CACHE.md, "Forks"), or nil for a workspace of its own.
+    /// The lower files are owned by that range's job user, so the sandbox takes the range
+    /// (``IdentityRanges/allocate(sharing:)``) and its ownership walk changes nothing below:
+    /// a chown of a lower file would copy the whole file up into the fork's own layer.
+    public var sharedIdentity: UInt32?
 
     public init(
         projectID: String,
@@ -35,7 +41,8 @@ public struct SandboxConfiguration: Sendable {
         readOnlyBinds: [(source: String, target: String)] = [],
         limits: CgroupLimits = CgroupLimits(),
         cgroups: CgroupDriver? = CgroupDriver.host,
-        requireLimits: Bool = true
+        requireLimits: Bool = true,
+        sharedIdentity: UInt32? = nil
     ) {
         self.projectID = projectID
         self.workspace = workspace
@@ -46,6 +53,7 @@ public struct SandboxConfiguration: Sendable {
         self.limits = limits
         self.cgroups = cgroups
         self.requireLimits = requireLimits
+        self.sharedIdentity = sharedIdentity
     }
 }
 
