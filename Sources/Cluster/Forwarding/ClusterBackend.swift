@@ -242,6 +242,19 @@ public struct ClusterBackend: HostBackend {
         return try Wire.decode(SnapshotRestoreReply.self, from: response.body).restored
     }
 
+    /// Forwarded to the source's owner, which makes the fork there (its layers are that
+    /// host's) and registers it in the cluster.
+    public func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
+        async throws -> ProjectInfo
+    {
+        try await requireRegistered(source)
+        let body = ForkRequest(id: id, snapshot: snapshot, policy: policy, limits: limits)
+        let response = try await forward(
+            source, "POST", "/v1/projects/\(source)/fork", headers: [("Content-Type", "application/json")],
+            body: try Wire.encode(body))
+        return try Wire.decode(ProjectInfo.self, from: response.body)
+    }
+
     public func deleteSnapshot(_ id: String, name: String) async throws {
         try await requireRegistered(id)
         guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }
