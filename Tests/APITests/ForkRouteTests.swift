@@ -69,15 +69,21 @@ struct ForkRouteTests {
                 project: "fork1")
             #expect(forked["stdout"] == "000", "\(forked)")
             let inSource = try await Self.exec(
-                client, "test -e only-fork.txt || echo no-fork-file; test -e d3/f3.txt && echo d3-kept; head -c 3 d2/f2.txt",
+                client,
+                "test -e only-fork.txt || echo no-fork-file; test -e d3/f3.txt && echo d3-kept; head -c 3 d2/f2.txt",
                 project: "big")
             #expect(inSource["stdout"] == "no-fork-file\nd3-kept\n222", "\(inSource)")
             let sourceView = try await Self.tree(host, "big")
             let forkView = try await Self.tree(host, "fork1")
-            #expect(sourceView.contains { $0.hasPrefix("only-source.txt ") } && !sourceView.contains { $0.hasPrefix("only-fork.txt ") })
-            #expect(forkView.contains { $0.hasPrefix("only-fork.txt ") } && !forkView.contains { $0.hasPrefix("only-source.txt ") })
+            #expect(
+                sourceView.contains { $0.hasPrefix("only-source.txt ") }
+                    && !sourceView.contains { $0.hasPrefix("only-fork.txt ") })
+            #expect(
+                forkView.contains { $0.hasPrefix("only-fork.txt ") }
+                    && !forkView.contains { $0.hasPrefix("only-source.txt ") })
             #expect(sourceView.contains { $0.hasPrefix("d3/f3.txt ") } && !forkView.contains { $0.hasPrefix("d3") })
-            #expect(!sourceView.contains { $0.hasPrefix("d1/f1.txt ") } && forkView.contains { $0.hasPrefix("d1/f1.txt ") })
+            #expect(
+                !sourceView.contains { $0.hasPrefix("d1/f1.txt ") } && forkView.contains { $0.hasPrefix("d1/f1.txt ") })
             // The fork's sandbox owns its files without copying them up: its own tree holds
             // only what it changed.
             let own = await Self.upper(host, "fork1").sorted()
@@ -89,7 +95,8 @@ struct ForkRouteTests {
             #expect(try await Self.tree(host, "fork2") == forkView)
             _ = try await Self.exec(client, "echo two > only-fork.txt && rm d4/f4.txt", project: "fork2")
             #expect(try await Self.tree(host, "fork1") == forkView)
-            let both = try await Self.exec(client, "cat only-fork.txt; test -e d4/f4.txt && echo kept", project: "fork1")
+            let both = try await Self.exec(
+                client, "cat only-fork.txt; test -e d4/f4.txt && echo kept", project: "fork1")
             #expect(both["stdout"] == "f\nkept\n", "\(both)")
 
             // Deleting the source keeps its forks working, over layers that stay mounted.
@@ -143,7 +150,8 @@ struct ForkRouteTests {
             let warmed = try await client.call(.post, "/v1/projects/f/warm")
             #expect(warmed.status == .ok, "\(warmed.text)")
             #expect(try await Self.tree(host, "f") == expected)
-            let listed = try await Self.exec(client, "cat hello.py; stat -c %a hello.sh; ls src 2>&1 | head -1", project: "f")
+            let listed = try await Self.exec(
+                client, "cat hello.py; stat -c %a hello.sh; ls src 2>&1 | head -1", project: "f")
             #expect(listed["stdout"]?.stringValue?.hasPrefix("changed\n600\n") == true, "\(listed)")
             // And the source never saw any of it.
             let source = try await Self.exec(client, "cat hello.py; cat lib/deep/x.txt", project: "demo")
@@ -158,7 +166,8 @@ struct ForkRouteTests {
                 client, "demo", ["id": "small", "limits": ["workspace_bytes": .number(Double(16 << 20))]])
             #expect(made.status == .created, "\(made.text)")
             let full = try await Self.exec(
-                client, "dd if=/dev/zero of=fill bs=1M count=40 2>&1 | grep -o 'No space left on device' | head -1", project: "small")
+                client, "dd if=/dev/zero of=fill bs=1M count=40 2>&1 | grep -o 'No space left on device' | head -1",
+                project: "small")
             #expect(full["stdout"]?.stringValue?.contains("No space left on device") == true, "\(full)")
             let source = try await Self.exec(
                 client, "dd if=/dev/zero of=fill bs=1M count=40 2>/dev/null && stat -c %s fill", project: "demo")

@@ -7,7 +7,9 @@ import Host
 /// (a tar of 1 GiB would cost more than the tree), then packed with bsdtar as an upload.
 /// Contents differ per file but compress well, so the archive stays small in memory.
 func forkTree(at root: String, files: Int, bytes: Int) throws -> [UInt8] {
-    for d in 0..<100 { try FileManager.default.createDirectory(atPath: "\(root)/t/d\(d)", withIntermediateDirectories: true) }
+    for d in 0..<100 {
+        try FileManager.default.createDirectory(atPath: "\(root)/t/d\(d)", withIntermediateDirectories: true)
+    }
     for i in 0..<files {
         let line = "file \(i) of the fork benchmark\n"
         var text = String(repeating: line, count: max(1, bytes / line.utf8.count))
@@ -66,7 +68,9 @@ func forkTimes(_ host: CorralHost, _ id: String, runs: Int) async throws -> (cha
         if dirty {
             let r = try await host.jobService.run(
                 JobRequest(project: id, command: "echo \(i) > changed-\(i)", timeoutSeconds: 30), budget: .seconds(30))
-            guard r.record.result?.exitCode == 0 else { throw BenchFailure(message: "change: \(r.record.error ?? "?")") }
+            guard r.record.result?.exitCode == 0 else {
+                throw BenchFailure(message: "change: \(r.record.error ?? "?")")
+            }
         }
         try await awaitSpares(host)
         let start = ContinuousClock.now
@@ -140,7 +144,8 @@ func forkSection(_ host: CorralHost, scratch: String, sizes: [(label: String, fi
         ] {
             print(
                 "| \(size.label) | \(name) | \(samples.count) | \(format(percentile(samples, 0.5))) | "
-                    + "\(format(percentile(samples, 0.99))) | \(String(format: "%.4f×", percentile(samples, 0.5) / cp)) |")
+                    + "\(format(percentile(samples, 0.99))) | \(String(format: "%.4f×", percentile(samples, 0.5) / cp)) |"
+            )
         }
         if size.files <= 20_000 {
             eight = try await eightAtOnce(

@@ -90,7 +90,8 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             switch error {
             case .invalidProject, .invalidQuota, .invalidSnapshotName: .badRequest
             case .unknownProject, .snapshotNotFound: .notFound
-            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress, .forkUnsupported:
+            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress,
+                .forkUnsupported:
                 .unprocessableContent
             case .notFound: .unprocessableContent
             case .httpStatus, .transport: .badGateway

@@ -85,7 +85,9 @@ enum Overlay {
             "lowerdir=\(lowers.joined(separator: ":")),upperdir=\(upper(volume)),workdir=\(work(volume)),"
             + "redirect_dir=off,metacopy=off,index=off,xino=off"
         let flags = UInt(MS_NOSUID) | UInt(MS_NODEV)
-        try sys("mount(overlay \(volume.workspace))") { Glibc.mount("overlay", volume.workspace, "overlay", flags, options) }
+        try sys("mount(overlay \(volume.workspace))") {
+            Glibc.mount("overlay", volume.workspace, "overlay", flags, options)
+        }
     }
 
     /// Unmounts the overlay at the volume's `workspace/` if one is there. Never lazily: a

@@ -84,7 +84,8 @@ extension ProjectCache {
             var (report, ready) = try recover(layout, known)
             let mounted = recoverLayers(layout, layers, &report, logger: logger)
             ready.formUnion(try recoverVolumes(layout, known, &report, logger: logger))
-            ready = try recoverOverlays(layout, known, layers: layers, mounted: mounted, ready: ready, &report, logger: logger)
+            ready = try recoverOverlays(
+                layout, known, layers: layers, mounted: mounted, ready: ready, &report, logger: logger)
             report.adopted.sort()
             report.lost = known.filter { $0.ready && !ready.contains($0.id) }.map(\.id).sorted()
             return (report, ready)

@@ -25,15 +25,21 @@ public final class IdentityRanges: Sendable {
         /// Slots that own the files of shared layers (docs/CACHE.md, "Forks"): never handed
         /// to an unrelated sandbox, shared by the sandboxes of the projects over those layers.
         var families: Set<Int> = []
+        /// Slots held by a sandbox of its own (``allocate()``): never shared, even when the
+        /// slot became a family's while that sandbox lived.
+        var exclusive: Set<Int> = []
     }
 
     private let slots = Mutex(Slots())
+
+    init() {}
 
     /// Reserves a free slot and returns the first host id of its range.
     public func allocate() throws -> UInt32 {
         try slots.withLock { s in
             let slot = try Self.free(s)
             s.used[slot] = 1
+            s.exclusive.insert(slot)
             return Self.first(slot)
         }
     }
@@ -48,9 +54,10 @@ public final class IdentityRanges: Sendable {
     public func allocate(sharing first: UInt32?) throws -> UInt32 {
         guard let first, let slot = Self.slot(first) else { return try allocate() }
         return try slots.withLock { s in
-            guard s.families.contains(slot) else {
+            guard s.families.contains(slot), !s.exclusive.contains(slot) else {
                 let fresh = try Self.free(s)
                 s.used[fresh] = 1
+                s.exclusive.insert(fresh)
                 return Self.first(fresh)
             }
             s.used[slot, default: 0] += 1
@@ -64,6 +71,7 @@ public final class IdentityRanges: Sendable {
         slots.withLock { s in
             let left = (s.used[slot] ?? 1) - 1
             s.used[slot] = left > 0 ? left : nil
+            if left <= 0 { s.exclusive.remove(slot) }
         }
     }
 
