@@ -248,11 +248,22 @@ public struct ClusterBackend: HostBackend {
         async throws -> ProjectInfo
     {
         try await requireRegistered(source)
+        let owner = try await jobs.route(source)
+        // The fork lives where its layers are: its id is leased to the source's owner before
+        // the call, so every later call on it is routed there. An id leased elsewhere is a
+        // project (or one being made) already.
+        guard try await jobs.leases.acquire(id, for: owner) else { throw CacheError.projectExists(id) }
         let body = ForkRequest(id: id, snapshot: snapshot, policy: policy, limits: limits)
-        let response = try await forward(
-            source, "POST", "/v1/projects/\(source)/fork", headers: [("Content-Type", "application/json")],
-            body: try Wire.encode(body))
-        return try Wire.decode(ProjectInfo.self, from: response.body)
+        do {
+            let response = try await forward(
+                source, "POST", "/v1/projects/\(source)/fork", headers: [("Content-Type", "application/json")],
+                body: try Wire.encode(body))
+            return try Wire.decode(ProjectInfo.self, from: response.body)
+        } catch {
+            // A fork that was not made leaves no lease behind (one that was is registered).
+            if (try? await registry.load(id)) == nil { _ = try? await jobs.leases.release(id, from: owner) }
+            throw error
+        }
     }
 
     public func deleteSnapshot(_ id: String, name: String) async throws {
