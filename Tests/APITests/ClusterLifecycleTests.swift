@@ -118,4 +118,25 @@ struct ClusterLifecycleTests {
         #expect(Self.status(cluster, "DELETE", "/v1/projects/snap") == "204")
         #expect(!FileManager.default.fileExists(atPath: cluster.dir.path + "/blobs/named/snap"))
     }
+
+    @Test func aForkThroughTheAPINodeIsMadeOnTheSourcesOwner() throws {
+        let cluster = try Cluster()
+        defer {
+            cluster.stop()
+            #expect(cluster.leftovers == [])
+        }
+        _ = try cluster.upload("src", ["a.txt": "a\n"])
+        #expect(cluster.exec("src", "echo s > s.txt && ls")["stdout"] as? String == "a.txt\ns.txt\n")
+        let forked = cluster.api.json("POST", "/v1/projects/src/fork", #"{"id": "fk"}"#)
+        #expect(forked["id"] as? String == "fk" && forked["state"] as? String == "ready", "\(forked)")
+        // The fork's layers are the owner's mounts: it lives there, registered in the cluster.
+        #expect(cluster.owner("fk") == cluster.owner("src"))
+        #expect(cluster.exec("fk", "echo f > f.txt && ls")["stdout"] as? String == "a.txt\nf.txt\ns.txt\n")
+        #expect(cluster.exec("src", "ls")["stdout"] as? String == "a.txt\ns.txt\n")
+        let again = cluster.api.json("POST", "/v1/projects/src/fork", #"{"id": "fk"}"#)
+        #expect((again["error"] as? [String: Any])?["code"] as? String == "project_exists", "\(again)")
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/src") == "204")
+        #expect(cluster.exec("fk", "cat s.txt f.txt")["stdout"] as? String == "s\nf\n")
+        #expect(Self.status(cluster, "DELETE", "/v1/projects/fk") == "204")
+    }
 }

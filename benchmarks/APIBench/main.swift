@@ -201,6 +201,14 @@ for (name, samples) in [
 }
 print("")
 
+// Forks: the 1 GiB / 100,000-file workspace, and an 80 MB / 20,000-file one
+// (`CORRAL_BENCH_FORK_SIZES=small` runs only the latter).
+let forkSizes: [(label: String, files: Int, bytes: Int)] =
+    ProcessInfo.processInfo.environment["CORRAL_BENCH_FORK_SIZES"] == "small"
+    ? [("80 MB, 20,000 files", 20_000, 4_000)]
+    : [("1 GiB, 100,000 files", 100_000, 10_737), ("80 MB, 20,000 files", 20_000, 4_000)]
+try await forkSection(host, scratch: data + "/forks", sizes: forkSizes)
+
 // MARK: - The API on loopback
 
 let tokens = TokenStore([(Principal(name: "bench", projects: ["*"], admin: true, rate: .unlimited), token)])

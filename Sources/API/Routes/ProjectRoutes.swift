@@ -31,6 +31,7 @@ struct ProjectRoutes {
         router.post("/v1/projects/:id/snapshot") { _, context in try await snapshot(context) }
         NamedSnapshotRoutes(state: state).add(to: router)
         SetupRoutes(state: state).add(to: router)
+        ForkRoutes(state: state).add(to: router)
         router.delete("/v1/projects/:id/workspace") { request, context in
             let id = try context.projectID()
             _ = try context.authorize(project: id)

@@ -116,13 +116,14 @@ public struct APIError: Error, Sendable, Equatable, CustomStringConvertible {
             switch error {
             case .invalidProject, .invalidQuota, .invalidSnapshotName: .badRequest
             case .unknownProject, .snapshotNotFound: .notFound
-            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress:
+            case .unsupportedSource, .checksumMismatch, .unsafeEntry, .corruptArchive, .forbiddenAddress,
+                .forkUnsupported:
                 .unprocessableContent
             case .notFound: .unprocessableContent
             case .httpStatus, .transport: .badGateway
             case .timeout: .gatewayTimeout
             case .tooLarge: .contentTooLarge
-            case .readOnlyStore, .busy, .projectBusy, .snapshotExists: .conflict
+            case .readOnlyStore, .busy, .projectBusy, .snapshotExists, .projectExists: .conflict
             case .cancelled: .serviceUnavailable
             case .system, .index, .volume, .patchIncomplete: .internalServerError
             }

@@ -270,6 +270,30 @@ public struct ClusterBackend: HostBackend {
         return try Wire.decode(SnapshotRestoreReply.self, from: response.body).restored
     }
 
+    /// Forwarded to the source's owner, which makes the fork there (its layers are that
+    /// host's) and registers it in the cluster.
+    public func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
+        async throws -> ProjectInfo
+    {
+        try await requireRegistered(source)
+        let owner = try await jobs.route(source)
+        // The fork lives where its layers are: its id is leased to the source's owner before
+        // the call, so every later call on it is routed there. An id leased elsewhere is a
+        // project (or one being made) already.
+        guard try await jobs.leases.acquire(id, for: owner) else { throw CacheError.projectExists(id) }
+        let body = ForkRequest(id: id, snapshot: snapshot, policy: policy, limits: limits)
+        do {
+            let response = try await forward(
+                source, "POST", "/v1/projects/\(source)/fork", headers: [("Content-Type", "application/json")],
+                body: try Wire.encode(body))
+            return try Wire.decode(ProjectInfo.self, from: response.body)
+        } catch {
+            // A fork that was not made leaves no lease behind (one that was is registered).
+            if (try? await registry.load(id)) == nil { _ = try? await jobs.leases.release(id, from: owner) }
+            throw error
+        }
+    }
+
     public func deleteSnapshot(_ id: String, name: String) async throws {
         try await requireRegistered(id)
         guard NamedSnapshot.isValid(name) else { throw CacheError.invalidSnapshotName(name) }

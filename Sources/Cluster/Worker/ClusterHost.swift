@@ -162,6 +162,19 @@ public actor ClusterHost: HostBackend, FileToolBackend {
         return try await host.restoreSnapshot(id, name: name)
     }
 
+    /// The fork is made on this host, the source's owner, and published as a cluster
+    /// project owned here. An id the registry knows is `project_exists`.
+    public func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
+        async throws -> ProjectInfo
+    {
+        try await adopt(source)
+        if try await registry.load(id) != nil { throw CacheError.projectExists(id) }
+        let info = try await host.fork(source, into: id, snapshot: snapshot, policy: policy, limits: limits)
+        try await publish(id)
+        adoptedAt[id] = .now
+        return info
+    }
+
     public func deleteSnapshot(_ id: String, name: String) async throws {
         try await adopt(id)
         try await host.deleteSnapshot(id, name: name)

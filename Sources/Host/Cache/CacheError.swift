@@ -59,6 +59,12 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case snapshotExists(project: String, name: String)
     /// The project has no named snapshot of that name.
     case snapshotNotFound(project: String, name: String)
+    /// A fork's new id is a project already (docs/CACHE.md, "Forks"): a fork never
+    /// replaces a project.
+    case projectExists(String)
+    /// The project cannot be forked as it is (an uncapped workspace, a fork chain too deep);
+    /// the message says why and what to do. Nothing was changed.
+    case forkUnsupported(String)
 
     /// A stable, machine-readable code for the API (`not_found`, `unsafe_entry`, …).
     public var code: String {
@@ -87,6 +93,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .invalidSnapshotName: "invalid_snapshot_name"
         case .snapshotExists: "snapshot_exists"
         case .snapshotNotFound: "snapshot_not_found"
+        case .projectExists: "project_exists"
+        case .forkUnsupported: "fork_unsupported"
         }
     }
 
@@ -121,6 +129,9 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
         case .snapshotExists(let project, let name):
             "project \(project) already has a snapshot named \(name); snapshots are immutable: choose another name, or delete it first (DELETE /v1/projects/\(project)/snapshots/\(name))"
         case .snapshotNotFound(let project, let name): "project \(project) has no snapshot named \(name)"
+        case .projectExists(let id):
+            "project \(id) exists already; a fork makes a new project: choose another id, or delete \(id) first (DELETE /v1/projects/\(id))"
+        case .forkUnsupported(let why): "cannot fork: \(why)"
         }
     }
 }

@@ -28,6 +28,9 @@ struct ProjectRecord: Sendable, Equatable {
     var baseVersion: String?
     /// The project's setup as it stands on this workspace; nil: it never ran on these files.
     var setup: SetupRecord?
+    /// The read-only layers under a ready workspace that is an overlay (a fork, or a source
+    /// since it was forked), top first; empty: a workspace of its own (docs/CACHE.md, "Forks").
+    var layers: [String] = []
 }
 
 /// The persistent cache index: one SQLite table of ``ProjectRecord``s under the data directory.
@@ -65,6 +68,22 @@ final class CacheIndex {
         for column in ["quota_bytes", "volume_bytes"] where !columns.contains(column) {
             try db.execute("ALTER TABLE projects ADD COLUMN \(column) INTEGER")
         }
+        // Version 5 adds forks: a project's layer stack, and the layers themselves.
+        if !columns.contains("layers") { try db.execute("ALTER TABLE projects ADD COLUMN layers TEXT") }
+        try db.execute(
+            """
+            CREATE TABLE IF NOT EXISTS layers (
+                id TEXT PRIMARY KEY,
+                tree TEXT NOT NULL,
+                lowers TEXT NOT NULL,
+                owner INTEGER,
+                snapshot_project TEXT,
+                snapshot_name TEXT,
+                snapshot_sha256 TEXT,
+                bytes INTEGER NOT NULL,
+                created_at REAL NOT NULL
+            );
+            """)
         // Version 3 adds named snapshots: a table of their own, created where it is missing,
         // so an index of version 2 keeps every row and simply has none yet.
         try db.execute(
@@ -84,7 +103,7 @@ final class CacheIndex {
         for column in ["base_version", "setup"] where !columns.contains(column) {
             try db.execute("ALTER TABLE projects ADD COLUMN \(column) TEXT")
         }
-        try db.execute("PRAGMA user_version = 4")
+        try db.execute("PRAGMA user_version = 5")
     }
 
     func load() throws(SQLiteError) -> [ProjectRecord] {
@@ -100,7 +119,8 @@ final class CacheIndex {
                 quotaBytes: row["quota_bytes"].integer, volumeBytes: row["volume_bytes"].integer,
                 baseVersion: row["base_version"].text,
                 // A record this version cannot read is no record: setup runs again.
-                setup: row["setup"].text.flatMap { try? JSONDecoder().decode(SetupRecord.self, from: Data($0.utf8)) })
+                setup: row["setup"].text.flatMap { try? JSONDecoder().decode(SetupRecord.self, from: Data($0.utf8)) },
+                layers: Self.stack(row["layers"].text))
         }
     }
 
@@ -109,26 +129,33 @@ final class CacheIndex {
             """
             INSERT INTO projects (id, source, sha256, ready, source_version, materialized_at, last_used,
                 disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at, quota_bytes, volume_bytes,
-                base_version, setup)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                base_version, setup, layers)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256,
                 ready = excluded.ready, source_version = excluded.source_version,
                 materialized_at = excluded.materialized_at, last_used = excluded.last_used,
                 disk_bytes = excluded.disk_bytes, manifest_digest = excluded.manifest_digest,
                 snapshot_key = excluded.snapshot_key, snapshot_version = excluded.snapshot_version,
                 snapshot_at = excluded.snapshot_at, quota_bytes = excluded.quota_bytes,
-                volume_bytes = excluded.volume_bytes, base_version = excluded.base_version, setup = excluded.setup
+                volume_bytes = excluded.volume_bytes, base_version = excluded.base_version, setup = excluded.setup,
+                layers = excluded.layers
             """,
             .text(r.id), .text(r.source), SQLiteValue(r.sha256), .integer(r.ready ? 1 : 0),
             SQLiteValue(r.sourceVersion), SQLiteValue(r.materializedAt?.timeIntervalSince1970),
             .real(r.lastUsed.timeIntervalSince1970), .integer(r.diskBytes), SQLiteValue(r.manifestDigest),
             SQLiteValue(r.snapshotKey), SQLiteValue(r.snapshotVersion),
             SQLiteValue(r.snapshotAt?.timeIntervalSince1970), SQLiteValue(r.quotaBytes), SQLiteValue(r.volumeBytes),
-            SQLiteValue(r.baseVersion), SQLiteValue(r.setup.flatMap(Self.json)))
+            SQLiteValue(r.baseVersion), SQLiteValue(r.setup.flatMap(Self.json)),
+            SQLiteValue(r.layers.isEmpty ? nil : r.layers.joined(separator: ":")))
     }
 
     static func json(_ setup: SetupRecord) -> String? {
         (try? JSONEncoder().encode(setup)).map { String(decoding: $0, as: UTF8.self) }
+    }
+
+    /// A stored layer stack (`a:b:c`, layer ids never hold a colon).
+    static func stack(_ text: String?) -> [String] {
+        (text ?? "").split(separator: ":").map(String.init)
     }
 
     /// Writes several records in one transaction (the sweep's `last_used` flush).
@@ -171,5 +198,36 @@ final class CacheIndex {
 
     func deleteSnapshot(project: String, name: String) throws(SQLiteError) {
         try db.run("DELETE FROM named_snapshots WHERE project = ? AND name = ?", .text(project), .text(name))
+    }
+
+    // MARK: - Layers (forks)
+
+    func loadLayers() throws(SQLiteError) -> [LayerRecord] {
+        try db.query("SELECT * FROM layers ORDER BY created_at, id").map { row in
+            var snapshot: LayerRecord.SnapshotOrigin?
+            if let project = row["snapshot_project"].text, let name = row["snapshot_name"].text {
+                snapshot = .init(project: project, name: name, sha256: row["snapshot_sha256"].text ?? "")
+            }
+            return LayerRecord(
+                id: row["id"].text ?? "", tree: row["tree"].text ?? "workspace", lowers: Self.stack(row["lowers"].text),
+                owner: row["owner"].integer.map { UInt32(truncatingIfNeeded: $0) }, snapshot: snapshot,
+                bytes: row["bytes"].integer ?? 0, createdAt: Date(timeIntervalSince1970: row["created_at"].real ?? 0))
+        }
+    }
+
+    func save(_ l: LayerRecord) throws(SQLiteError) {
+        try db.run(
+            """
+            INSERT OR REPLACE INTO layers (id, tree, lowers, owner, snapshot_project, snapshot_name, snapshot_sha256,
+                bytes, created_at)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            """,
+            .text(l.id), .text(l.tree), .text(l.lowers.joined(separator: ":")), SQLiteValue(l.owner.map(Int64.init)),
+            SQLiteValue(l.snapshot?.project), SQLiteValue(l.snapshot?.name), SQLiteValue(l.snapshot?.sha256),
+            .integer(l.bytes), .real(l.createdAt.timeIntervalSince1970))
+    }
+
+    func deleteLayer(_ id: String) throws(SQLiteError) {
+        try db.run("DELETE FROM layers WHERE id = ?", .text(id))
     }
 }

@@ -60,6 +60,9 @@ public struct Workspace: Sendable, Equatable {
     /// What it was materialized from (``BlobInfo/version`` of the source or snapshot).
     public var sourceVersion: String
     public var materializedAt: Date
+    /// For an overlay workspace (a fork, docs/CACHE.md "Forks"): the identity range that owns
+    /// its read-only layers, which its sandbox shares (``SandboxConfiguration/sharedIdentity``).
+    public var sharedIdentity: UInt32? = nil
 }
 
 /// The cache state of a project, as `GET /v1/projects/{id}` reports it.

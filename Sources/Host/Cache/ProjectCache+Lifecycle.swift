@@ -25,6 +25,8 @@ extension ProjectCache {
         guard let current = entries[id] else { return }
         if current.pins > 0 { throw .busy("\(id) has \(current.pins) running job(s) or session(s)") }
         try drop(id)
+        // Layers made of its named snapshots go with them, unless a fork still stands on one.
+        await collectLayers()
         logger.info("removed", metadata: ["project": "\(id)"])
     }
 
@@ -176,9 +178,13 @@ extension ProjectCache {
     private func runPatch(_ record: ProjectRecord, archive: String) async -> Result<PatchSummary, CacheError> {
         let id = record.id
         let volume = record.volumeBytes != nil ? layout.volume(id) : nil
-        let staging = volume?.staging() ?? layout.staging(id)
-        let trash = volume?.trash() ?? layout.trash(id)
         let workspace = workspacePath(record)
+        // Each path is one rename into the workspace, so staging and trash must be on its
+        // filesystem: for an overlay (a fork) that is the merged tree itself, in hidden
+        // directories that go when the patch is done.
+        let hidden = record.layers.isEmpty ? nil : "\(workspace)/.corral-patch.\(UUID().uuidString)"
+        let staging = hidden.map { $0 + ".staging" } ?? volume?.staging() ?? layout.staging(id)
+        let trash = hidden.map { $0 + ".trash" } ?? volume?.trash() ?? layout.trash(id)
         let limits = extractionLimits(quota: record.volumeBytes ?? record.quotaBytes ?? config.workspaceQuotaBytes)
         let result = await BlockingThread.run("corral-patch") { () -> Result<PatchSummary, CacheError> in
             defer {

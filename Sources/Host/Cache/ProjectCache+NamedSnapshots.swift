@@ -85,6 +85,8 @@ extension ProjectCache {
         guard NamedSnapshot.isValid(name) else { throw .invalidSnapshotName(name) }
         guard entries[id] != nil else { throw .unknownProject(id) }
         try await inNamedQueue(id) { () async throws(CacheError) in try await self.runDeleteSnapshot(id, name: name) }
+        // Its layer, if forks were made of it, goes once no fork stands on it.
+        await collectLayers()
     }
 
     private func runDeleteSnapshot(_ id: String, name: String) async throws(CacheError) {
@@ -148,6 +150,16 @@ extension ProjectCache {
     private func runRestore(_ id: String, name: String) async throws(CacheError) -> NamedSnapshot {
         try await refreshSnapshots(id)
         guard let snapshot = named[id]?[name] else { throw .snapshotNotFound(project: id, name: name) }
+        // An overlay workspace (a fork) is not swapped by renames: its tree goes (the
+        // snapshot replaces every file anyway) and the project materializes as a whole tree.
+        if let entry = entries[id], entry.record.ready, !entry.record.layers.isEmpty {
+            guard entry.pins == 0 else {
+                throw .projectBusy(
+                    "project \(id) is in use (\(entry.pins) running job(s), live session(s) or file call(s)); it is restored only when nothing uses it; nothing was changed"
+                )
+            }
+            try await evict(id, discard: true)
+        }
         _ = try await materialize(id)
         while let changing = entries[id]?.changing { await changing.value }
         guard let record = entries[id]?.record, record.ready else {
@@ -311,7 +323,7 @@ extension ProjectCache {
 
     /// Runs `body` after the project's previous named-snapshot operation: the catalog is
     /// read, changed and written by one at a time.
-    private func inNamedQueue<T: Sendable>(
+    func inNamedQueue<T: Sendable>(
         _ id: String, _ body: @escaping @Sendable () async throws(CacheError) -> T
     ) async throws(CacheError) -> T {
         let previous = namedQueue[id]

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Sandbox
 
 /// Where a cache keeps things under its data directory.
 struct DataLayout: Sendable {
@@ -60,11 +61,13 @@ extension ProjectCache {
         let index: CacheIndex
         var records: [ProjectRecord]
         let snapshots: [NamedSnapshot]
+        let layers: [LayerRecord]
         do {
             try SafeTree.makeDirectories(layout.root, mode: 0o700)
             index = try CacheIndex(path: layout.index)
             records = try index.load()
             snapshots = try index.loadSnapshots()
+            layers = try index.loadLayers()
         } catch let error as SQLiteError {
             throw .index(error.description)
         } catch let error as CacheError {
@@ -79,7 +82,10 @@ extension ProjectCache {
             // Spares hold nothing: whatever a previous run left is remade when needed.
             try SafeTree.remove(path: layout.spares)
             var (report, ready) = try recover(layout, known)
+            let mounted = recoverLayers(layout, layers, &report, logger: logger)
             ready.formUnion(try recoverVolumes(layout, known, &report, logger: logger))
+            ready = try recoverOverlays(
+                layout, known, layers: layers, mounted: mounted, ready: ready, &report, logger: logger)
             report.adopted.sort()
             report.lost = known.filter { $0.ready && !ready.contains($0.id) }.map(\.id).sorted()
             return (report, ready)
@@ -88,8 +94,10 @@ extension ProjectCache {
             records[i].ready = false
             records[i].diskBytes = 0
             records[i].volumeBytes = nil
+            records[i].layers = []
             do { try index.save(records[i]) } catch { throw .index(error.description) }
         }
+        for layer in layers { if let owner = layer.owner { IdentityRanges.shared.reserve(family: owner) } }
         config.logger.info(
             "cache opened",
             metadata: [
@@ -97,8 +105,11 @@ extension ProjectCache {
                 "orphaned": "\(recovery.orphaned)", "unmounted": "\(recovery.unmounted)",
                 "detached": "\(recovery.detached)",
             ])
-        return ProjectCache(
-            config: config, index: index, records: records, snapshots: snapshots, recovery: recovery)
+        let cache = ProjectCache(
+            config: config, index: index, records: records, snapshots: snapshots, layers: layers, recovery: recovery)
+        // Layers of projects gone cold while the host was down, and of deleted snapshots.
+        await cache.collectLayers()
+        return cache
     }
 
     /// The file-system half of ``open(_:)``: returns the report and the ids found intact.

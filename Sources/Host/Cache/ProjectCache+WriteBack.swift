@@ -80,7 +80,7 @@ extension ProjectCache {
     /// cap as it will be then, and the download limit), so a snapshot that would not come
     /// back fails here, as ``CacheError/tooLarge(_:)`` or ``CacheError/unsafeEntry(path:reason:)``,
     /// and the workspace stays, dirty, instead.
-    private func writeBack(_ id: String, from path: String) async throws(CacheError) -> SnapshotResult {
+    func writeBack(_ id: String, from path: String) async throws(CacheError) -> SnapshotResult {
         let pack = layout.pack(id)
         defer { unlink(pack) }
         // The setup as it is when packing starts is what the sidecar says of this tree; one
@@ -138,6 +138,7 @@ extension ProjectCache {
 
     private func runEvict(_ id: String, discard: Bool) async -> Result<Void, CacheError> {
         defer { entries[id]?.evicting = nil }
+        if !entries[id]!.record.layers.isEmpty { return await runEvictLayered(id, discard: discard) }
         let record = entries[id]!.record
         let volume = record.volumeBytes != nil ? layout.volume(id) : nil
         let workspace = workspacePath(record)

@@ -46,6 +46,8 @@ public actor ProjectCache {
     var named: [String: [String: NamedSnapshot]] = [:]
     /// The last named-snapshot operation of each project: the next one waits for it.
     var namedQueue: [String: Task<Void, Never>] = [:]
+    /// Read-only layers under forked workspaces, by id (docs/CACHE.md, "Forks").
+    var layers: [String: LayerRecord] = [:]
     /// Hits, misses and bytes fetched since the cache opened.
     public private(set) var counters = CacheCounters()
     /// What the start found on disk.
@@ -54,7 +56,7 @@ public actor ProjectCache {
 
     init(
         config: CacheConfiguration, index: sending CacheIndex, records: [ProjectRecord], snapshots: [NamedSnapshot],
-        recovery: RecoveryReport
+        layers: [LayerRecord], recovery: RecoveryReport
     ) {
         self.config = config
         self.index = index
@@ -62,6 +64,7 @@ public actor ProjectCache {
         self.recovery = recovery
         for r in records { entries[r.id] = Entry(record: r, persistedUse: r.lastUsed) }
         for s in snapshots where entries[s.project] != nil { named[s.project, default: [:]][s.name] = s }
+        for l in layers { self.layers[l.id] = l }
     }
 
     func now() -> Date { config.clock() }
@@ -134,6 +137,17 @@ public actor ProjectCache {
             return try await uploadNew(id, archive: path, workspaceQuota: workspaceQuota)
         }
         if let materializing = entries[id]?.materializing { _ = await materializing.value }
+        // An overlay workspace (a fork) is not swapped by renames: the new archive replaces
+        // every file, so its tree goes (nothing written back) and the project is registered
+        // with the new source, cold.
+        if let entry = entries[id], entry.record.ready, !entry.record.layers.isEmpty {
+            guard entry.pins == 0 else {
+                throw .projectBusy(
+                    "project \(id) is in use (\(entry.pins) running job(s), live session(s) or file call(s)); its files are replaced only when nothing uses them; nothing was changed"
+                )
+            }
+            try await evict(id, discard: true)
+        }
         let ready = entries[id].flatMap { $0.record.ready ? $0.record : nil }
         // A replacement is staged where the workspace lives (its volume, or beside
         // `workspaces/`), so it can be renamed into place; the test extraction is that tree.
@@ -473,7 +487,8 @@ public actor ProjectCache {
     func workspace(_ r: ProjectRecord) -> Workspace {
         Workspace(
             project: r.id, path: workspacePath(r), sourceVersion: r.sourceVersion ?? "",
-            materializedAt: r.materializedAt ?? r.lastUsed)
+            materializedAt: r.materializedAt ?? r.lastUsed,
+            sharedIdentity: r.layers.lazy.compactMap { self.layers[$0]?.owner }.first)
     }
 
     func persist(_ id: String) throws(CacheError) {

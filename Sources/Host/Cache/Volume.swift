@@ -15,6 +15,8 @@ struct Volume: Sendable {
     let image: String
     /// `<data>/mounts/<id>`: the root of the mounted filesystem.
     let mountPoint: String
+    /// A layer's volume (docs/CACHE.md, "Forks"): mounted read-only, never written again.
+    var readOnly = false
 
     /// The project root, what the sandbox mounts at `/workspace`.
     var workspace: String { mountPoint + "/workspace" }
@@ -79,7 +81,8 @@ struct Volume: Sendable {
         }
     }
 
-    /// Binds the image to a loop device and mounts it (`nosuid`, `nodev`).
+    /// Binds the image to a loop device and mounts it (`nosuid`, `nodev`; read-only for a
+    /// layer, whose tree forks share: docs/CACHE.md, "Forks").
     func mount() throws(CacheError) {
         try SafeTree.makeDirectories(mountPoint, mode: 0o700)
         let file = try sys("open(\(image))") { open(image, O_RDWR | O_NOFOLLOW | O_CLOEXEC) }
@@ -93,7 +96,7 @@ struct Volume: Sendable {
         // Until the mount holds the device, this descriptor is its only user: closing it
         // first would let LO_FLAGS_AUTOCLEAR detach it, and a failed mount detaches it so.
         defer { close(loop) }
-        let flags = UInt(MS_NOSUID) | UInt(MS_NODEV)
+        let flags = UInt(MS_NOSUID) | UInt(MS_NODEV) | (readOnly ? UInt(MS_RDONLY) : 0)
         try sys("mount(\(mountPoint))") { Glibc.mount("/dev/loop\(index)", mountPoint, "ext4", flags, nil) }
     }
 
@@ -129,7 +132,7 @@ struct Volume: Sendable {
             guard let loop, let backing, !release(loop, from: backing) else { continue }
             // The superblock is still alive elsewhere: put this mount back, so the caller can
             // restore the workspace and nothing is half-removed.
-            let flags = UInt(MS_NOSUID) | UInt(MS_NODEV)
+            let flags = UInt(MS_NOSUID) | UInt(MS_NODEV) | (readOnly ? UInt(MS_RDONLY) : 0)
             if Glibc.mount("/dev/\(loop)", mountPoint, "ext4", flags, nil) != 0 {
                 throw .volume(
                     "\(loop) stays bound after unmounting \(mountPoint) and cannot be mounted again: "

@@ -136,3 +136,53 @@ extension CorralHost {
         try await cache.deleteSnapshot(id, name: name)
     }
 }
+
+// MARK: - Forks (docs/ENVIRONMENTS.md, "Forks")
+
+extension CorralHost {
+    /// Makes `id` a new project whose workspace starts as a copy-on-write view of `source`'s
+    /// named snapshot, or without `snapshot` of its current workspace. The fork gets its
+    /// own settings record: `policy` and `limits`, or where nil the source's.
+    ///
+    /// Forking the current workspace freezes the source's tree into a read-only layer, and
+    /// the source's sandbox binds the old tree: refused with ``CacheError/projectBusy(_:)``
+    /// while its jobs run or sessions live, and its idle sandbox is destroyed (the next job
+    /// makes a new one over the overlay).
+    public func fork(
+        _ source: String, into id: String, snapshot: String? = nil, policy: String? = nil,
+        limits: RequestedLimits? = nil
+    ) async throws -> ProjectInfo {
+        guard let from = settings[source] else { throw HostError.projectNotFound(source) }
+        try refuseWhileClosing(id)
+        if settings[id] != nil || settings.projects.contains(id) { throw CacheError.projectExists(id) }
+        if let snapshot, !NamedSnapshot.isValid(snapshot) { throw CacheError.invalidSnapshotName(snapshot) }
+        let (chosen, effective) = try validatedSettings(
+            policy: policy ?? from.policy, limits: limits ?? from.requested)
+        if let snapshot {
+            try await cache.fork(source, snapshot: snapshot, into: id, workspaceQuota: Self.quota(effective))
+        } else {
+            let resolved = try Self.resolve(source, settings: settings, policies: policies)
+            try await refuseWhileBusy(source, sessionsToo: true, doing: "it is forked")
+            try await cache.setWorkspaceQuota(source, bytes: Self.quota(resolved.limits))
+            // The file tools hold a descriptor of the old root, the sandbox a mount of it.
+            toolsCache[source] = nil
+            await pool.destroy(source)
+            try await cache.fork(source, into: id, workspaceQuota: Self.quota(effective))
+            // A sandbox made over the frozen tree meanwhile (a job that started and ended)
+            // goes too; one over the new overlay stays.
+            if let workspace = try? await cache.currentWorkspace(source) {
+                await pool.destroy(source, unlessOver: workspace)
+            }
+            toolsCache[source] = nil
+        }
+        do {
+            try settings.set(id, chosen)
+        } catch {
+            try? await cache.remove(id)
+            throw error
+        }
+        logIfLastGood(id, policy: chosen.policy)
+        logger.info("forked", metadata: ["project": "\(id)", "from": "\(source)", "snapshot": "\(snapshot ?? "")"])
+        return try await project(id)
+    }
+}

@@ -298,7 +298,8 @@ public actor CorralHost {
             rootfs: configuration.rootfsDirectory + "/" + project.policy.rootfs, tmpBytes: limits.tmpfsBytes,
             shmBytes: limits.tmpfsBytes, readOnlyBinds: project.policy.mounts.map { ($0.source, $0.target) },
             limits: CgroupLimits(cpus: limits.cpus, memoryBytes: limits.memoryBytes, pids: limits.pids),
-            cgroups: configuration.cgroups, requireLimits: project.policy.requireLimits)
+            cgroups: configuration.cgroups, requireLimits: project.policy.requireLimits,
+            sharedIdentity: workspace.sharedIdentity)
         sandbox.projectHome = true
         return sandbox
     }

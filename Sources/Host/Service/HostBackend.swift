@@ -43,6 +43,14 @@ public protocol HostBackend: Sendable {
     func restoreSnapshot(_ id: String, name: String) async throws -> NamedSnapshot
     /// Deletes a named snapshot, its archive and its record.
     func deleteSnapshot(_ id: String, name: String) async throws
+    /// Makes `id` a new project whose workspace is a copy-on-write view of `source`'s named
+    /// snapshot, or without one of its current workspace (docs/ENVIRONMENTS.md, "Forks").
+    /// The fork gets `policy` and `limits`, or where nil the source's. Throws
+    /// ``HostError/projectNotFound(_:)`` for an unknown source, ``CacheError/projectExists(_:)``
+    /// for a target in use, ``CacheError/snapshotNotFound(project:name:)``, and
+    /// ``CacheError/projectBusy(_:)`` while the source's jobs run or sessions live.
+    func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
+        async throws -> ProjectInfo
     /// The policy of a project registered or uploaded without one (`--default-policy`):
     /// the only one a token without `policies` may use.
     var defaultPolicy: String { get }
@@ -69,6 +77,11 @@ public protocol HostBackend: Sendable {
 
 extension HostBackend {
     public func cacheCounters() async -> CacheCounters? { nil }
+    public func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
+        async throws -> ProjectInfo
+    {
+        throw CacheError.forkUnsupported("this host does not make forks")
+    }
     public func egressEvents() async -> AsyncStream<EgressEvent> { AsyncStream { $0.finish() } }
 }
 

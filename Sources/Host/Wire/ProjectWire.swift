@@ -119,6 +119,23 @@ public struct RegisterRequest: Sendable, Codable, Equatable {
     }
 }
 
+/// The body of `POST /v1/projects/{id}/fork`: the new project's id, the named snapshot to
+/// fork instead of the current workspace, and the fork's own policy and limits (nil: the
+/// source's).
+public struct ForkRequest: Sendable, Codable, Equatable {
+    public var id: String
+    public var snapshot: String?
+    public var policy: String?
+    public var limits: RequestedLimits?
+
+    public init(id: String, snapshot: String?, policy: String?, limits: RequestedLimits?) {
+        self.id = id
+        self.snapshot = snapshot
+        self.policy = policy
+        self.limits = limits
+    }
+}
+
 // MARK: - Patches
 
 /// The answer to `PATCH /v1/projects/{id}/archive`: what the patch changed in the workspace.

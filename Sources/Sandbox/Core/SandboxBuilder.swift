@@ -14,12 +14,12 @@ struct SandboxBuilder {
     }
 
     /// Uid and gid inside that own the workspace: the default job user.
-    static let workspaceOwner: UInt32 = 1000
+    static let workspaceOwner: UInt32 = IdentityRanges.workspaceOwner
 
     func build() throws -> ProjectSandbox {
         try validate()
         let (limits, unenforced) = try enforceableLimits()
-        let base = try IdentityRanges.shared.allocate()
+        let base = try IdentityRanges.shared.allocate(sharing: configuration.sharedIdentity)
         do {
             // Made before the chown below, so the home is the agent's like the rest.
             if configuration.projectHome,

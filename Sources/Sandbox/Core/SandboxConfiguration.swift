@@ -29,6 +29,12 @@ public struct SandboxConfiguration: Sendable {
     /// (``ProjectHome``). A project's sandbox has one; `corral exec` over a directory of the
     /// user's does not, so it never writes into that directory beyond what its job does.
     public var projectHome = false
+    /// The identity range (its first host id) of the read-only layers under a forked
+    /// project's workspace (docs/CACHE.md, "Forks"), or nil for a workspace of its own.
+    /// The lower files are owned by that range's job user, so the sandbox takes the range
+    /// (``IdentityRanges/allocate(sharing:)``) and its ownership walk changes nothing below:
+    /// a chown of a lower file would copy the whole file up into the fork's own layer.
+    public var sharedIdentity: UInt32?
 
     public init(
         projectID: String,
@@ -39,7 +45,8 @@ public struct SandboxConfiguration: Sendable {
         readOnlyBinds: [(source: String, target: String)] = [],
         limits: CgroupLimits = CgroupLimits(),
         cgroups: CgroupDriver? = CgroupDriver.host,
-        requireLimits: Bool = true
+        requireLimits: Bool = true,
+        sharedIdentity: UInt32? = nil
     ) {
         self.projectID = projectID
         self.workspace = workspace
@@ -50,6 +57,7 @@ public struct SandboxConfiguration: Sendable {
         self.limits = limits
         self.cgroups = cgroups
         self.requireLimits = requireLimits
+        self.sharedIdentity = sharedIdentity
     }
 }
 
