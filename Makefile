@@ -45,10 +45,11 @@ test-api-fuzz: deps rootfs-minimal
 # What needs the devtools image, which it builds first: the network edge with the tools
 # agents use, unmodified (curl over TLS, pip from a PEP 503 index and git over HTTP,
 # through the egress proxy to servers on loopback: Tests/HostTests/EgressDevtoolsTests.swift),
-# and python sessions with the data stack (Tests/APITests/PythonSessionTests.swift).
+# a project setup that pip-installs from that index once (SetupDevtoolsTests), and python
+# sessions with the data stack (Tests/APITests/PythonSessionTests.swift).
 test-devtools: deps rootfs-minimal rootfs-devtools
 	swift build --build-tests
-	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test --skip-build $(SWIFT_TEST_FLAGS) --filter 'EgressDevtoolsTests|PythonSessionTests'
+	CORRAL_ROOTFS_DIR=$(CURDIR)/$(ROOTFS_OUT) swift test --skip-build $(SWIFT_TEST_FLAGS) --filter 'EgressDevtoolsTests|SetupDevtoolsTests|PythonSessionTests'
 
 test-network: test-devtools
 
