@@ -33,22 +33,8 @@ extension ProjectCache {
             throw .forkUnsupported("no cap")
         }
         let stack = [layerID]
-        let trees = stack.map { layout.layerTree(layers[$0]!) }
-        let spare = takeSpare(bytes: forkBytes)
-        let (volume, logger) = (layout.volume(id), logger)
-        try await BlockingThread.run("corral-fork") { () throws(CacheError) in
-            try? Overlay.unmount(volume)
-            try volume.remove()
-            if let spare { try volume.adopt(spare: spare) } else { try volume.create(bytes: forkBytes) }
-            do throws(CacheError) {
-                try Overlay.prepare(volume, lowers: trees)
-            } catch {
-                do throws(CacheError) { try volume.remove() } catch let cleanup {
-                    logger.error("cannot remove a failed fork's volume", metadata: ["error": "\(cleanup)"])
-                }
-                throw error
-            }
-        }
+        try await makeForkVolume(id, bytes: forkBytes, over: stack)
+        let volume = layout.volume(id)
         let origin = entries[source]?.record
         var record = ProjectRecord(
             id: id, source: origin?.source ?? "blob:\(NamedSnapshot.key(project: source, name: name))",

@@ -69,23 +69,8 @@ extension ProjectCache {
             if stack.isEmpty || !Overlay.upperIsEmpty(sourceVolume) {
                 stack = try await freeze(source, bytes: sourceBytes)
             }
-            let trees = stack.map { layout.layerTree(layers[$0]!) }
-            let spare = takeSpare(bytes: forkBytes)
+            try await makeForkVolume(id, bytes: forkBytes, over: stack)
             let volume = layout.volume(id)
-            try await BlockingThread.run("corral-fork") { () throws(CacheError) in
-                // The index has no such project, so anything there is a crash leftover.
-                try? Overlay.unmount(volume)
-                try volume.remove()
-                if let spare { try volume.adopt(spare: spare) } else { try volume.create(bytes: forkBytes) }
-                do throws(CacheError) {
-                    try Overlay.prepare(volume, lowers: trees)
-                } catch {
-                    do throws(CacheError) { try volume.remove() } catch let cleanup {
-                        logger.error("cannot remove a failed fork's volume", metadata: ["error": "\(cleanup)"])
-                    }
-                    throw error
-                }
-            }
             guard entries[id] == nil else {
                 // Registered meanwhile by another call (an upload of the same id): it wins.
                 await BlockingThread.run("corral-cleanup") { () -> Void in
@@ -132,6 +117,29 @@ extension ProjectCache {
     /// the layer's (the mount moved to `layer-mounts/`, the image renamed to `layers/`, then
     /// remounted read-only), and the source's changes from now on go to the upper tree of a
     /// new volume of its cap. On failure the source is as it was.
+    /// Makes the fork's own volume of `bytes` (a spare one when there is) and mounts its
+    /// overlay over the layers of `stack`, top first. The index has no such project yet, so
+    /// anything at its volume's place is a crash's leftover and goes first; a failure leaves
+    /// nothing behind.
+    func makeForkVolume(_ id: String, bytes: Int64, over stack: [String]) async throws(CacheError) {
+        let trees = stack.map { layout.layerTree(layers[$0]!) }
+        let spare = takeSpare(bytes: bytes)
+        let (volume, logger) = (layout.volume(id), logger)
+        try await BlockingThread.run("corral-fork") { () throws(CacheError) in
+            try? Overlay.unmount(volume)
+            try volume.remove()
+            if let spare { try volume.adopt(spare: spare) } else { try volume.create(bytes: bytes) }
+            do throws(CacheError) {
+                try Overlay.prepare(volume, lowers: trees)
+            } catch {
+                do throws(CacheError) { try volume.remove() } catch let cleanup {
+                    logger.error("cannot remove a failed fork's volume", metadata: ["error": "\(cleanup)"])
+                }
+                throw error
+            }
+        }
+    }
+
     private func freeze(_ source: String, bytes: Int64) async throws(CacheError) -> [String] {
         let old = entries[source]!.record
         let layout = layout
