@@ -34,30 +34,11 @@ extension ProjectCache {
         }
         let stack = [layerID]
         try await makeForkVolume(id, bytes: forkBytes, over: stack)
-        let volume = layout.volume(id)
         let origin = entries[source]?.record
-        var record = ProjectRecord(
-            id: id, source: origin?.source ?? "blob:\(NamedSnapshot.key(project: source, name: name))",
-            sha256: origin?.sha256, lastUsed: now(), quotaBytes: forkBytes)
-        record.ready = true
-        record.sourceVersion = "fork:\(source):named:\(name):\(layers[layerID]?.snapshot?.sha256 ?? "")"
-        record.materializedAt = now()
-        record.volumeBytes = forkBytes
-        record.layers = stack
-        entries[id] = Entry(record: record, persistedUse: record.lastUsed)
-        entries[id]!.dirty = true
-        entries[id]!.lastCheck = now()
-        do throws(CacheError) {
-            try persist(id)
-        } catch {
-            entries[id] = nil
-            await BlockingThread.run("corral-cleanup") { () -> Void in
-                try? Overlay.unmount(volume)
-                try? volume.remove()
-            }
-            await collectLayers()
-            throw error
-        }
+        try await enterFork(
+            id, source: origin?.source ?? "blob:\(NamedSnapshot.key(project: source, name: name))",
+            sha256: origin?.sha256, version: "fork:\(source):named:\(name):\(layers[layerID]?.snapshot?.sha256 ?? "")",
+            bytes: forkBytes, over: stack)
         logger.info("forked", metadata: ["project": "\(id)", "from": "\(source)", "snapshot": "\(name)"])
         return try status(id)
     }

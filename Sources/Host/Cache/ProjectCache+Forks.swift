@@ -64,46 +64,21 @@ extension ProjectCache {
         if let snapshotting = entries[source]?.snapshotting { _ = await snapshotting.value }
         do throws(CacheError) {
             var stack = entries[source]!.record.layers
-            let (layout, logger) = (layout, logger)
             let sourceVolume = layout.volume(source)
             if stack.isEmpty || !Overlay.upperIsEmpty(sourceVolume) {
                 stack = try await freeze(source, bytes: sourceBytes)
             }
             try await makeForkVolume(id, bytes: forkBytes, over: stack)
-            let volume = layout.volume(id)
             guard entries[id] == nil else {
                 // Registered meanwhile by another call (an upload of the same id): it wins.
-                await BlockingThread.run("corral-cleanup") { () -> Void in
-                    try? Overlay.unmount(volume)
-                    try? volume.remove()
-                }
+                await removeForkVolume(id)
                 throw CacheError.projectExists(id)
             }
             let origin = entries[source]!.record
-            var record = ProjectRecord(
-                id: id, source: origin.source, sha256: origin.sha256, lastUsed: now(), quotaBytes: forkBytes)
-            record.ready = true
-            record.sourceVersion = "fork:\(source):\(origin.sourceVersion ?? "")"
-            record.materializedAt = now()
-            record.volumeBytes = forkBytes
-            record.layers = stack
-            // No digest: the fork's tree is stored nowhere of its own yet, so its first
-            // write-back or eviction always packs it.
-            record.manifestDigest = nil
-            record.diskBytes = origin.diskBytes
-            entries[id] = Entry(record: record, persistedUse: record.lastUsed)
-            entries[id]!.dirty = true
-            entries[id]!.lastCheck = now()
-            do throws(CacheError) {
-                try persist(id)
-            } catch {
-                entries[id] = nil
-                await BlockingThread.run("corral-cleanup") { () -> Void in
-                    try? Overlay.unmount(volume)
-                    try? volume.remove()
-                }
-                throw error
-            }
+            try await enterFork(
+                id, source: origin.source, sha256: origin.sha256,
+                version: "fork:\(source):\(origin.sourceVersion ?? "")",
+                bytes: forkBytes, over: stack, diskBytes: origin.diskBytes)
             logger.info("forked", metadata: ["project": "\(id)", "from": "\(source)", "layers": "\(stack.count)"])
             return .success(())
         } catch {
@@ -112,11 +87,6 @@ extension ProjectCache {
         }
     }
 
-    /// Freezes the source's current tree into a new layer and puts the source on an overlay
-    /// over it; returns the source's new stack. The tree is not copied: its volume becomes
-    /// the layer's (the mount moved to `layer-mounts/`, the image renamed to `layers/`, then
-    /// remounted read-only), and the source's changes from now on go to the upper tree of a
-    /// new volume of its cap. On failure the source is as it was.
     /// Makes the fork's own volume of `bytes` (a spare one when there is) and mounts its
     /// overlay over the layers of `stack`, top first. The index has no such project yet, so
     /// anything at its volume's place is a crash's leftover and goes first; a failure leaves
@@ -140,6 +110,48 @@ extension ProjectCache {
         }
     }
 
+    /// Records `id`, whose volume ``makeForkVolume(_:bytes:over:)`` made, as a ready fork
+    /// over `stack`: dirty, since its tree is stored nowhere of its own yet, so its first
+    /// write-back or eviction packs it. If the index cannot be written, the fork's volume
+    /// goes, layers nothing uses any more are collected, and the error is thrown.
+    func enterFork(
+        _ id: String, source: String, sha256: String?, version: String, bytes: Int64, over stack: [String],
+        diskBytes: Int64 = 0
+    ) async throws(CacheError) {
+        var record = ProjectRecord(id: id, source: source, sha256: sha256, lastUsed: now(), quotaBytes: bytes)
+        record.ready = true
+        record.sourceVersion = version
+        record.materializedAt = now()
+        record.volumeBytes = bytes
+        record.layers = stack
+        record.diskBytes = diskBytes
+        entries[id] = Entry(record: record, persistedUse: record.lastUsed)
+        entries[id]!.dirty = true
+        entries[id]!.lastCheck = now()
+        do throws(CacheError) {
+            try persist(id)
+        } catch {
+            entries[id] = nil
+            await removeForkVolume(id)
+            await collectLayers()
+            throw error
+        }
+    }
+
+    /// Unmounts and removes a fork's volume that no record names.
+    func removeForkVolume(_ id: String) async {
+        let volume = layout.volume(id)
+        await BlockingThread.run("corral-cleanup") { () -> Void in
+            try? Overlay.unmount(volume)
+            try? volume.remove()
+        }
+    }
+
+    /// Freezes the source's current tree into a new layer and puts the source on an overlay
+    /// over it; returns the source's new stack. The tree is not copied: its volume becomes
+    /// the layer's (the mount moved to `layer-mounts/`, the image renamed to `layers/`, then
+    /// remounted read-only), and the source's changes from now on go to the upper tree of a
+    /// new volume of its cap. On failure the source is as it was.
     private func freeze(_ source: String, bytes: Int64) async throws(CacheError) -> [String] {
         let old = entries[source]!.record
         let layout = layout
