@@ -327,7 +327,11 @@ struct SetupTests {
             let changed = try await client.call(
                 .put, "/v1/projects/net/setup", json: ["commands": .array(commands.map(JSON.string))])
             #expect(changed.status == .ok)
-            let run = try await client.call(.post, "/v1/projects/net/setup/run")
+            // The change starts setup in the background; a warm-up waits for that run (a
+            // `POST …/setup/run` would start another if this one had already ended).
+            let warmed = try await client.call(.post, "/v1/projects/net/warm")
+            #expect(warmed.status == .ok, "\(warmed.text)")
+            let run = try await client.call(.get, "/v1/projects/net")
             let tail = run.json["setup"]?["output_tail"]?.stringValue ?? ""
             #expect(run.json["setup"]?["status"] == "succeeded", "\(run.text)")
             #expect(tail.contains("403"), "\(tail)")
