@@ -30,6 +30,27 @@ import Testing
         #expect(try value("a = true", "a") == .boolean(true))
     }
 
+    /// A regression from `make fuzz`: deep nesting overflowed the reader's stack.
+    @Test func deepNestingIsRefusedNotRecursed() throws {
+        let depth = TOMLParser.maxNesting
+        #expect(error("a = " + String(repeating: "[", count: depth) + String(repeating: "]", count: depth)) == nil)
+        for text in [
+            "a = " + String(repeating: "[", count: depth + 1) + String(repeating: "]", count: depth + 1),
+            "a = " + String(repeating: "[", count: 200_000),
+            "a = " + String(repeating: "{b = ", count: 200_000),
+            "a = " + String(repeating: "[{b = ", count: 100_000),
+        ] {
+            let failure = error(text)
+            #expect(failure?.message == "arrays and inline tables nested more than \(depth) deep")
+            #expect(failure?.line == 1)
+        }
+        let names = Array(repeating: "t", count: depth + 1).joined(separator: ".")
+        #expect(error("[\(names)]")?.message == "a table header of more than \(depth) names")
+        #expect(error("[\(String(repeating: "t.", count: 100_000))t]") != nil)
+        let fits = Array(repeating: "t", count: depth).joined(separator: ".")
+        #expect(try TOMLParser.parse("[\(fits)]\nk = 1").entries.count == 1)
+    }
+
     @Test func refusedNumbers() {
         for bad in [
             "a = 007", "a = 1__0", "a = _1", "a = 0x", "a = 1.", "a = .5", "a = 9223372036854775808", "a = inf",

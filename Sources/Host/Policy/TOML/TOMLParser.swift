@@ -13,6 +13,13 @@ struct TOMLParser {
     private var tablePath: [String] = []
     /// The dotted key being read, for error messages.
     private var currentKey = ""
+    /// How many arrays and inline tables enclose the value being read.
+    private var nesting = 0
+
+    /// The deepest nesting of arrays and inline tables, and the most names in a table header,
+    /// a policy may have. Policies use two or three levels; the cap keeps a hostile or broken
+    /// file from recursing the reader off the end of its thread's stack (found by `make fuzz`).
+    static let maxNesting = 32
 
     init(_ text: String) { bytes = Array(text.utf8) }
 
@@ -51,6 +58,11 @@ struct TOMLParser {
             skipBlank()
         } while consume(".")
         currentKey = path.joined(separator: ".")
+        // Tables are defined by recursion down the path, so its length is capped like nesting.
+        guard path.count <= Self.maxNesting else {
+            throw fail(
+                "a table header of more than \(Self.maxNesting) names", hint: "policies need only a few levels")
+        }
         guard consume("]"), !isArray || consume("]") else {
             throw fail("expected \(isArray ? "]]" : "]") to close the table header", hint: "write [name] or [[name]]")
         }
@@ -192,8 +204,15 @@ struct TOMLParser {
         switch byte {
         case UInt8(ascii: "\""): return TOMLValue(kind: .string(try basicString()), line: start)
         case UInt8(ascii: "'"): return TOMLValue(kind: .string(try literalString()), line: start)
-        case UInt8(ascii: "["): return try array()
-        case UInt8(ascii: "{"): return try inlineTable()
+        case UInt8(ascii: "["), UInt8(ascii: "{"):
+            guard nesting < Self.maxNesting else {
+                throw fail(
+                    "arrays and inline tables nested more than \(Self.maxNesting) deep",
+                    hint: "flatten the value; policies need only a few levels")
+            }
+            nesting += 1
+            defer { nesting -= 1 }
+            return byte == UInt8(ascii: "[") ? try array() : try inlineTable()
         default: return try scalar()
         }
     }
