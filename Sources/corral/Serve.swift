@@ -75,11 +75,18 @@ struct ServerOptions: ParsableArguments {
     @Flag(inversion: .prefixedNo, help: "Serve GET /metrics without a token to loopback peers.")
     var metricsLoopback: Bool = true
 
+    @Option(
+        help: ArgumentHelp(
+            "Requests a second the caller of an open (tokenless) server may make, in bursts of twice that.",
+            discussion: "0, the default, is unlimited: a local server's only user is not throttled unless asked."))
+    var openRate: Double = 0
+
     func check() throws {
         guard ["json", "text"].contains(logFormat) else { throw ValidationError("--log-format is json or text") }
         guard shutdownGrace >= 0 else { throw ValidationError("--shutdown-grace must be 0 or more") }
         guard maxArchiveMib > 0 else { throw ValidationError("--max-archive-mib must be positive") }
         guard waitS >= 0, maxWaitS >= waitS else { throw ValidationError("need 0 <= --wait-s <= --max-wait-s") }
+        guard openRate >= 0, openRate.isFinite else { throw ValidationError("--open-rate must be 0 or more") }
     }
 
     func bootstrapLogging() {
@@ -112,6 +119,7 @@ struct ServerOptions: ParsableArguments {
         api.limits.maxArchiveBytes = maxArchiveMib << 20
         api.limits.defaultWaitSeconds = waitS
         api.limits.maxWaitSeconds = maxWaitS
+        if openRate > 0 { api.limits.openRate = RateLimit(perSecond: openRate, burst: max(1, Int(openRate * 2))) }
         // Refuse an open non-loopback server before touching anything.
         try api.validate()
         return api

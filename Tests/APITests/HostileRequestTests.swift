@@ -111,6 +111,32 @@ import Testing
         }
     }
 
+    /// An open server's one caller (a local harness running tools in parallel) is not
+    /// throttled unless the server is asked to (`--open-rate`); then it is, by that rate.
+    @Test func anOpenServerThrottlesItsCallerOnlyWhenAsked() async throws {
+        try await withAPI(backend: try FakeBackend()) { client in
+            for index in 0..<300 {
+                let reply = try await client.call(.get, "/v1/projects/alpha")
+                guard reply.status == .ok else {
+                    Issue.record("request \(index) of an open server: \(reply.status) \(reply.text)")
+                    return
+                }
+            }
+        }
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.openRate = RateLimit(perSecond: 1, burst: 2)
+        try await withAPI(configuration, backend: try FakeBackend()) { client in
+            var statuses: [HTTPResponse.Status] = []
+            for _ in 0..<3 { statuses.append(try await client.call(.get, "/v1/projects/alpha").status) }
+            #expect(statuses == [.ok, .ok, .tooManyRequests])
+            let refused = try await client.call(.get, "/v1/projects/alpha")
+            #expect(
+                refused.json["error"]?["message"]?.stringValue?.hasPrefix(
+                    "token \"anonymous\" is over its rate of 1 requests a second (bursts of 2)") == true,
+                "\(refused.text)")
+        }
+    }
+
     /// One request with 300 `bash` calls once ran 300 jobs charged as one request.
     @Test func eachMessageOfABatchIsChargedToTheCallersRate() async throws {
         // A burst of 3 that refills once in 1,000 s: the POST and two more messages.

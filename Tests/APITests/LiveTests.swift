@@ -231,6 +231,15 @@ struct LiveTests {
             let grep = try await client.call(
                 .post, "/v1/projects/demo/tools/grep", json: ["pattern": "needle", "case_insensitive": true])
             #expect(firstText(grep.json)?.contains("notes.txt:1:a needle here") == true, "\(grep.text)")
+            #expect(escape.status == .ok)
+            // Wrong arguments to a file tool are refused as a command tool's are: 422.
+            let badPattern = try await client.call(.post, "/v1/projects/demo/tools/grep", json: ["pattern": "("])
+            #expect(badPattern.status == .unprocessableContent)
+            #expect(badPattern.json["isError"] == true)
+            #expect(badPattern.json["structuredContent"]?["code"] == "invalid_argument")
+            let unknown = try await client.call(.post, "/v1/projects/demo/tools/read_file", json: ["paht": "x"])
+            #expect(unknown.status == .unprocessableContent)
+            #expect(unknown.json["structuredContent"]?["code"] == "invalid_argument")
         }
     }
 
@@ -279,6 +288,25 @@ struct LiveTests {
             let injection = try await client.call(
                 .post, "/search", json: ["project_id": "demo", "query": "\"; touch /workspace/pwned; echo \""])
             #expect(injection.json["count"] == 0)
+            // A bad pattern is the answer, never an empty result; with max_results 1 the
+            // search is cut by head, which is still a success.
+            let badPattern = try await client.call(
+                .post, "/search", json: ["project_id": "demo", "query": "(", "regex": true])
+            #expect(badPattern.status == .unprocessableContent, "\(badPattern.text)")
+            #expect(badPattern.json["error"]?["code"] == "invalid_argument")
+            #expect(
+                badPattern.json["error"]?["message"]?.stringValue?.hasPrefix(
+                    "`query` is not a valid regular expression (") == true, "\(badPattern.text)")
+            let literal = try await client.call(
+                .post, "/search", json: ["project_id": "demo", "query": "log(", "glob": "*.js"])
+            #expect(literal.status == .ok)
+            #expect(
+                literal.json["results"] == [["file": "src/app.js", "line": 1, "text": "console.log('needle in js')"]])
+            let cut = try await client.call(
+                .post, "/search", json: ["project_id": "demo", "query": "needle", "max_results": 1])
+            #expect(cut.status == .ok, "\(cut.text)")
+            #expect(cut.json["count"] == 1)
+            #expect(cut.json["truncated"] == true)
             let check = try await client.call(
                 .post, "/execute", json: ["project_id": "demo", "command": "test -e pwned; echo $?"])
             #expect(check.json["stdout"] == "1\n")

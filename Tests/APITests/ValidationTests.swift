@@ -99,6 +99,41 @@ import Testing
         }
     }
 
+    /// Python's urllib sends `Connection: close` and the whole body before reading, without
+    /// `Expect: 100-continue`: its 413 once never came, the client blocked on a full socket.
+    @Test func anOversizedBodySentWholeWithConnectionCloseGetsIts413AndTheConnectionCloses() async throws {
+        var configuration = APIConfiguration(port: 0)
+        configuration.limits.maxJSONBytes = 1024
+        try await withAPI(configuration, backend: try FakeBackend(), mode: .live) { client in
+            let port = try #require(client.port)
+            for (length, framing) in [(8 << 20, "Content-Length: \(8 << 20)"), (3 << 20, "Transfer-Encoding: chunked")]
+            {
+                let connection = try RawConnection(port: port)
+                try await connection.send(
+                    "POST /v1/projects/alpha/exec HTTP/1.1\r\nHost: corral\r\nContent-Type: application/json\r\n"
+                        + "\(framing)\r\nConnection: close\r\n\r\n")
+                let body = Array(repeating: UInt8(ascii: "x"), count: length)
+                let chunked = framing.hasPrefix("Transfer")
+                var payload = body
+                if chunked {
+                    payload =
+                        stride(from: 0, to: length, by: 65536).flatMap { piece in
+                            let part = body[piece..<min(length, piece + 65536)]
+                            return Array("\(String(part.count, radix: 16))\r\n".utf8) + part + [13, 10]
+                        } + Array("0\r\n\r\n".utf8)
+                }
+                let sent = try await connection.send(payload, within: .seconds(20))
+                #expect(sent, "the server stopped reading a refused body of \(length) bytes (\(framing))")
+                await connection.readToEnd()
+                #expect(connection.text.hasPrefix("HTTP/1.1 413 "), "\(framing): \(connection.text.prefix(300))")
+                #expect(connection.text.contains("the request body is larger than the limit of 1024 bytes"))
+                #expect(connection.closed, "\(framing): the connection stayed open")
+            }
+            let after = try await client.call(.post, "/v1/projects/alpha/exec", json: ["command": "echo still here"])
+            #expect(after.json["stdout"] == "still here\n")
+        }
+    }
+
     @Test func deepNestingNULBytesAndHostileHeadersAreRefusedCleanly() async throws {
         try await withAPI(backend: try FakeBackend()) { client in
             let deep =

@@ -149,7 +149,7 @@ import Testing
         #expect(
             codes == [
                 "read": "not_a_regular_file", "write": "not_a_regular_file", "edit": "not_a_regular_file",
-                "insert": "not_a_regular_file", "info": "ok", "list": "invalid_arguments", "glob": "invalid_arguments",
+                "insert": "not_a_regular_file", "info": "ok", "list": "invalid_argument", "glob": "invalid_argument",
                 "grep": "not_a_regular_file",
             ])
         // Searching and listing a directory that holds a FIFO finishes too.

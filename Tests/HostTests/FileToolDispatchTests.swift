@@ -58,7 +58,7 @@ import Testing
             name: tool, arguments: ["command": "insert", "path": "a.txt", "insert_line": 4, "new_str": "four"])
         #expect(f.contents("a.txt") == "zero\n1\ntwo\nthree\nfour\n")
         let undo = f.tools.call(name: tool, arguments: ["command": "undo_edit", "path": "a.txt"])
-        #expect(undo.errorCode == "invalid_arguments")
+        #expect(undo.errorCode == "invalid_argument")
         #expect(undo.isError)
     }
 
@@ -125,9 +125,9 @@ import Testing
         for (tool, arguments, argument, detail) in cases {
             let result = f.tools.call(name: tool, arguments: arguments)
             #expect(result.isError, "\(tool) \(arguments)")
-            #expect(result.errorCode == "invalid_arguments", "\(tool) \(arguments)")
+            #expect(result.errorCode == "invalid_argument", "\(tool) \(arguments)")
             #expect(result.text.hasPrefix("Invalid argument `\(argument)`: \(detail)"), "\(tool): \(result.text)")
-            #expect(result.structured.objectValue?["code"] == "invalid_arguments")
+            #expect(result.structured.objectValue?["code"] == "invalid_argument")
         }
         #expect(f.snapshot() == before)
     }

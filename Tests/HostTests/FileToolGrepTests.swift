@@ -19,7 +19,11 @@ import Testing
     @Test func reportsPathLineAndText() throws {
         let f = try Self.project()
         let result = try f.tools.grep("hello")
+        // With matches the answer is the matches (as rg's); the skipped paths are in the fields.
         #expect(result.text == "src/b.swift:1:// hello there\nsrc/b.swift:2:func hello() {}")
+        #expect(Set(result.skipped) == [".git/", "dist/", "node_modules/"])
+        #expect(result.skippedCount == 3)
+        #expect(result.structured.objectValue?["skipped_count"] == .int(3))
         #expect(
             result.matches == [
                 GrepMatch(path: "src/b.swift", line: 1, text: "// hello there"),
@@ -27,6 +31,37 @@ import Testing
             ])
         #expect(!result.truncated)
         #expect(result.filesSearched == 4)  // .gitignore, notes.md, src/a.swift, src/b.swift
+    }
+
+    /// A search that found nothing outside what it skipped says what it skipped and how to
+    /// look there, so a model does not conclude the text is nowhere.
+    @Test func noMatchOutsideSkippedPathsSaysWhatWasSkipped() throws {
+        let f = try Self.project()
+        let result = try f.tools.grep("dependency")
+        #expect(result.matches.isEmpty)
+        #expect(
+            result.text == """
+                No matches for `dependency` in `.`.
+                (not searched: 3 paths under .git, node_modules, .corral or ignored by .gitignore: \(result.skipped.joined(separator: ", ")). Pass one as path to search inside it.)
+                """)
+        let inside = try f.tools.grep("dependency", path: "node_modules")
+        #expect(
+            inside.matches == [GrepMatch(path: "node_modules/x/index.js", line: 1, text: "hello from a dependency")])
+        #expect(inside.skippedCount == 0)
+        #expect(!inside.text.contains("not searched"))
+        // glob does not read .gitignore: dist/ is walked, .git and node_modules are not.
+        let found = try f.tools.glob("**/*.js")
+        #expect(found.paths == ["dist/bundle.js"])
+        #expect(found.text == "dist/bundle.js")
+        #expect(Set(found.skipped) == [".git/", "node_modules/"])
+        let glob = try f.tools.glob("**/index.js")
+        #expect(glob.paths.isEmpty)
+        #expect(
+            glob.text == """
+                No files match `**/index.js` under `.`.
+                (not searched: 2 paths under .git, node_modules or .corral: \(glob.skipped.joined(separator: ", ")). Pass one as path to search inside it.)
+                """)
+        #expect(try f.tools.glob("**/*.js", path: "node_modules").paths == ["node_modules/x/index.js"])
     }
 
     @Test func caseInsensitiveAndRegex() throws {
@@ -45,7 +80,7 @@ import Testing
         #expect(try f.tools.grep("(x.y[0]", fixedStrings: true).text == "a.txt:1:call(x.y[0])")
         #expect(try f.tools.grep("X.Y[0]", caseInsensitive: true, fixedStrings: true).matches.map(\.line) == [1])
         let error = errorOf { try f.tools.grep("(x.y[0]") }
-        #expect(error?.code == "invalid_arguments")
+        #expect(error?.code == "invalid_argument")
         #expect(
             error?.message.hasPrefix("Invalid argument `pattern`: `(x.y[0]` is not a valid regular expression.") == true
         )
@@ -119,7 +154,8 @@ import Testing
     @Test func searchesOneFileEvenIfIgnored() throws {
         let f = try Self.project()
         #expect(try f.tools.grep("hello", path: "dist/bundle.js").text == "dist/bundle.js:1:hello from a build")
-        #expect(try f.tools.grep("nothing here").text == "No matches for `nothing here` in `.`.")
+        #expect(
+            try f.tools.grep("nothing here", path: "src").text == "No matches for `nothing here` in `src`.")
     }
 
     @Test func aMatchMayNotRunAcrossLines() throws {

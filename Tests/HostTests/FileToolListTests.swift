@@ -82,7 +82,7 @@ import Testing
         expectError(.invalidArguments(argument: "limit", detail: "must be between 1 and 10000.")) {
             try f.tools.listDir(".", limit: 0)
         }
-        #expect(errorOf { try f.tools.listDir("README.md") }?.code == "invalid_arguments")
+        #expect(errorOf { try f.tools.listDir("README.md") }?.code == "invalid_argument")
     }
 
     @Test func symlinkedDirectoriesAreShownNotFollowed() throws {

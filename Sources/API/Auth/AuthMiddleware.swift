@@ -11,13 +11,17 @@ struct AuthMiddleware: RouterMiddleware {
     typealias Context = APIContext
     let tokens: TokenStore
     let metricsOpenOnLoopback: Bool
+    /// The rate of an open server's `anonymous` caller (``APILimits/openRate``).
+    let openRate: RateLimit
 
     func handle(_ request: Request, context: APIContext, next: (Request, APIContext) async throws -> Response)
         async throws -> Response
     {
         var context = context
         if tokens.isEmpty {
-            context.principal = .anonymous
+            var anonymous = Principal.anonymous
+            anonymous.rate = openRate
+            context.principal = anonymous
         } else if let presented = Self.bearer(request.headers[.authorization]),
             let principal = tokens.authenticate(presented)
         {

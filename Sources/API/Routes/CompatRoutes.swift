@@ -128,13 +128,25 @@ struct CompatRoutes {
             submitter: principal.name,
             submitterCap: principal.jobCap(limits))
         let snapshot = try await state.commands.run(job, budget: .seconds(90), via: "compat:search")
-        guard let result = snapshot.record.result, snapshot.record.state == .completed, result.exitCode <= 1 else {
+        guard let result = snapshot.record.result, snapshot.record.state == .completed else {
             let why = snapshot.record.result?.stderr ?? snapshot.record.error ?? "the search did not finish"
             throw APIError(.unprocessableContent, "search_failed", "search failed: \(why)")
         }
         // busybox grep has no --include: the glob is applied to file names here too.
         let hits = SearchScript.parse(result.stdout).filter { hit in
             glob.map { Glob.matches($0, String(hit.0.split(separator: "/").last ?? "")) } ?? true
+        }
+        // 2 is an error for both tools; with matches it was a file they could not read (the
+        // matches stand), without any it is the answer: never an empty result.
+        if result.exitCode > 1, hits.isEmpty {
+            let why = result.stderr.split(separator: "\n").first.map(String.init) ?? "exit \(result.exitCode)"
+            if regex, SearchScript.isPatternError(result.stderr) {
+                throw APIError.invalidArgument(
+                    "query",
+                    "is not a valid regular expression (\(why)); escape ( [ { . * + ? with a backslash, "
+                        + "or leave regex false to search for the text literally")
+            }
+            throw APIError(.unprocessableContent, "search_failed", "search failed: \(why)")
         }
         return Response.json([
             "results": .array(
@@ -169,21 +181,39 @@ enum SandboxPaths {
     }
 }
 
-/// ripgrep when the image has it (it skips ignored and binary files), else grep; both
-/// print `file:line:text`. The query and paths come in through the environment, never
+/// ripgrep when the image has it (it skips ignored and binary files), else grep with
+/// extended expressions (rg's syntax, near enough); both print `file:line:text`. The query and paths come in through the environment, never
 /// through the command text.
 enum SearchScript {
+    /// The search's own exit status is the script's (0 matches, 1 none, 2 an error such as a
+    /// bad pattern), not `head`'s: POSIX sh has no `pipefail`, so it comes out on fd 4. 141
+    /// is the search stopped by SIGPIPE once `head` had the lines it wanted.
     static func command(regex: Bool, caseInsensitive: Bool, glob: Bool, max: Int) -> String {
         let flags = (regex ? "" : " -F") + (caseInsensitive ? " -i" : "")
+        // grep's default syntax is basic, where `(` is a literal; -E reads what rg reads.
+        let grepFlags = (regex ? " -E" : " -F") + (caseInsensitive ? " -i" : "")
         let rgGlob = glob ? " -g \"$CORRAL_GLOB\"" : ""
         return """
             cd /workspace || exit 2
-            if command -v rg >/dev/null 2>&1; then
-              rg -n -H --no-heading --color never\(flags)\(rgGlob) -e "$CORRAL_QUERY" -- "$CORRAL_PATH" | head -n \(max + 1)
-            else
-              grep -r -n -H\(flags) -e "$CORRAL_QUERY" -- "$CORRAL_PATH" | head -n \(max + 1)
-            fi
+            search() {
+              if command -v rg >/dev/null 2>&1; then
+                rg -n -H --no-heading --color never\(flags)\(rgGlob) -e "$CORRAL_QUERY" -- "$CORRAL_PATH"
+              else
+                grep -r -n -H\(grepFlags) -e "$CORRAL_QUERY" -- "$CORRAL_PATH"
+              fi
+            }
+            exec 3>&1
+            status=$( { { search; echo $? >&4; } | head -n \(max + 1) >&3; } 4>&1 )
+            [ "$status" = 141 ] && status=0
+            exit "$status"
             """
+    }
+
+    /// Whether a failed search's stderr is about the pattern: ripgrep's, GNU grep's and
+    /// busybox grep's wording.
+    static func isPatternError(_ stderr: String) -> Bool {
+        ["regex parse error", "error parsing regex", "Unmatched", "Invalid", "Trailing backslash", "bad regex"]
+            .contains { stderr.contains($0) }
     }
 
     /// `file:line:text` lines; the file part loses its `/workspace/` prefix.

@@ -31,7 +31,9 @@ struct ToolRoutes {
             let outcome = try await state.tools.call(
                 project: id, name: name, arguments: arguments, principal: principal,
                 caller: Self.caller(principal, request.headers[.sessionID]))
-            return Response.json(outcome.envelope)
+            // A file tool's wrong arguments are the same refusal as a command tool's: 422.
+            let refused = outcome.isError && outcome.errorCode == "invalid_argument"
+            return Response.json(outcome.envelope, status: refused ? .unprocessableContent : .ok)
         } catch {
             // A mistake the model can fix is still an envelope, so an agent can hand it to
             // the model as is; the status says the call was refused.

@@ -76,6 +76,10 @@ public struct APILimits: Sendable {
     public var maxInFlight: Int
     /// A principal's budget unless its token says otherwise.
     public var defaultRate: RateLimit
+    /// The budget of an open (tokenless, loopback-only) server's one caller: unlimited unless
+    /// asked for (`corral serve --open-rate`), since a local harness running tools in
+    /// parallel is that server's only user, not a tenant to keep from the others.
+    public var openRate: RateLimit = .unlimited
     /// Messages in one MCP JSON-RPC batch; a longer batch is refused whole, unrun. Each
     /// message is charged to the caller's rate like a request of its own.
     public var maxBatchItems: Int

@@ -67,7 +67,8 @@ public func buildRouter(_ state: APIState) -> Router<APIContext> {
     router.add(middleware: LoadShedMiddleware(limit: state.configuration.limits.maxInFlight))
     router.add(
         middleware: AuthMiddleware(
-            tokens: state.configuration.tokens, metricsOpenOnLoopback: state.configuration.metricsOpenOnLoopback))
+            tokens: state.configuration.tokens, metricsOpenOnLoopback: state.configuration.metricsOpenOnLoopback,
+            openRate: state.configuration.limits.openRate))
     router.add(
         middleware: RateLimitMiddleware(
             limiter: state.limiter, defaultRate: state.configuration.limits.defaultRate, metrics: state.metrics))

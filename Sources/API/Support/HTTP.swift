@@ -4,18 +4,44 @@ import Hummingbird
 import NIOCore
 
 extension Request {
+    /// The most of a refused body read and thrown away so that its 413 reaches the client.
+    static let refusedBodyDrain = 64 << 20
+
     /// The body, refused with 413 once it passes `limit` (before reading it when the
     /// client announced its length).
     func collect(limit: Int, what: String = "the request body") async throws -> [UInt8] {
+        var iterator = body.makeAsyncIterator()
         if let length = headers[.contentLength].flatMap(Int.init), length > limit {
-            throw APIError.tooLarge(what, limit: limit)
+            throw await refuse(what, limit: limit, rest: &iterator, read: 0, announced: length)
         }
         var bytes: [UInt8] = []
-        for try await buffer in body {
-            guard bytes.count + buffer.readableBytes <= limit else { throw APIError.tooLarge(what, limit: limit) }
+        while let buffer = try await iterator.next() {
+            guard bytes.count + buffer.readableBytes <= limit else {
+                throw await refuse(
+                    what, limit: limit, rest: &iterator, read: bytes.count + buffer.readableBytes, announced: nil)
+            }
             bytes += buffer.readableBytesView
         }
         return bytes
+    }
+
+    /// The 413 for a body over `limit`, on a connection that then closes. A client that
+    /// sends its whole body before reading (Python's urllib, without `Expect:
+    /// 100-continue`) would otherwise block on a full socket and never see the answer, so
+    /// up to ``refusedBodyDrain`` bytes of the body are read and dropped first; a client
+    /// that waits for `100 Continue` is answered at once, unread.
+    private func refuse(
+        _ what: String, limit: Int, rest: inout RequestBody.AsyncIterator, read: Int, announced: Int?
+    ) async -> APIError {
+        var error = APIError.tooLarge(what, limit: limit)
+        error.headers[.connection] = "close"
+        let waitsForContinue = headers[.expect]?.lowercased() == "100-continue"
+        guard !waitsForContinue, (announced ?? 0) <= Self.refusedBodyDrain else { return error }
+        var drained = read
+        while drained <= Self.refusedBodyDrain, let buffer = try? await rest.next() {
+            drained += buffer.readableBytes
+        }
+        return error
     }
 
     /// The body as a JSON object's fields; an empty body is an empty object.

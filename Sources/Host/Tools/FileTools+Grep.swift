@@ -58,6 +58,8 @@ extension FileTools {
                     return run.stopped ? .stop : .proceed
                 }
                 run.walkLimitHit = walker.hitEntryLimit
+                run.skippedNote = walker.skippedNote("not searched", "Pass one as path to search inside it.")
+                (run.skipped, run.skippedCount) = (walker.skipped, walker.skippedCount)
             } else {
                 let (fd, _) = try workspace.openRegular(target)
                 run.search(fd.raw, path: target)
@@ -112,6 +114,10 @@ struct GrepRun {
     private var timedOut = false
     private var outputFull = false
     var walkLimitHit = false
+    /// What the walk skipped (``TreeWalker/skippedNote(_:_:)``), said when nothing matched.
+    var skippedNote: String?
+    var skipped: [String] = []
+    var skippedCount = 0
 
     init(searcher: GrepSearcher, options: GrepOptions, limits: FileTools.Limits) {
         self.searcher = searcher
@@ -210,7 +216,12 @@ struct GrepRun {
                     + "read them with read_file ranges")
         }
         if !notes.isEmpty { text += "\n(" + notes.joined(separator: "; ") + ")" }
+        // Only an empty answer says what was skipped: with matches the model has results (as
+        // with rg), without them it must not read "not there" for "not looked at".
+        if matches.isEmpty, let skippedNote { text += "\n(\(skippedNote))" }
         let truncated = matches.count >= options.maxResults || outputFull || timedOut || walkLimitHit
-        return GrepResult(text: text, matches: matches, filesSearched: filesSearched, truncated: truncated)
+        return GrepResult(
+            text: text, matches: matches, filesSearched: filesSearched, truncated: truncated, skipped: skipped,
+            skippedCount: skippedCount)
     }
 }

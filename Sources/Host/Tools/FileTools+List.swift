@@ -76,12 +76,8 @@ extension FileTools {
             lines.append(line)
         }
         if entries.isEmpty { lines.append("  (empty directory)") }
-        if walker.skippedCount > 0 {
-            let more = walker.skippedCount > walker.skipped.count ? ", …" : ""
-            lines.append(
-                "(not listed: \(Format.count(walker.skippedCount)) paths under .git, node_modules, .corral or ignored by "
-                    + ".gitignore: \(walker.skipped.joined(separator: ", "))\(more). Call list_dir on one to see inside.)"
-            )
+        if let note = walker.skippedNote("not listed", "Call list_dir on one to see inside.") {
+            lines.append("(\(note))")
         }
         if walker.reachedDepthLimit {
             lines.append("(directories at the depth limit are not expanded; call list_dir on one, or raise depth)")
@@ -123,7 +119,8 @@ extension FileTools {
             return GlobResult(
                 text: Self.renderGlob(paths, total: matches.count, pattern: text, base: searchRoot, walker: walker),
                 paths: Array(paths), totalMatches: matches.count,
-                truncated: matches.count > limit || walker.hitEntryLimit)
+                truncated: matches.count > limit || walker.hitEntryLimit, skipped: walker.skipped,
+                skippedCount: walker.skippedCount)
         }
     }
 
@@ -165,6 +162,9 @@ extension FileTools {
                 text +=
                     " Patterns match the whole path below `path`: `\(Format.display(pattern))` only finds files "
                     + "directly in it; use `**/\(Format.display(pattern))` to search every directory."
+            }
+            if let note = walker.skippedNote("not searched", "Pass one as path to search inside it.") {
+                text += "\n(\(note))"
             }
             return text
         }

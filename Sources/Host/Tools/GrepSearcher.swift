@@ -11,7 +11,7 @@ struct GrepSearcher {
     let foldsCase: Bool
     let deadline: ContinuousClock.Instant
 
-    /// Compiles `pattern`; throws `invalid_arguments` naming the pattern if it is not a
+    /// Compiles `pattern`; throws `invalid_argument` naming the pattern if it is not a
     /// valid expression.
     init(pattern: String, fixedStrings: Bool, caseInsensitive: Bool, deadline: ContinuousClock.Instant)
         throws(ToolError)

@@ -48,7 +48,7 @@ public enum ToolError: Error, Equatable, Sendable {
         case .oldStrNotUnique: "old_str_not_unique"
         case .noOpEdit: "no_op_edit"
         case .staleFile: "stale_file"
-        case .invalidArguments: "invalid_arguments"
+        case .invalidArguments: "invalid_argument"
         case .io: "io_error"
         }
     }

@@ -171,9 +171,16 @@ public struct GlobResult: ToolOutput, Equatable {
     public let totalMatches: Int
     /// True when `limit` or the walk limit cut the list.
     public let truncated: Bool
+    /// Paths not searched because of `.git`, `node_modules`, `.corral` (first few).
+    public let skipped: [String]
+    /// How many paths were not searched in all.
+    public let skippedCount: Int
 
     public var structured: JSONValue {
-        ["paths": .strings(paths), "total_matches": .int(totalMatches), "truncated": .bool(truncated)]
+        [
+            "paths": .strings(paths), "total_matches": .int(totalMatches), "truncated": .bool(truncated),
+            "skipped": .strings(skipped), "skipped_count": .int(skippedCount),
+        ]
     }
 }
 
@@ -202,12 +209,18 @@ public struct GrepResult: ToolOutput, Equatable {
     /// True when `max_results`, the output cap, the walk limit or the time budget stopped
     /// the search early.
     public let truncated: Bool
+    /// Paths not searched because of `.git`, `node_modules`, `.corral` or `.gitignore`
+    /// (first few); empty when the search was one file.
+    public let skipped: [String]
+    /// How many paths were not searched in all.
+    public let skippedCount: Int
 
     public var structured: JSONValue {
         [
             "matches": .array(
                 matches.map { ["path": .string($0.path), "line": .int($0.line), "text": .string($0.text)] }),
-            "files_searched": .int(filesSearched), "truncated": .bool(truncated),
+            "files_searched": .int(filesSearched), "truncated": .bool(truncated), "skipped": .strings(skipped),
+            "skipped_count": .int(skippedCount),
         ]
     }
 }

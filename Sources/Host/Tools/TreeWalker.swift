@@ -129,6 +129,19 @@ struct TreeWalker {
         return false
     }
 
+    /// What a listing or search says when it skipped paths, so a model never mistakes "not
+    /// looked at" for "not there": how many, under which rules, the first few, and how to
+    /// look inside one. Nil when nothing was skipped.
+    func skippedNote(_ what: String, _ howToLookInside: String) -> String? {
+        guard skippedCount > 0 else { return nil }
+        let more = skippedCount > skipped.count ? ", …" : ""
+        let rules =
+            gitignore == nil ? ".git, node_modules or .corral" : ".git, node_modules, .corral or ignored by .gitignore"
+        return
+            "\(what): \(Format.count(skippedCount)) paths under \(rules): \(skipped.joined(separator: ", "))\(more). "
+            + howToLookInside
+    }
+
     private mutating func noteSkipped(_ path: WorkspacePath, kind: FileKind) {
         skippedCount += 1
         if skipped.count < Self.skippedShown {

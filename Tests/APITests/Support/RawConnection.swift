@@ -36,17 +36,26 @@ final class RawConnection {
     func send(_ text: String) async throws { try await send(Array(text.utf8)) }
 
     func send(_ bytes: [UInt8]) async throws {
+        guard try await send(bytes, within: nil) else { return }
+    }
+
+    /// Sends `bytes`, waiting while the peer does not read; false if that lasts past
+    /// `within` (a peer that stopped reading), true once everything is sent.
+    func send(_ bytes: [UInt8], within: Duration?) async throws -> Bool {
+        let deadline = within.map { ContinuousClock.now + $0 }
         var offset = 0
         while offset < bytes.count {
             let n = bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
             if n > 0 {
                 offset += n
             } else if errno == EAGAIN || errno == EINTR {
+                if let deadline, ContinuousClock.now > deadline { return false }
                 try await Task.sleep(for: .milliseconds(2))
             } else {
                 throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
             }
         }
+        return true
     }
 
     /// Reads until `done` holds for what was received, the peer closes, or `timeout`
