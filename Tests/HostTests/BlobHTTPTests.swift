@@ -108,6 +108,56 @@ import Testing
         #expect(!FileManager.default.fileExists(atPath: target))
     }
 
+    /// A server that sends a few bytes a second never stalls; the rate floor abandons it, each
+    /// attempt within about one window, and the transfer's thread is given back.
+    @Test func aTrickleIsAbandonedByTheRateFloorAndItsThreadReleased() async throws {
+        let s = try server(["/blob.bin": ["trickle": 4, "trickle_after": 1000]])
+        defer { s.stop() }
+        let threads = Self.threadCount()
+        // The attempt deadline only bounds this test if the floor fails to act.
+        let policy = TransferPolicy(
+            stallTimeout: .seconds(1), attemptTimeout: .seconds(10), attempts: 2, backoff: .milliseconds(10))
+        let start = ContinuousClock.now
+        do {
+            _ = try await get(s, policy: policy)
+            Issue.record("a trickling transfer succeeded")
+        } catch {
+            guard case .timeout(let message) = error else { throw error }
+            #expect(message.hasSuffix("slower than 1024 bytes a second for 1.0 seconds"), "\(message)")
+        }
+        // Two attempts of about a window each (plus the first 1000 bytes and a backoff).
+        let took = ContinuousClock.now - start
+        #expect(took < .seconds(8), "\(took)")
+        #expect(try s.counts()["/blob.bin"] == 2)
+        #expect(!FileManager.default.fileExists(atPath: target))
+        #expect(waitUntil(seconds: 5) { Self.threadCount() <= threads }, "threads \(threads) → \(Self.threadCount())")
+        // The floor can be lowered to accept a slow link.
+        let slow = try server(["/blob.bin": ["trickle": 1000, "trickle_after": 298_000]])
+        defer { slow.stop() }
+        let patient = TransferPolicy(stallTimeout: .seconds(1), attempts: 1, minimumBytesPerSecond: 500)
+        #expect(try await get(slow, policy: patient).sha256 == sha)
+    }
+
+    /// Bytes past the announced Content-Length are not the blob: the download is exactly the
+    /// announced bytes, its checksum holds, and the cap still applies.
+    @Test func bytesBeyondTheContentLengthAreNotKept() async throws {
+        let s = try server(["/blob.bin": ["extra": 100_000]])
+        defer { s.stop() }
+        let info = try await get(s)
+        #expect(info.sha256 == sha)
+        #expect(downloaded() == payload)
+        do {
+            _ = try await get(s, limit: Int64(payload.count - 1))
+            Issue.record("a blob over the limit was kept")
+        } catch {
+            guard case .tooLarge = error else { throw error }
+        }
+    }
+
+    static func threadCount() -> Int {
+        (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+    }
+
     @Test func stallOnceThenResumes() async throws {
         let s = try server(["/blob.bin": ["stall": 30, "stall_after": 1000, "stall_times": 1]])
         defer { s.stop() }

@@ -11,6 +11,8 @@ import Foundation
 ///   `stall_times` requests (default all);
 /// - `truncate`: send only N body bytes (after a full Content-Length) and close, for the
 ///   first `truncate_times` requests (default 1);
+/// - `trickle`: after `trickle_after` body bytes, send the rest at this many bytes a second;
+/// - `extra`: send this many bytes more than the Content-Length announced;
 /// - `noranges`: ignore Range headers; `weak`: send a weak ETag;
 /// - `delay`: seconds to wait before answering; `redirect`: answer 302 to this location.
 public final class FaultHTTPServer: @unchecked Sendable {
@@ -99,6 +101,16 @@ public final class FaultHTTPServer: @unchecked Sendable {
                 if "truncate" in rule and n < rule.get("fail", 0) + rule.get("truncate_times", 1):
                     self.wfile.write(body[:rule["truncate"]]); self.wfile.flush()
                     self.connection.shutdown(2); return
+                if "trickle" in rule:
+                    cut = rule.get("trickle_after", 0)
+                    self.wfile.write(body[:cut]); self.wfile.flush()
+                    try:
+                        for i in range(cut, len(body)):
+                            self.wfile.write(body[i:i + 1]); self.wfile.flush(); time.sleep(1 / rule["trickle"])
+                    except OSError: pass
+                    return
+                if "extra" in rule:
+                    self.wfile.write(body + b"X" * rule["extra"]); self.wfile.flush(); return
                 if "stall" in rule and n < rule.get("fail", 0) + rule.get("stall_times", 1 << 30):
                     cut = rule.get("stall_after", 0)
                     self.wfile.write(body[:cut]); self.wfile.flush()

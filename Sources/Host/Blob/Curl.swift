@@ -154,6 +154,10 @@ enum Curl {
         if ctx.cancel.isCancelled { return .fail(.cancelled) }
         if let refused = ctx.refused { return .fail(refused) }
         if ctx.stalled { return .retry(.timeout("\(r.what): no data for \(ctx.stallTimeout)")) }
+        if ctx.tooSlow {
+            return .retry(
+                .timeout("\(r.what): slower than \(ctx.minimumRate) bytes a second for \(ctx.stallTimeout)"))
+        }
         if ctx.overLimit || code == CURLE_FILESIZE_EXCEEDED {
             return .fail(.tooLarge("\(r.what) exceeds the download limit of \(ctx.limit ?? 0) bytes"))
         }
@@ -271,6 +275,7 @@ enum Curl {
         _ = cor_curl_setopt_string(h, CURLOPT_USERAGENT, "corral/\(HostModule.version)")
         _ = cor_curl_setopt_long(h, CURLOPT_CONNECTTIMEOUT_MS, Int(policy.connectTimeout.milliseconds))
         ctx.stallTimeout = policy.stallTimeout
+        ctx.minimumRate = policy.minimumBytesPerSecond
         if let t = policy.attemptTimeout { _ = cor_curl_setopt_long(h, CURLOPT_TIMEOUT_MS, Int(t.milliseconds)) }
         _ = cor_curl_setopt_pointer(h, CURLOPT_ERRORBUFFER, errorBuffer)
         _ = cor_curl_setopt_data_cb(h, CURLOPT_HEADERFUNCTION, curlHeader)

@@ -35,6 +35,12 @@ final class CurlContext {
     var lastMoved: Int64 = -1
     var lastMoveTime = ContinuousClock.now
     var stalled = false
+    /// The rate check: bytes a second to keep up, the current window's start (from the
+    /// first byte) and the byte count then, and whether the transfer fell below it.
+    var minimumRate: Int64 = 1024
+    var windowStart: ContinuousClock.Instant?
+    var windowBytes: Int64 = 0
+    var tooSlow = false
     /// The address check of `http(s)://` sources, with the easy handle it asks for the URL
     /// being connected (the original one, or a redirect's).
     var sourceAddresses: SourceAddressPolicy?
@@ -62,6 +68,8 @@ final class CurlContext {
         lastMoved = -1
         lastMoveTime = .now
         stalled = false
+        windowStart = nil
+        tooSlow = false
         refused = nil
     }
 
@@ -194,6 +202,17 @@ final class CurlContext {
         } else if clock - lastMoveTime >= stallTimeout {
             stalled = true
             return 1
+        }
+        if now > 0, minimumRate > 0 {
+            if let start = windowStart, clock - start >= stallTimeout {
+                if Double(now - windowBytes) < Double(minimumRate) * (clock - start).timeInterval {
+                    tooSlow = true
+                    return 1
+                }
+                (windowStart, windowBytes) = (clock, now)
+            } else if windowStart == nil {
+                (windowStart, windowBytes) = (clock, now)
+            }
         }
         guard let progress else { return 0 }
         guard clock - lastReport >= .milliseconds(100) else { return 0 }

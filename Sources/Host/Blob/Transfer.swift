@@ -8,6 +8,10 @@ public struct TransferPolicy: Sendable, Equatable {
     public var connectTimeout: Duration
     /// A transfer that moves no byte for this long is abandoned (then retried).
     public var stallTimeout: Duration
+    /// Bytes a second a transfer must keep up, measured over windows of ``stallTimeout``
+    /// from its first byte: a server that trickles a byte a second never stalls, yet would
+    /// hold a transfer thread for as long as it likes. Slower is abandoned like a stall.
+    public var minimumBytesPerSecond: Int64
     /// Deadline for one attempt, or nil for none (large archives on slow links).
     public var attemptTimeout: Duration?
     /// Total attempts, including the first (1 disables retries).
@@ -19,10 +23,11 @@ public struct TransferPolicy: Sendable, Equatable {
     public init(
         connectTimeout: Duration = .seconds(10), stallTimeout: Duration = .seconds(30),
         attemptTimeout: Duration? = nil, attempts: Int = 4, backoff: Duration = .milliseconds(500),
-        maxBackoff: Duration = .seconds(8)
+        maxBackoff: Duration = .seconds(8), minimumBytesPerSecond: Int64 = 1024
     ) {
         self.connectTimeout = connectTimeout
         self.stallTimeout = stallTimeout
+        self.minimumBytesPerSecond = max(0, minimumBytesPerSecond)
         self.attemptTimeout = attemptTimeout
         self.attempts = max(1, attempts)
         self.backoff = backoff
