@@ -261,24 +261,3 @@ final class RedisConnection: Sendable {
 
     static func seconds(_ duration: Duration) -> Int { Int(duration.secondsRoundedUp) }
 }
-
-extension RedisReply {
-    /// Copies a hiredis reply tree into Swift values.
-    init(_ reply: UnsafeMutablePointer<redisReply>) {
-        let r = reply.pointee
-        switch r.type {
-        case REDIS_REPLY_STRING: self = .string(Self.text(r.str, r.len))
-        case REDIS_REPLY_STATUS: self = .status(Self.text(r.str, r.len))
-        case REDIS_REPLY_ERROR: self = .error(Self.text(r.str, r.len))
-        case REDIS_REPLY_INTEGER: self = .integer(Int(r.integer))
-        case REDIS_REPLY_ARRAY:
-            self = .array((0..<Int(r.elements)).compactMap { r.element[$0].map(RedisReply.init) })
-        default: self = .null
-        }
-    }
-
-    private static func text(_ pointer: UnsafeMutablePointer<CChar>?, _ length: Int) -> String {
-        guard let pointer else { return "" }
-        return String(decoding: UnsafeRawBufferPointer(start: pointer, count: length), as: UTF8.self)
-    }
-}

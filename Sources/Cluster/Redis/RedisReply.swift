@@ -1,3 +1,5 @@
+import CHiredis
+
 /// One reply from Redis (RESP2), decoded from hiredis into plain values.
 public enum RedisReply: Sendable, Equatable {
     /// A bulk string.
@@ -100,5 +102,26 @@ struct StreamID: Comparable, Sendable, CustomStringConvertible {
 
     static func < (a: StreamID, b: StreamID) -> Bool {
         (a.milliseconds, a.sequence) < (b.milliseconds, b.sequence)
+    }
+}
+
+extension RedisReply {
+    /// Copies a hiredis reply tree into Swift values.
+    init(_ reply: UnsafeMutablePointer<redisReply>) {
+        let r = reply.pointee
+        switch r.type {
+        case REDIS_REPLY_STRING: self = .string(Self.text(r.str, r.len))
+        case REDIS_REPLY_STATUS: self = .status(Self.text(r.str, r.len))
+        case REDIS_REPLY_ERROR: self = .error(Self.text(r.str, r.len))
+        case REDIS_REPLY_INTEGER: self = .integer(Int(r.integer))
+        case REDIS_REPLY_ARRAY:
+            self = .array((0..<Int(r.elements)).compactMap { r.element[$0].map(RedisReply.init) })
+        default: self = .null
+        }
+    }
+
+    private static func text(_ pointer: UnsafeMutablePointer<CChar>?, _ length: Int) -> String {
+        guard let pointer else { return "" }
+        return String(decoding: UnsafeRawBufferPointer(start: pointer, count: length), as: UTF8.self)
     }
 }
