@@ -82,4 +82,51 @@ import Testing
         #expect(try again.query("SELECT v FROM kv WHERE k = ?", "a")[0]["v"] == .text("b"))
         #expect(try again.query("PRAGMA journal_mode")[0][0] == .text("wal"))
     }
+
+    /// A damaged index or journal is refused at open, before anything reads from or writes
+    /// to it, with the file, what SQLite found and how to recover; the file is left as it was.
+    @Test func aDamagedFileIsRefusedWithWhereAndHowToRecoverAndLeftAsItWas() throws {
+        let dir = try TemporaryDirectory(prefix: "corral-sqlite")
+        let path = dir.path + "/index.sqlite"
+        do {
+            let db = try SQLiteDatabase(path: path, name: "cache index")
+            try db.execute("CREATE TABLE kv (k INTEGER PRIMARY KEY, v TEXT); CREATE INDEX kv_v ON kv(v)")
+            for i in 0..<2000 { try db.run("INSERT INTO kv VALUES (?, ?)", .integer(Int64(i)), .text("value \(i)")) }
+            try db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        }
+        let good = try #require(FileManager.default.contents(atPath: path))
+        #expect(good.count > 8 * 4096)
+        func refusal() -> SQLiteError? {
+            do {
+                _ = try SQLiteDatabase(path: path, name: "cache index")
+                return nil
+            } catch {
+                return error
+            }
+        }
+        // Inside the file: pages of the table and its index overwritten.
+        var damaged = good
+        for offset in stride(from: 3 * 4096, to: 6 * 4096, by: 1) { damaged[offset] ^= 0xA5 }
+        try damaged.write(to: URL(fileURLWithPath: path))
+        let inside = try #require(refusal())
+        #expect(inside.isDamage)
+        #expect(inside.message.hasPrefix("the cache index \(path) is damaged ("), "\(inside.message)")
+        #expect(
+            inside.message.contains(
+                "`sqlite3 \(path) .recover | sqlite3 \(path).recovered`, then move \(path) and its -wal and -shm files aside"
+            ))
+        #expect(FileManager.default.contents(atPath: path) == damaged)
+        // Not a database at all.
+        let garbage = Data(repeating: 0x42, count: good.count)
+        try garbage.write(to: URL(fileURLWithPath: path))
+        let header = try #require(refusal())
+        #expect(header.isDamage)
+        #expect(
+            header.message.hasPrefix("the cache index \(path) is damaged (file is not a database)"), "\(header.message)"
+        )
+        #expect(FileManager.default.contents(atPath: path) == garbage)
+        // Put back, it opens with every row.
+        try good.write(to: URL(fileURLWithPath: path))
+        #expect(try SQLiteDatabase(path: path).query("SELECT count(*) FROM kv")[0][0] == .integer(2000))
+    }
 }

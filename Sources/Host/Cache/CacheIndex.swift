@@ -43,7 +43,7 @@ final class CacheIndex {
     private let db: SQLiteDatabase
 
     init(path: String) throws(SQLiteError) {
-        db = try SQLiteDatabase(path: path)
+        db = try SQLiteDatabase(path: path, name: "cache index")
         try db.execute(
             """
             CREATE TABLE IF NOT EXISTS projects (

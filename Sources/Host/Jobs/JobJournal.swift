@@ -8,7 +8,7 @@ final class JobJournal {
     private let decoder = JSONDecoder()
 
     init(path: String) throws {
-        db = try SQLiteDatabase(path: path)
+        db = try SQLiteDatabase(path: path, name: "job journal")
         try db.execute(
             """
             CREATE TABLE IF NOT EXISTS jobs (

@@ -62,6 +62,10 @@ public struct SQLiteError: Error, Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         sql.map { "sqlite \(code): \(message) in `\($0)`" } ?? "sqlite \(code): \(message)"
     }
+
+    /// The file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), as opposed to busy, full or
+    /// misused: nothing read from it can be trusted.
+    public var isDamage: Bool { code & 0xFF == SQLITE_CORRUPT || code & 0xFF == SQLITE_NOTADB }
 }
 
 // MARK: - Database
@@ -77,7 +81,20 @@ public final class SQLiteDatabase {
     private var cache: [String: SQLiteStatement] = [:]
 
     /// Opens (creating if needed) the database at `path`; `":memory:"` for a private one.
-    public init(path: String) throws(SQLiteError) {
+    ///
+    /// A damaged file is refused before anything reads from or writes to it: the open runs
+    /// `PRAGMA quick_check` (every page and index, not the rows' meaning), and a damaged
+    /// database named `name` fails with an error that says which file, what SQLite found, and
+    /// how to recover it (``SQLiteError/isDamage``).
+    public convenience init(path: String, name: String? = nil) throws(SQLiteError) {
+        do throws(SQLiteError) {
+            try self.init(opening: path)
+        } catch  where error.isDamage {
+            throw SQLiteError(code: error.code, message: Self.damage(path, name ?? "database", error.message), sql: nil)
+        }
+    }
+
+    private init(opening path: String) throws(SQLiteError) {
         var db: OpaquePointer?
         let flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
         let rc = sqlite3_open_v2(path, &db, flags, nil)
@@ -88,7 +105,23 @@ public final class SQLiteDatabase {
         }
         handle = db
         sqlite3_busy_timeout(db, 5_000)
+        // Checked before the pragmas: switching a damaged file to WAL would write to it.
+        let check = try query("PRAGMA quick_check(8)").compactMap { $0[0].text }
+        guard check == ["ok"] else {
+            throw SQLiteError(code: SQLITE_CORRUPT, message: check.joined(separator: "; "), sql: nil)
+        }
         try execute("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+    }
+
+    /// What a damaged database is, and the recovery an admin can run: SQLite's own
+    /// `.recover` salvages every row it can still read into a new file.
+    static func damage(_ path: String, _ name: String, _ found: String) -> String {
+        """
+        the \(name) \(path) is damaged (\(found)); Corral does not read from a damaged database and changed \
+        nothing. Stop every corral using this data directory, then restore the file from a backup, or salvage \
+        what SQLite can still read: `sqlite3 \(path) .recover | sqlite3 \(path).recovered`, then move \(path) \
+        and its -wal and -shm files aside and \(path).recovered to \(path), and start again
+        """
     }
 
     deinit {
