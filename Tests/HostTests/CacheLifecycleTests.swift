@@ -213,6 +213,53 @@ import Testing
         #expect(describeTree(try await second.materialize("p").path) == Self.editedTree)
     }
 
+    /// A host killed between the store's rename of a write-back and the index's update: the
+    /// restart reads the stored object back and makes the index name it, and removes the
+    /// temporary file of a put that never got renamed. (`WriteBackCrashTests` kills a real
+    /// host fifty times; this window is too short for random kills to land in.)
+    @Test func restartSettlesAWriteBackTheHostWasKilledInAndRemovesUnfinishedPuts() async throws {
+        var first: ProjectCache? = try await f.open()
+        let ws = try await ready(first!, "p")
+        try edit(ws)
+        let written = try #require(try await first!.snapshot("p", force: true))
+        first = nil
+        let blob = f.blobs + "/" + written.key
+        let index = f.data + "/index.sqlite"
+        func pending(_ version: String) throws {
+            let db = try SQLiteDatabase(path: index)
+            let json = #"{"version": "\#(version)", "digest": "digest-of-the-pack", "diskBytes": 4242}"#
+            try db.run("UPDATE projects SET snapshot_pending = ? WHERE id = 'p'", .text(json))
+        }
+        func row() throws -> SQLiteRow {
+            try #require(try SQLiteDatabase(path: index).query("SELECT * FROM projects WHERE id = 'p'").first)
+        }
+
+        // The rename happened: the store holds the new pack, the index still the old one.
+        try ArchiveFixture.write([.file("x", "the pack the host stored before it died")], format: .tarZst, to: blob)
+        let newer = Array(try #require(FileManager.default.contents(atPath: blob)))
+        let newerVersion = "sha256:" + SHA256.hash(newer).hexString
+        try pending(newerVersion)
+        let unfinished = blob + ".tmp-" + UUID().uuidString
+        try "half a put".write(toFile: unfinished, atomically: false, encoding: .utf8)
+        var second: ProjectCache? = try await f.open()
+        #expect(try await second!.status("p").snapshotVersion == newerVersion)
+        #expect(try row()["snapshot_version"] == .text(newerVersion))
+        #expect(try row()["manifest_digest"] == .text("digest-of-the-pack"))
+        #expect(try row()["disk_bytes"] == .integer(4242))
+        #expect(try row()["snapshot_pending"] == .null)
+        #expect(!FileManager.default.fileExists(atPath: unfinished))
+        #expect(FileManager.default.contents(atPath: blob) == Data(newer))
+        second = nil
+
+        // The rename did not happen: the previous snapshot stands.
+        try pending("sha256:" + String(repeating: "0", count: 64))
+        let third = try await f.open()
+        #expect(try await third.status("p").snapshotVersion == newerVersion)
+        #expect(try row()["snapshot_version"] == .text(newerVersion))
+        #expect(try row()["manifest_digest"] == .text("digest-of-the-pack"))
+        #expect(try row()["snapshot_pending"] == .null)
+    }
+
     @Test func restartMarksAMissingWorkspaceCold() async throws {
         var first: ProjectCache? = try await f.open()
         let ws = try await ready(first!, "p")

@@ -50,6 +50,25 @@ public struct LocalBlobStore: BlobStore {
         }
     }
 
+    /// Removes the temporary files of puts a killed process never renamed into place
+    /// (`<key>.tmp-<UUID>`); returns how many. Called when the host that owns this store
+    /// starts, before anything writes to it.
+    @discardableResult
+    public func removeTemporaries() -> Int {
+        guard let walk = FileManager.default.enumerator(atPath: directory) else { return 0 }
+        var removed = 0
+        while let relative = walk.nextObject() as? String {
+            let name = relative.split(separator: "/").last.map(String.init) ?? relative
+            guard let mark = name.range(of: ".tmp-", options: .backwards),
+                UUID(uuidString: String(name[mark.upperBound...])) != nil
+            else { continue }
+            let path = self.path(relative)
+            var st = stat()
+            if lstat(path, &st) == 0, st.st_mode & S_IFMT == S_IFREG, unlink(path) == 0 { removed += 1 }
+        }
+        return removed
+    }
+
     public func head(_ key: String) async throws(CacheError) -> BlobInfo? {
         try BlobKey.validate(key)
         var st = stat()

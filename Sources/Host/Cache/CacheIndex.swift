@@ -31,6 +31,20 @@ struct ProjectRecord: Sendable, Equatable {
     /// The read-only layers under a ready workspace that is an overlay (a fork, or a source
     /// since it was forked), top first; empty: a workspace of its own (docs/CACHE.md, "Forks").
     var layers: [String] = []
+    /// A write-back between "pack stored under a temporary name" and "index updated": what
+    /// the store's object will be once it is renamed into place. Recorded before the put, so
+    /// a host killed in between finds on restart whether the object is the new one and makes
+    /// the index agree with the store (``ProjectCache/settlePendingSnapshots(_:)``).
+    var pendingSnapshot: PendingSnapshot?
+}
+
+/// The write-back in flight of a ``ProjectRecord``.
+struct PendingSnapshot: Sendable, Equatable, Codable {
+    /// ``BlobInfo/version`` of the packed archive (`sha256:…`).
+    var version: String
+    /// The manifest digest of what was packed; nil when the setup changed while packing.
+    var digest: String?
+    var diskBytes: Int64
 }
 
 /// The persistent cache index: one SQLite table of ``ProjectRecord``s under the data directory.
@@ -103,7 +117,11 @@ final class CacheIndex {
         for column in ["base_version", "setup"] where !columns.contains(column) {
             try db.execute("ALTER TABLE projects ADD COLUMN \(column) TEXT")
         }
-        try db.execute("PRAGMA user_version = 5")
+        // Version 6 records a write-back in flight, so a crash mid-put is settled on restart.
+        if !columns.contains("snapshot_pending") {
+            try db.execute("ALTER TABLE projects ADD COLUMN snapshot_pending TEXT")
+        }
+        try db.execute("PRAGMA user_version = 6")
     }
 
     func load() throws(SQLiteError) -> [ProjectRecord] {
@@ -120,7 +138,10 @@ final class CacheIndex {
                 baseVersion: row["base_version"].text,
                 // A record this version cannot read is no record: setup runs again.
                 setup: row["setup"].text.flatMap { try? JSONDecoder().decode(SetupRecord.self, from: Data($0.utf8)) },
-                layers: Self.stack(row["layers"].text))
+                layers: Self.stack(row["layers"].text),
+                pendingSnapshot: row["snapshot_pending"].text.flatMap {
+                    try? JSONDecoder().decode(PendingSnapshot.self, from: Data($0.utf8))
+                })
         }
     }
 
@@ -129,8 +150,8 @@ final class CacheIndex {
             """
             INSERT INTO projects (id, source, sha256, ready, source_version, materialized_at, last_used,
                 disk_bytes, manifest_digest, snapshot_key, snapshot_version, snapshot_at, quota_bytes, volume_bytes,
-                base_version, setup, layers)
-            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                base_version, setup, layers, snapshot_pending)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
             ON CONFLICT(id) DO UPDATE SET source = excluded.source, sha256 = excluded.sha256,
                 ready = excluded.ready, source_version = excluded.source_version,
                 materialized_at = excluded.materialized_at, last_used = excluded.last_used,
@@ -138,7 +159,7 @@ final class CacheIndex {
                 snapshot_key = excluded.snapshot_key, snapshot_version = excluded.snapshot_version,
                 snapshot_at = excluded.snapshot_at, quota_bytes = excluded.quota_bytes,
                 volume_bytes = excluded.volume_bytes, base_version = excluded.base_version, setup = excluded.setup,
-                layers = excluded.layers
+                layers = excluded.layers, snapshot_pending = excluded.snapshot_pending
             """,
             .text(r.id), .text(r.source), SQLiteValue(r.sha256), .integer(r.ready ? 1 : 0),
             SQLiteValue(r.sourceVersion), SQLiteValue(r.materializedAt?.timeIntervalSince1970),
@@ -146,7 +167,10 @@ final class CacheIndex {
             SQLiteValue(r.snapshotKey), SQLiteValue(r.snapshotVersion),
             SQLiteValue(r.snapshotAt?.timeIntervalSince1970), SQLiteValue(r.quotaBytes), SQLiteValue(r.volumeBytes),
             SQLiteValue(r.baseVersion), SQLiteValue(r.setup.flatMap(Self.json)),
-            SQLiteValue(r.layers.isEmpty ? nil : r.layers.joined(separator: ":")))
+            SQLiteValue(r.layers.isEmpty ? nil : r.layers.joined(separator: ":")),
+            SQLiteValue(
+                r.pendingSnapshot.flatMap { try? JSONEncoder().encode($0) }.map { String(decoding: $0, as: UTF8.self) })
+        )
     }
 
     static func json(_ setup: SetupRecord) -> String? {

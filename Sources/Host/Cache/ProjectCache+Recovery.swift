@@ -107,6 +107,12 @@ extension ProjectCache {
             ])
         let cache = ProjectCache(
             config: config, index: index, records: records, snapshots: snapshots, layers: layers, recovery: recovery)
+        // A killed host may have left a put unrenamed, or a write-back the index never heard of.
+        if let local = config.stores.primary as? LocalBlobStore {
+            let removed = local.removeTemporaries()
+            if removed > 0 { config.logger.info("removed unfinished puts", metadata: ["files": "\(removed)"]) }
+        }
+        await cache.settlePendingSnapshots()
         // Layers of projects gone cold while the host was down, and of deleted snapshots.
         await cache.collectLayers()
         return cache

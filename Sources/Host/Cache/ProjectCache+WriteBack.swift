@@ -93,8 +93,29 @@ extension ProjectCache {
             try Packer.pack(path, to: pack, limits: limits, maxArchiveBytes: maxArchive)
         }
         let key = layout.snapshotKey(id)
-        let info = try await config.stores.primary.put(key, from: pack)
+        // The index learns what the store is about to hold before the put: a host killed
+        // between the store's rename and the index's update is settled on restart.
+        let packed = try await BlockingThread.run("corral-pack-hash") { () throws(CacheError) -> String in
+            try Self.version(ofFile: pack)
+        }
+        let keptWhilePacking = entries[id]!.record.setup == setup
+        entries[id]!.record.pendingSnapshot = PendingSnapshot(
+            version: packed, digest: keptWhilePacking ? summary.digest : nil, diskBytes: summary.diskBytes)
+        try persist(id)
+        let info: BlobInfo
+        do {
+            info = try await config.stores.primary.put(key, from: pack)
+        } catch {
+            // Nothing was renamed into place (or the store refused it whole): the old
+            // snapshot stands, and the index says so again.
+            if entries[id] != nil {
+                entries[id]!.record.pendingSnapshot = nil
+                try? persist(id)
+            }
+            throw error
+        }
         guard entries[id] != nil else { throw .unknownProject(id) }
+        entries[id]!.record.pendingSnapshot = nil
         entries[id]!.record.snapshotKey = key
         entries[id]!.record.snapshotVersion = info.version
         entries[id]!.record.snapshotAt = now()
@@ -282,6 +303,51 @@ extension ProjectCache {
             for (id, error) in report.failed {
                 logger.error("maintenance", metadata: ["project": "\(id)", "error": "\(error)"])
             }
+        }
+    }
+}
+
+extension ProjectCache {
+    /// ``BlobInfo/version`` of a file: the SHA-256 of its bytes, as a store's put reports it.
+    nonisolated static func version(ofFile path: String) throws(CacheError) -> String {
+        let fd = try sys("open(\(path))") { Glibc.open(path, O_RDONLY | O_CLOEXEC) }
+        defer { close(fd) }
+        var hasher = SHA256()
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: 1 << 20, alignment: 16)
+        defer { buffer.deallocate() }
+        while true {
+            let n = try sys("read(\(path))") { read(fd, buffer.baseAddress, buffer.count) }
+            if n == 0 { break }
+            hasher.update(UnsafeRawBufferPointer(rebasing: buffer[0..<n]))
+        }
+        return BlobInfo(size: 0, sha256: hasher.finalize().hexString).version
+    }
+
+    /// Settles write-backs a killed host left between the store's put and the index's update
+    /// (``ProjectRecord/pendingSnapshot``): the store's object is read and hashed; if it is
+    /// the packed archive, the index takes its version, digest and size, else the previous
+    /// snapshot stands. Either way the index and the store agree again. Rare (only after a
+    /// crash in that window), so reading the object back costs nothing in normal starts.
+    func settlePendingSnapshots() async {
+        for id in entries.keys.sorted() {
+            guard let pending = entries[id]?.record.pendingSnapshot else { continue }
+            let key = layout.snapshotKey(id)
+            let copy = layout.pack(id)
+            defer { unlink(copy) }
+            let stored = try? await config.stores.primary.get(key, to: copy, limit: nil, progress: nil)
+            let landed = stored.map { $0.sha256 != nil ? $0.version : (try? Self.version(ofFile: copy)) } ?? nil
+            if landed == pending.version {
+                entries[id]!.record.snapshotKey = key
+                entries[id]!.record.snapshotVersion = pending.version
+                entries[id]!.record.snapshotAt = now()
+                entries[id]!.record.manifestDigest = pending.digest
+                entries[id]!.record.diskBytes = pending.diskBytes
+            }
+            entries[id]!.record.pendingSnapshot = nil
+            logger.warning(
+                "settled a write-back the host was stopped in",
+                metadata: ["project": "\(id)", "stored": "\(landed == pending.version ? "new" : "previous")"])
+            try? persist(id)
         }
     }
 }
