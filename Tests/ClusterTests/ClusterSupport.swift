@@ -47,10 +47,10 @@ final class ClusterFakeRunner: JobRunner, @unchecked Sendable {
 
     /// Ends `command`'s execution, waiting (up to 10 s) for the worker to start it: a job
     /// reads `running` in Redis a moment before its execution exists here.
-    func finish(_ command: String, exitCode: Int32 = 0) {
+    func finish(_ command: String, exitCode: Int32 = 0, status: JobResult.Status = .completed) {
         for _ in 0..<1000 {
             if let running = execution(command) {
-                running.end(exitCode: exitCode, status: .completed)
+                running.end(exitCode: exitCode, status: status)
                 return
             }
             usleep(10_000)

@@ -127,6 +127,27 @@ struct ClusterTests {
         client.close()
     }
 
+    /// The worker's job system ends the job `interrupted` with `sandbox_died`: the API node
+    /// reads the same state, code and error from Redis.
+    @Test func aJobWhoseSandboxDiedReachesTheClientWithItsErrorCode() async throws {
+        let f = try ClusterFixture()
+        let (worker, runner) = try await f.worker("host-a")
+        let client = f.client()
+        let job = try await client.submit(JobRequest(project: "p", command: "block-dies", background: true))
+        #expect(try await client.waitFor(job.id, state: .running))
+        runner.finish("block-dies", exitCode: 137, status: .sandboxDied)
+        let end = try await client.wait(job.id, timeout: .seconds(5), untilFinished: true)
+        #expect(end.record.state == .interrupted)
+        #expect(end.record.errorCode == "sandbox_died")
+        #expect(
+            end.record.error
+                == "the sandbox of project p died while the job ran: its init process was killed, and every process of the job with it; the job was not re-run"
+        )
+        #expect(end.record.result?.status == .sandboxDied)
+        await worker.shutdown(grace: .seconds(1))
+        client.close()
+    }
+
     @Test func aRetriedSubmitWithTheSameKeyAttachesToTheFirstJob() async throws {
         let f = try ClusterFixture()
         let (worker, _) = try await f.worker("host-a")

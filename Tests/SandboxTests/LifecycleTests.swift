@@ -142,6 +142,31 @@ import Testing
         await f.destroy()
     }
 
+    /// An init killed from outside the sandbox (the host's OOM killer, an operator's
+    /// `kill -9`) takes every job with it: each says the sandbox died, where a job killed
+    /// by SIGKILL for any other reason is a plain result, and the sandbox says it died.
+    @Test func aJobWhoseSandboxDiesSaysSoAndAKillOfItsOwnDoesNot() async throws {
+        let f = try await SandboxFixture()
+        let own = try await f.sh("kill -9 $$")
+        #expect(own.status == .completed && own.signal == SIGKILL && own.exitCode == 137)
+        let jobs = [
+            try await f.sandbox.start(JobSpec(["sleep", "30"])),
+            try await f.sandbox.start(JobSpec(["/bin/sh", "-c", "sleep 30 & wait"])),
+        ]
+        #expect(f.sandbox.isAlive)
+        kill(f.sandbox.initPID, SIGKILL)
+        for job in jobs {
+            let result = await job.wait()
+            #expect(result.status == .sandboxDied)
+            #expect(result.exitCode == 137 && result.signal == SIGKILL)
+            #expect(result.leftoverProcesses == nil)
+        }
+        #expect(await f.sandbox.waitForInitExit())
+        #expect(f.sandbox.died)
+        #expect(!f.sandbox.isAlive)
+        await f.destroy()
+    }
+
     @Test func destroyLeavesNoProcessMountOrDescriptor() async throws {
         let before = HostCounts.now()
         let f = try await SandboxFixture()
@@ -149,7 +174,11 @@ import Testing
         let initPID = f.sandbox.initPID
         #expect(kill(initPID, 0) == 0)
         await f.destroy()
+        // Destroyed, not dead: the job was killed by the host, as its result has always said.
         #expect(await daemon.wait().signal == SIGKILL)
+        #expect(await daemon.wait().status == .completed)
+        #expect(await f.sandbox.waitForInitExit() == false)
+        #expect(!f.sandbox.died)
         #expect(kill(initPID, 0) == -1 && errno == ESRCH)
         await #expect(throws: SandboxError.sandboxGone(f.sandbox.configuration.projectID)) {
             try await f.sandbox.exec(JobSpec(["true"]))

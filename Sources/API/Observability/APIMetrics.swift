@@ -19,8 +19,11 @@ public final class APIMetrics: Sendable {
     private let cacheHits: CoreMetrics.Counter
     private let cacheMisses: CoreMetrics.Counter
     private let cacheBytes: CoreMetrics.Counter
+    private let sandboxDeaths: CoreMetrics.Counter
     /// The cache's counters as last sampled; each render adds what they grew by since.
     private let cacheSampled = Mutex(CacheCounters())
+    /// The host's count of sandbox deaths as last sampled.
+    private let deathsSampled = Mutex(0)
 
     public init() {
         registry = PrometheusCollectorRegistry()
@@ -39,6 +42,7 @@ public final class APIMetrics: Sendable {
         cacheHits = CoreMetrics.Counter(label: "corral_cache_hits_total", factory: factory)
         cacheMisses = CoreMetrics.Counter(label: "corral_cache_misses_total", factory: factory)
         cacheBytes = CoreMetrics.Counter(label: "corral_cache_downloaded_bytes_total", factory: factory)
+        sandboxDeaths = CoreMetrics.Counter(label: "corral_sandbox_deaths_total", factory: factory)
     }
 
     func request(route: String, method: String, status: Int, duration: Duration) {
@@ -120,6 +124,12 @@ public final class APIMetrics: Sendable {
         projects.record(status.projects)
         sandboxes.record(status.sandboxes)
         if let counters = await backend.cacheCounters() { sample(counters) }
+        if let deaths = await backend.sandboxDeaths() {
+            deathsSampled.withLock { last in
+                Self.grow(sandboxDeaths, from: Int64(last), to: Int64(deaths))
+                last = deaths
+            }
+        }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
         return buffer

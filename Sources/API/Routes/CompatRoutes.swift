@@ -45,9 +45,8 @@ struct CompatRoutes {
             submitterCap: principal.jobCap(limits))
         let snapshot = try await state.commands.run(
             job, budget: .seconds(min(seconds + 30, 7200)), via: "compat:execute")
-        let view = JobView(snapshot: snapshot)
         var stderr = snapshot.record.result?.stderr ?? ""
-        if let note = view.message ?? snapshot.record.error {
+        if let note = Self.note(JobView(snapshot: snapshot)) {
             stderr += (stderr.isEmpty || stderr.hasSuffix("\n") ? "" : "\n") + "[corral] " + note
         }
         let code: JSON = snapshot.record.result.map { .int($0.exitCode) } ?? (snapshot.record.state.isFinal ? -1 : nil)
@@ -55,6 +54,25 @@ struct CompatRoutes {
             "stdout": .string(snapshot.record.result?.stdout ?? snapshot.output), "stderr": .string(stderr),
             "return_code": code,
         ])
+    }
+
+    /// What `/execute` adds to `stderr` for the caller: what happened and what to do, as a
+    /// job's `message` says it. Its `stdout` and `stderr` are the result's whole (up to the
+    /// policy's output cap, as this shape's callers expect), so it names only that cap's cut.
+    static func note(_ view: JobView) -> String? {
+        var notes = [view.stateMessage, view.leftoverMessage].compactMap { $0 }
+        if let result = view.result, result.truncated {
+            let whole =
+                result.logPath.map {
+                    "The whole output is in \(JobView.sandboxPath($0)); read it with read_file (offset/limit) or grep it."
+                }
+                ?? "The host could not keep the whole output."
+            notes.insert(
+                "The output was longer than the cap: \(result.omittedBytes) bytes in the middle were cut. \(whole)",
+                at: min(1, notes.count))
+        }
+        if notes.isEmpty, let error = view.record.error { return error }
+        return notes.isEmpty ? nil : notes.joined(separator: " ")
     }
 
     /// `{project_id, file_path}` → `{content, error, exists, size}`.
@@ -77,7 +95,7 @@ struct CompatRoutes {
         let job = JobRequest(
             project: id, command: script, environment: ["CORRAL_PATH": inside], timeoutSeconds: 30,
             submitter: principal.name,
-            submitterCap: principal.jobCap(limits))
+            submitterCap: principal.jobCap(limits), writesLog: false)
         let snapshot = try await state.commands.run(job, budget: .seconds(60), via: "compat:file_read")
         guard let result = snapshot.record.result, snapshot.record.state == .completed else {
             return Response.json(
@@ -126,7 +144,7 @@ struct CompatRoutes {
             command: SearchScript.command(regex: regex, caseInsensitive: caseInsensitive, glob: glob != nil, max: max),
             environment: ["CORRAL_QUERY": query, "CORRAL_PATH": inside, "CORRAL_GLOB": glob ?? ""], timeoutSeconds: 60,
             submitter: principal.name,
-            submitterCap: principal.jobCap(limits))
+            submitterCap: principal.jobCap(limits), writesLog: false)
         let snapshot = try await state.commands.run(job, budget: .seconds(90), via: "compat:search")
         guard let result = snapshot.record.result, snapshot.record.state == .completed else {
             let why = snapshot.record.result?.stderr ?? snapshot.record.error ?? "the search did not finish"

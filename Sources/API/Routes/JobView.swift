@@ -4,16 +4,37 @@ import Sandbox
 
 /// A job as every endpoint and tool reports it: `{status, exit_code, signal, oom_killed,
 /// duration_ms, cpu_ms, peak_memory_bytes, output, stdout, stderr, truncated,
-/// omitted_bytes, log_path, unenforced_limits, leftover_processes, job_id}`, every key always
-/// present (null until known, or when nothing applies), plus
-/// `cursor`, `queue_position`, `error` and, when there is something to do, `message`.
+/// omitted_bytes, stdout_omitted_bytes, stderr_omitted_bytes, log_path, unenforced_limits,
+/// leftover_processes, job_id}`, every key always present (null until known, or when nothing
+/// applies), plus `cursor`, `skipped_bytes`, `queue_position`, `error`, `error_code` and,
+/// when there is something to do or something left out, `message`.
+///
+/// An answer is bounded: `output` holds at most ``OutputWindow/bytes`` (the job's channel),
+/// and so do `stdout` and `stderr` each (their first and last halves), whatever the policy's
+/// output cap lets the result keep.
 struct JobView {
     let snapshot: JobSnapshot
     /// The wait budget that ran out, for the `running` message.
     var waited: Double?
+    /// `stdout` and `stderr` cut to the window, and the bytes each leaves out; nil until
+    /// the job has a result.
+    let stdout: (text: String, omitted: Int)?
+    let stderr: (text: String, omitted: Int)?
+
+    init(snapshot: JobSnapshot, waited: Double? = nil) {
+        self.snapshot = snapshot
+        self.waited = waited
+        let result = snapshot.record.result
+        let log = result?.logPath.map(Self.sandboxPath)
+        stdout = result.map { OutputWindow.clip($0.stdout, omitted: $0.stdoutOmittedBytes ?? 0, logPath: log) }
+        stderr = result.map { OutputWindow.clip($0.stderr, omitted: $0.stderrOmittedBytes ?? 0, logPath: log) }
+    }
 
     var record: JobRecord { snapshot.record }
     var result: JobResult? { snapshot.record.result }
+
+    /// Bytes of stdout and stderr their fields leave out.
+    var omitted: Int { (stdout?.omitted ?? 0) + (stderr?.omitted ?? 0) }
 
     var json: JSON {
         [
@@ -25,10 +46,12 @@ struct JobView {
             "cpu_ms": .optional(result.map { .int($0.cpuMs) }),
             "peak_memory_bytes": .optional(result.map { .int($0.peakMemoryBytes) }),
             "output": .string(snapshot.output),
-            "stdout": .optional(result.map { .string($0.stdout) }),
-            "stderr": .optional(result.map { .string($0.stderr) }),
-            "truncated": .bool(result?.truncated ?? false),
-            "omitted_bytes": .int(result?.omittedBytes ?? 0),
+            "stdout": .optional(stdout.map { .string($0.text) }),
+            "stderr": .optional(stderr.map { .string($0.text) }),
+            "truncated": .bool(snapshot.skippedBytes > 0 || omitted > 0),
+            "omitted_bytes": .int(omitted),
+            "stdout_omitted_bytes": .optional(stdout.map { .int($0.omitted) }),
+            "stderr_omitted_bytes": .optional(stderr.map { .int($0.omitted) }),
             "log_path": .optional(result?.logPath.map { .string(Self.sandboxPath($0)) }),
             "unenforced_limits": .optional(result?.unenforcedLimits.map { .object($0.mapValues { .string($0) }) }),
             "leftover_processes": .optional(result?.leftoverProcesses.map { .int($0) }),
@@ -37,17 +60,47 @@ struct JobView {
             "skipped_bytes": .int(snapshot.skippedBytes),
             "queue_position": .optional(snapshot.queuePosition.map { .int($0) }),
             "error": .optional(record.error.map { .string($0) }),
+            "error_code": .optional(record.errorCode.map { .string($0) }),
             "message": .optional(message.map { .string($0) }),
         ]
     }
 
-    /// What the model should do next, when the plain result does not say it.
+    /// What the model should do next, and what the answer leaves out, when the plain
+    /// result does not say it.
     var message: String? {
-        let notes = [stateMessage, leftoverMessage].compactMap { $0 }
+        let notes = [stateMessage, outputNote, fieldsNote, leftoverMessage].compactMap { $0 }
         return notes.isEmpty ? nil : notes.joined(separator: " ")
     }
 
-    private var stateMessage: String? {
+    /// Where what this answer leaves out can be read: the job's log once it holds the whole
+    /// output, the log it is writing while it runs (the output has passed the window then),
+    /// or nowhere.
+    var source: OutputWindow.Source {
+        if let path = result?.logPath { return .log(Self.sandboxPath(path)) }
+        if !record.state.isFinal && record.request.writesLog {
+            // A cluster's worker names its log after its own id for the job, not this one.
+            return .writing(snapshot.skippedBytesFollow ? nil : JobLog.sandboxPath(record.id))
+        }
+        return .nowhere
+    }
+
+    /// Says that `output` leaves out bytes of what the caller asked for, and how to read
+    /// them; nil when it leaves out nothing.
+    var outputNote: String? {
+        guard snapshot.skippedBytes > 0 else { return nil }
+        return OutputWindow.note(
+            shown: snapshot.output.utf8.count, skipped: snapshot.skippedBytes, total: snapshot.cursor,
+            follow: snapshot.skippedBytesFollow, source: source)
+    }
+
+    /// Says that `stdout` or `stderr` leave out bytes; where to read them only when
+    /// ``outputNote`` has not said it.
+    var fieldsNote: String? {
+        OutputWindow.fieldsNote(
+            stdout: stdout?.omitted ?? 0, stderr: stderr?.omitted ?? 0, source: outputNote == nil ? source : nil)
+    }
+
+    var stateMessage: String? {
         let project = record.request.project
         let poll =
             "GET /v1/projects/\(project)/jobs/\(record.id)?wait=30&since=\(snapshot.cursor) (or the job_output tool)"
@@ -63,13 +116,12 @@ struct JobView {
                 "The command \(state)\(budget); it goes on as job \(record.id). Read new output with \(poll), or cancel it with POST /v1/projects/\(project)/jobs/\(record.id)/cancel (job_kill)."
         case .cancelled:
             return "The job was cancelled; it and every process it started were killed."
+        case .interrupted where record.errorCode == JobSystem.sandboxDiedCode:
+            return
+                "The files it wrote are kept, and the next command starts a fresh sandbox: run it again if it must finish."
         case .completed where result?.oomKilled == true:
             return
                 "The command ran out of memory and the kernel killed it. Use less memory (smaller inputs, fewer parallel workers), or ask an admin for a policy with more."
-        case .completed where result?.truncated == true:
-            let path = result?.logPath.map(Self.sandboxPath) ?? "the job's log"
-            return
-                "The output was longer than the cap: \(result?.omittedBytes ?? 0) bytes in the middle were cut. The whole output is in \(path); read it with read_file (offset/limit) or grep it."
         default:
             return nil
         }
@@ -77,7 +129,7 @@ struct JobView {
 
     /// A command that ended with processes still running (`server &`, `nohup … &`): they were
     /// killed with it, and a model that meant to start a server must learn where one belongs.
-    private var leftoverMessage: String? {
+    var leftoverMessage: String? {
         guard record.state == .completed, let count = result?.leftoverProcesses, count > 0 else { return nil }
         let project = record.request.project
         let left =
@@ -95,10 +147,12 @@ struct JobView {
         value.rounded() == value ? String(Int(value)) : String(value)
     }
 
-    /// The text a model reads for a job: its new output, then one line saying how it ended.
+    /// The text a model reads for a job: first, on a line of its own, what the output
+    /// leaves out and how to read it; then the output; then one line saying how it ended.
     var text: String {
-        var out = snapshot.output
-        if !out.isEmpty && !out.hasSuffix("\n") { out += "\n" }
+        var out = outputNote.map { "[\($0)]\n" } ?? ""
+        out += snapshot.output
+        if !snapshot.output.isEmpty && !out.hasSuffix("\n") { out += "\n" }
         switch record.state {
         case .completed:
             let code = result?.exitCode ?? 0
@@ -110,7 +164,8 @@ struct JobView {
         case .running, .queued: out += "[\(record.state.rawValue): job \(record.id), cursor \(snapshot.cursor)]"
         default: out += "[\(record.state.rawValue)\(record.error.map { ": " + $0 } ?? "")]"
         }
-        if let message { out += "\n" + message }
+        let notes = [stateMessage, leftoverMessage].compactMap { $0 }
+        if !notes.isEmpty { out += "\n" + notes.joined(separator: " ") }
         return out
     }
 }

@@ -100,20 +100,23 @@ struct CommandTools {
         view.waited = nil
         let text =
             !before.record.state.isFinal && snapshot.record.state == .cancelled
-            ? Self.stopped(id, signal: signal, snapshot: snapshot)
+            ? Self.stopped(id, signal: signal, view: view)
             : "Job \(id) had already ended (\(snapshot.record.state.rawValue))."
         return ToolOutcome(text: text, structured: view.json, isError: false)
     }
 
     /// What the model reads after job_kill: how the job was stopped, what it printed (a job
     /// that handles INT may print a summary on its way out) and how it ended.
-    static func stopped(_ id: String, signal: JobSignal, snapshot: JobSnapshot) -> String {
+    static func stopped(_ id: String, signal: JobSignal, view: JobView) -> String {
         let how =
             signal == .kill
             ? "SIGKILL" : "SIG\(signal.rawValue), then SIGKILL for anything left after the grace period"
+        let snapshot = view.snapshot
         var text = "Job \(id) was stopped with \(how); it and every process it started are gone."
         if !snapshot.output.isEmpty {
-            text += "\nIts output:\n" + snapshot.output + (snapshot.output.hasSuffix("\n") ? "" : "\n")
+            text +=
+                "\nIts output:\n" + (view.outputNote.map { "[\($0)]\n" } ?? "") + snapshot.output
+                + (snapshot.output.hasSuffix("\n") ? "" : "\n")
         } else {
             text += "\n"
         }

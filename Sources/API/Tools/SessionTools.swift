@@ -159,9 +159,26 @@ struct SessionTools {
         "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
+    /// The note on what the output leaves out, for the top of a run's text, and the rest
+    /// of its message, for the end. The note on `stdout` and `stderr` is left out, as for a
+    /// job: the text shows `output`, and the first note says what that lacks.
+    static func notes(_ view: SessionRunView) -> (first: String?, rest: String?) {
+        guard let message = view.message else { return (nil, nil) }
+        // The message is its notes joined by spaces: drop those two whole.
+        var rest = " " + message + " "
+        let first = view.outputNote.flatMap { message.hasPrefix($0) ? $0 : nil }
+        for note in [first, view.fieldsNote].compactMap({ $0 }) {
+            if let range = rest.range(of: " " + note + " ") { rest.replaceSubrange(range, with: " ") }
+        }
+        let kept = rest.dropFirst().dropLast()
+        return (first, kept.isEmpty ? nil : String(kept))
+    }
+
     static func shellText(_ view: SessionRunView) -> String {
-        var out = view.output
-        if !out.isEmpty && !out.hasSuffix("\n") { out += "\n" }
+        let (first, rest) = notes(view)
+        var out = first.map { "[\($0)]\n" } ?? ""
+        out += view.output
+        if !view.output.isEmpty && !out.hasSuffix("\n") { out += "\n" }
         switch view.status {
         case .completed: out += "[exit code \(view.exitCode ?? 0), cwd \(view.cwd ?? "?")]"
         case .sessionLost:
@@ -169,12 +186,13 @@ struct SessionTools {
                 "[exit code \(view.exitCode.map(String.init) ?? "none"), session ended: \(view.session?.reason ?? "its process ended"); the next call starts a fresh shell]"
         default: out += "[\(view.status.rawValue), exit code \(view.exitCode.map(String.init) ?? "none")]"
         }
-        if let message = view.message { out += "\n" + message }
+        if let rest { out += "\n" + rest }
         return out
     }
 
     static func pythonText(_ view: SessionRunView) -> String {
-        var parts: [String] = []
+        let (first, rest) = notes(view)
+        var parts = [first.map { "[\($0)]" }].compactMap { $0 }
         if !view.output.isEmpty {
             parts.append(view.output.hasSuffix("\n") ? String(view.output.dropLast()) : view.output)
         }
@@ -186,7 +204,7 @@ struct SessionTools {
         let images = view.outputs.filter { $0.mimeType.hasPrefix("image/") }.count
         if images > 0 { parts.append("[\(images) image\(images == 1 ? "" : "s") attached]") }
         if view.status != .completed { parts.append("[\(view.status.rawValue)]") }
-        if let message = view.message { parts.append(message) }
+        if let rest { parts.append(rest) }
         return parts.isEmpty ? "[no output]" : parts.joined(separator: "\n")
     }
 }

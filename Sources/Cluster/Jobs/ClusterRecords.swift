@@ -24,7 +24,7 @@ enum ClusterRecords {
             createdAt: date(fields["created"]) ?? Date(timeIntervalSince1970: 0), startedAt: date(fields["started"]),
             finishedAt: date(fields["finished"]),
             result: try fields["result"].map { try decoder.decode(JobResult.self, from: Data($0.utf8)) },
-            error: fields["error"])
+            error: fields["error"], errorCode: fields["error_code"])
     }
 
     private static func date(_ text: String?) -> Date? {
@@ -36,11 +36,12 @@ enum ClusterRecords {
         -> JobSnapshot
     {
         let total = fields["outlen"].flatMap(Int.init) ?? 0
-        // Bytes past the cap were counted but not kept: say how many of those the caller missed.
+        // Bytes past the cap were counted but not kept: say how many of those the caller
+        // missed, which come after what the snapshot holds.
         let skipped = max(0, total - max(since, storedBytes))
         return JobSnapshot(
             record: record, queuePosition: nil, output: since < storedBytes ? stored : "", cursor: total,
-            skippedBytes: skipped)
+            skippedBytes: skipped, skippedBytesFollow: true)
     }
 }
 

@@ -181,7 +181,7 @@ enum ClusterScripts {
             """)
 
     /// ARGV: prefix, id, incarnation, state, now, result JSON, error, retention ms, me, entry,
-    /// output offset, last output, output cap. Records the last output and the result (only
+    /// output offset, last output, output cap, error code (or ''). Records the last output and the result (only
     /// if this incarnation runs the job) and acknowledges the stream entry in the same step,
     /// so an entry is never acknowledged without its result.
     static let finish = RedisScript(
@@ -191,6 +191,7 @@ enum ClusterScripts {
             local recorded = 0
             if f[1] == 'running' and f[2] == ARGV[3] then
               append(job, tonumber(ARGV[11]), ARGV[12], tonumber(ARGV[13]))
+              if ARGV[14] and ARGV[14] ~= '' then redis.call('HSET', job, 'error_code', ARGV[14]) end
               finish(ARGV[1], ARGV[2], ARGV[4], ARGV[5], ARGV[6], ARGV[7], ARGV[8])
               recorded = 1
             end

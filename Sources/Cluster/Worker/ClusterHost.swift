@@ -210,6 +210,7 @@ public actor ClusterHost: HostBackend, FileToolBackend {
 
     public func status() async -> HostStatus { await host.status() }
     public func cacheCounters() async -> CacheCounters? { await host.cacheCounters() }
+    public func sandboxDeaths() async -> Int? { await host.sandboxDeaths() }
     public func readiness() async -> [String: Bool] { await host.readiness() }
     public func policyReloads() async -> AsyncStream<Int> { await host.policyReloads() }
 

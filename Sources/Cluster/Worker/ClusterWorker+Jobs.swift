@@ -160,7 +160,7 @@ extension ClusterWorker {
                         arguments: [
                             prefix, id, self.incarnation, record.state.rawValue, ClusterRecords.timestamp(),
                             result ?? "", record.error ?? "", self.configuration.retentionMilliseconds, self.host,
-                            entry, at, text, String(self.configuration.outputCap),
+                            entry, at, text, String(self.configuration.outputCap), record.errorCode ?? "",
                         ])
                 }
             case .lost:

@@ -5,7 +5,7 @@ import Synchronization
 /// thread (which appends output) and callers that long-poll.
 ///
 /// Output is kept in memory up to `capacity` bytes; older bytes are dropped and counted,
-/// and the full output is in the job's log file.
+/// and the whole output is in the job's log file (``JobLog``).
 final class JobChannel: Sendable {
     let capacity: Int
     fileprivate let state = Mutex(Buffer())
@@ -14,19 +14,22 @@ final class JobChannel: Sendable {
         var bytes: [UInt8] = []
         /// Absolute offset of `bytes[0]` in the job's whole output.
         var base = 0
+        /// Whether the last byte dropped ended a line: then `bytes` starts with a whole one.
+        var droppedLineEnd = true
         var version = 0
         var closed = false
         var waiters: [Int: CheckedContinuation<Void, Never>] = [:]
         var nextWaiter = 0
     }
 
-    init(capacity: Int = 1 << 20) { self.capacity = capacity }
+    init(capacity: Int = OutputWindow.bytes) { self.capacity = capacity }
 
     func append(_ chunk: [UInt8]) {
         let waiters = state.withLock { s in
             s.bytes += chunk
             if s.bytes.count > capacity {
                 let drop = s.bytes.count - capacity
+                s.droppedLineEnd = s.bytes[drop - 1] == 0x0A
                 s.bytes.removeFirst(drop)
                 s.base += drop
             }
@@ -46,7 +49,10 @@ final class JobChannel: Sendable {
 
     var version: Int { state.withLock { $0.version } }
 
-    /// Output from `cursor` on: (text, new cursor, bytes before `cursor`'s data that are gone).
+    /// Output from `cursor` on: (text, new cursor, bytes from `cursor` on that are gone).
+    /// When some are gone, the text starts at the first whole line kept (within 4 KiB), so
+    /// a model never reads the end of a cut line as a line of its own; the bytes of the cut
+    /// line count as gone.
     ///
     /// A cursor outside ``JobSnapshot/cursors`` is clamped into it first: callers check the
     /// range, and this keeps a missed check from becoming an overflow trap that would end
@@ -55,8 +61,13 @@ final class JobChannel: Sendable {
         let cursor = min(max(requested, JobSnapshot.cursors.lowerBound), JobSnapshot.cursors.upperBound)
         return state.withLock { s in
             let end = s.base + s.bytes.count
-            let from = min(max(cursor, s.base), end)
-            let skipped = max(0, s.base - cursor)
+            var from = min(max(cursor, s.base), end)
+            if cursor < s.base, !s.droppedLineEnd,
+                let newline = s.bytes.prefix(4096).firstIndex(of: 0x0A), newline + 1 < s.bytes.count
+            {
+                from = s.base + newline + 1
+            }
+            let skipped = max(0, from - cursor)
             return (String(decoding: s.bytes[(from - s.base)...], as: UTF8.self), end, skipped)
         }
     }

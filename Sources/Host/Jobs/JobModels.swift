@@ -29,13 +29,19 @@ public struct JobRequest: Sendable, Codable, Equatable {
     /// (host-wide, or cluster-wide in a cluster); nil: no cap. Set by the API from the
     /// caller's token, so one token cannot fill the queue every tenant shares.
     public var submitterCap: Int?
+    /// Whether output past ``OutputWindow/bytes`` is also written to the job's log in the
+    /// workspace (``JobLog``). False for commands that only read for the API (the
+    /// compatibility routes' file read and search): a read must not write to the workspace.
+    public var writesLog: Bool
 
     public init(
         project: String, command: String, shell: JobShell = .sh, cwd: String = "/workspace",
         environment: [String: String] = [:], stdin: String? = nil, timeoutSeconds: Double = 120,
-        background: Bool = false, idempotencyKey: String? = nil, submitter: String = "local", submitterCap: Int? = nil
+        background: Bool = false, idempotencyKey: String? = nil, submitter: String = "local", submitterCap: Int? = nil,
+        writesLog: Bool = true
     ) {
         self.submitterCap = submitterCap
+        self.writesLog = writesLog
         self.project = project
         self.command = command
         self.shell = shell
@@ -63,6 +69,7 @@ public struct JobRequest: Sendable, Codable, Equatable {
         idempotencyKey = try container.decodeIfPresent(String.self, forKey: .idempotencyKey)
         submitter = try container.decode(String.self, forKey: .submitter)
         submitterCap = try container.decodeIfPresent(Int.self, forKey: .submitterCap)
+        writesLog = try container.decodeIfPresent(Bool.self, forKey: .writesLog) ?? true
     }
 
     /// The working directory a caller's `cwd` names: an absolute path as given, a relative
@@ -94,7 +101,8 @@ public enum JobState: String, Sendable, Codable, Equatable {
     case timedOut = "timed_out"
     case cancelled
     case failedToStart = "failed_to_start"
-    /// The host stopped while the job was queued or running; it was not re-run.
+    /// The host stopped while the job was queued or running, or the project's sandbox died
+    /// under it (``JobRecord/errorCode`` `sandbox_died`); it was not re-run.
     case interrupted
 
     /// Whether the job can still change.
@@ -122,12 +130,16 @@ public struct JobRecord: Sendable, Codable, Equatable {
     public var result: JobResult?
     /// Why the job could not start or was interrupted, for the model.
     public var error: String?
+    /// What ended the job, for programs, when ``error`` says why: `sandbox_died` (the
+    /// project's sandbox died while the job ran). Nil otherwise.
+    public var errorCode: String?
 
     /// A record as a queue outside this module keeps it (the cluster's).
     package init(
         id: String, request: JobRequest, lane: JobLane, state: JobState, createdAt: Date, startedAt: Date? = nil,
-        finishedAt: Date? = nil, result: JobResult? = nil, error: String? = nil
+        finishedAt: Date? = nil, result: JobResult? = nil, error: String? = nil, errorCode: String? = nil
     ) {
+        self.errorCode = errorCode
         self.id = id
         self.request = request
         self.lane = lane
@@ -150,11 +162,19 @@ public struct JobSnapshot: Sendable, Equatable {
     public var output: String
     /// Pass this back as `since` to get only what comes after.
     public var cursor: Int
-    /// Output before `since` that is no longer held in memory.
+    /// Output after `since` that this snapshot leaves out, no longer held: before
+    /// ``output`` (a host keeps a job's last ``OutputWindow/bytes``), or after it when
+    /// ``skippedBytesFollow`` (a cluster keeps a job's first).
     public var skippedBytes: Int
+    /// Whether the skipped bytes come after ``output`` rather than before it.
+    public var skippedBytesFollow: Bool
 
     /// A view as a queue outside this module builds it (the cluster's).
-    package init(record: JobRecord, queuePosition: Int?, output: String, cursor: Int, skippedBytes: Int) {
+    package init(
+        record: JobRecord, queuePosition: Int?, output: String, cursor: Int, skippedBytes: Int,
+        skippedBytesFollow: Bool = false
+    ) {
+        self.skippedBytesFollow = skippedBytesFollow
         self.record = record
         self.queuePosition = queuePosition
         self.output = output

@@ -47,7 +47,8 @@ public struct SandboxJobRunner: JobRunner {
     ) async throws -> any JobExecution {
         var job = try spec(request)
         job.onOutput = onOutput
-        job.logPath = job.logPath ?? ".corral/logs/\(jobID).log"
+        if request.writesLog { job.logPath = job.logPath ?? JobLog.path(jobID) }
+        job.logThreshold = min(job.logThreshold, OutputWindow.bytes)
         return try await sandbox(request.project).start(job)
     }
 

@@ -48,13 +48,15 @@ extension JobSystem {
             entry.execution = execution
             if let signal = entry.cancelSignal { await execution.cancel(signal: signal) }
             let result = await execution.wait()
-            let state: JobState =
-                switch result.status {
-                case .completed: .completed
-                case .timedOut: .timedOut
-                case .cancelled: .cancelled
-                }
-            finish(entry, state: state, result: result, error: nil)
+            switch result.status {
+            case .completed: finish(entry, state: .completed, result: result, error: nil)
+            case .timedOut: finish(entry, state: .timedOut, result: result, error: nil)
+            case .cancelled: finish(entry, state: .cancelled, result: result, error: nil)
+            case .sandboxDied:
+                finish(
+                    entry, state: .interrupted, result: result, error: Self.sandboxDied(request.project),
+                    code: Self.sandboxDiedCode)
+            }
         } catch {
             logger.warning("job \(id) failed to start: \(error)")
             finish(entry, state: .failedToStart, result: nil, error: "\(error)")
@@ -65,7 +67,16 @@ extension JobSystem {
         dispatch()
     }
 
-    func finish(_ entry: Entry, state: JobState, result: JobResult?, error: String?) {
+    /// The `error` of a job whose sandbox died under it: what happened (its view's
+    /// `message` says what to do).
+    static func sandboxDied(_ project: String) -> String {
+        "the sandbox of project \(project) died while the job ran: its init process was killed, and every process of the job with it; the job was not re-run"
+    }
+
+    /// ``JobRecord/errorCode`` of a job whose sandbox died under it.
+    public static let sandboxDiedCode = "sandbox_died"
+
+    func finish(_ entry: Entry, state: JobState, result: JobResult?, error: String?, code: String? = nil) {
         let submitter = entry.record.request.submitter
         if !entry.record.state.isFinal, let count = active[submitter] {
             active[submitter] = count > 1 ? count - 1 : nil
@@ -74,6 +85,7 @@ extension JobSystem {
         entry.record.finishedAt = Date()
         entry.record.result = result
         entry.record.error = error
+        entry.record.errorCode = code
         do { try journal?.save(entry.record) } catch { logger.error("journal: \(error)") }
         entry.channel.touch(closing: true)
         pruneFinished()

@@ -140,9 +140,13 @@ public actor JobSystem: JobService {
                 skippedBytes: skipped)
         }
         if let record = try journal?.load(id) {
-            let text = record.result.map { $0.stdout + $0.stderr } ?? ""
+            // Only the result's streams are left, one after the other: the last window of
+            // them, as the channel would hold.
+            let text = Array((record.result.map { $0.stdout + $0.stderr } ?? "").utf8)
+            let from = min(max(since, text.count - OutputWindow.bytes, 0), text.count)
             return JobSnapshot(
-                record: record, queuePosition: nil, output: text, cursor: text.utf8.count, skippedBytes: 0)
+                record: record, queuePosition: nil, output: String(decoding: text[from...], as: UTF8.self),
+                cursor: text.count, skippedBytes: max(0, from - since))
         }
         throw JobError.notFound(id)
     }

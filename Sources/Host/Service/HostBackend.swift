@@ -64,6 +64,9 @@ public protocol HostBackend: Sendable {
     /// The project cache's hits, misses and downloaded bytes, for `/metrics`; nil for a
     /// backend without a cache of its own.
     func cacheCounters() async -> CacheCounters?
+    /// Sandboxes whose init died on its own (killed from outside) since the host started,
+    /// for `/metrics`; nil for a backend without sandboxes of its own.
+    func sandboxDeaths() async -> Int?
     func readiness() async -> [String: Bool]
     /// The generation after each policy reload, for the audit log.
     func policyReloads() async -> AsyncStream<Int>
@@ -77,6 +80,7 @@ public protocol HostBackend: Sendable {
 
 extension HostBackend {
     public func cacheCounters() async -> CacheCounters? { nil }
+    public func sandboxDeaths() async -> Int? { nil }
     public func fork(_ source: String, into id: String, snapshot: String?, policy: String?, limits: RequestedLimits?)
         async throws -> ProjectInfo
     {
@@ -91,6 +95,8 @@ extension CorralHost: HostBackend {
     public nonisolated var defaultPolicy: String { configuration.defaultPolicy }
 
     public func cacheCounters() async -> CacheCounters? { await cache.counters }
+
+    public func sandboxDeaths() async -> Int? { await pool.deaths }
 
     public func policyReloads() -> AsyncStream<Int> { policies.reloads() }
 

@@ -24,12 +24,15 @@ struct HostJobRunner: JobRunner {
             let environment = Self.environment(policy, network: policy.network.mode, requested: request.environment)
             let timeout = min(request.timeoutSeconds, Double(project.maxTimeoutSeconds))
             let shell = request.shell.program(rootfs: sandbox.configuration.rootfs)
-            let spec = JobSpec(
+            var spec = JobSpec(
                 [shell, "-c", request.command], environment: environment, cwd: request.cwd,
                 stdin: request.stdin.map { Array($0.utf8) }, timeout: .milliseconds(Int(timeout * 1000)),
-                outputCap: Int(min(project.limits.stdoutBytes, UInt64(Int.max))), logPath: ".corral/logs/\(jobID).log",
-                uid: policy.user.uid, gid: policy.user.gid, keepCapabilities: policy.capabilities.mask,
-                seccomp: try policy.seccompProgram().instructions, onOutput: onOutput)
+                outputCap: Int(min(project.limits.stdoutBytes, UInt64(Int.max))),
+                logPath: request.writesLog ? JobLog.path(jobID) : nil, uid: policy.user.uid, gid: policy.user.gid,
+                keepCapabilities: policy.capabilities.mask, seccomp: try policy.seccompProgram().instructions,
+                onOutput: onOutput)
+            // An answer holds the last window of the output; past it, the log has the rest.
+            spec.logThreshold = OutputWindow.bytes
             let running = try await sandbox.start(spec)
             return PinnedExecution(inner: running) { [cache] in try? await cache.release(request.project) }
         } catch {

@@ -20,16 +20,23 @@ actor SandboxPool {
     }
 
     private var live: [String: Task<Live, any Error>] = [:]
-    private let logger = Logger(label: "corral.sandboxes")
+    private let logger: Logger
+    /// Sandboxes whose init died on its own since the host started
+    /// (`corral_sandbox_deaths_total`).
+    private(set) var deaths = 0
     /// Serves every sandbox's `127.0.0.1:3128`; nil: sandboxes get no proxy (tests of
     /// other things).
     let proxy: EgressProxy?
     /// The project's egress rules as its policy says now, asked for each connection.
     let rules: @Sendable (String) -> EgressRules?
 
-    init(proxy: EgressProxy? = nil, rules: @escaping @Sendable (String) -> EgressRules? = { _ in nil }) {
+    init(
+        proxy: EgressProxy? = nil, rules: @escaping @Sendable (String) -> EgressRules? = { _ in nil },
+        logger: Logger = Logger(label: "corral.sandboxes")
+    ) {
         self.proxy = proxy
         self.rules = rules
+        self.logger = logger
     }
 
     /// The project's sandbox over `workspace` with `config`, creating or replacing it as
@@ -46,7 +53,10 @@ actor SandboxPool {
             if live[project] == task {
                 live[project] = nil
                 if let stale = try? await task.value {
-                    logger.info("replacing the sandbox of \(project)")
+                    // A death was logged as a warning when it happened (``died(_:project:)``).
+                    logger.info(
+                        "replacing the sandbox of \(project)",
+                        metadata: ["project": "\(project)", "reason": stale.sandbox.isAlive ? "new workspace" : "dead"])
                     await stale.destroy()
                 }
             }
@@ -76,12 +86,25 @@ actor SandboxPool {
             return Live(sandbox: sandbox, workspace: workspace, policyDigest: policyDigest, egress: egress)
         }
         live[project] = task
+        // A death is reported when it happens, not at the project's next call.
+        Task { [weak self] in
+            guard let made = try? await task.value, await made.sandbox.waitForInitExit() else { return }
+            await self?.died(made.sandbox, project: project)
+        }
         do {
             return try await task.value.sandbox
         } catch {
             if live[project] == task { live[project] = nil }
             throw error
         }
+    }
+
+    /// A sandbox's init died on its own (not by ``destroy(_:)``): a warning, and a count.
+    private func died(_ sandbox: ProjectSandbox, project: String) {
+        deaths += 1
+        logger.warning(
+            "the sandbox of \(project) died: its init process was killed, and every job and session in it with it; the next call starts a fresh sandbox",
+            metadata: ["project": "\(project)", "init_pid": "\(sandbox.initPID)"])
     }
 
     /// The project's sandbox if one runs.

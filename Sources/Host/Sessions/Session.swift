@@ -290,6 +290,8 @@ final class Session: Sendable {
             reason = ending
         } else if result.oomKilled {
             reason = "the kernel's OOM killer killed \(what): the project's memory limit was reached"
+        } else if result.status == .sandboxDied {
+            reason = "the project's sandbox died (its init process was killed), and \(what) with it"
         } else if !sandboxAlive {
             reason = "the project's sandbox was stopped"
         } else if let signal {

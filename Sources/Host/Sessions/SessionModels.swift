@@ -213,8 +213,15 @@ public struct SessionRunView: Sendable, Codable, Equatable {
     /// Shell: its directory after the command.
     public var cwd: String?
     public var durationMs: Int?
+    /// Whether the answer leaves out output: `skippedBytes` before ``output``, or bytes of
+    /// ``stdout`` and ``stderr``.
     public var truncated: Bool
+    /// Bytes of stdout and stderr their fields leave out (together).
     public var omittedBytes: Int
+    /// Bytes ``stdout`` and ``stderr`` each leave out: the policy's output cap and the
+    /// answer's window (``OutputWindow/bytes``) cut their middle. Nil until the run ends.
+    public var stdoutOmittedBytes: Int?
+    public var stderrOmittedBytes: Int?
     /// Python: the repr of the last expression, as a REPL prints it; nil when it was not an
     /// expression or was None.
     public var result: String?
@@ -232,8 +239,10 @@ public struct SessionRunView: Sendable, Codable, Equatable {
         stdout: String? = nil, stderr: String? = nil, output: String = "", cursor: Int = 0, skippedBytes: Int = 0,
         cwd: String? = nil, durationMs: Int? = nil, truncated: Bool = false, omittedBytes: Int = 0,
         result: String? = nil, error: PythonError? = nil, outputs: [RichOutput] = [], session: SessionEnd? = nil,
-        message: String? = nil
+        message: String? = nil, stdoutOmittedBytes: Int? = nil, stderrOmittedBytes: Int? = nil
     ) {
+        self.stdoutOmittedBytes = stdoutOmittedBytes
+        self.stderrOmittedBytes = stderrOmittedBytes
         self.sessionID = sessionID
         self.runID = runID
         self.kind = kind
@@ -263,6 +272,23 @@ public struct SessionRunView: Sendable, Codable, Equatable {
         case skippedBytes = "skipped_bytes"
         case durationMs = "duration_ms"
         case omittedBytes = "omitted_bytes"
+        case stdoutOmittedBytes = "stdout_omitted_bytes"
+        case stderrOmittedBytes = "stderr_omitted_bytes"
+    }
+
+    /// What a model reads first when ``output`` leaves out bytes of what was asked for (the
+    /// first part of ``message``); nil when it leaves out nothing.
+    public var outputNote: String? {
+        guard skippedBytes > 0 else { return nil }
+        return OutputWindow.note(
+            shown: output.utf8.count, skipped: skippedBytes, total: cursor, follow: false, source: .nowhere)
+    }
+
+    /// What ``message`` says when ``stdout`` or ``stderr`` leave out bytes: where to read
+    /// them only when ``outputNote`` has not said it. Nil when they leave out nothing.
+    public var fieldsNote: String? {
+        OutputWindow.fieldsNote(
+            stdout: stdoutOmittedBytes ?? 0, stderr: stderrOmittedBytes ?? 0, source: skippedBytes > 0 ? nil : .nowhere)
     }
 
     /// Every key, nulls included: callers read a fixed shape.
@@ -282,6 +308,8 @@ public struct SessionRunView: Sendable, Codable, Equatable {
         try c.encode(durationMs, forKey: .durationMs)
         try c.encode(truncated, forKey: .truncated)
         try c.encode(omittedBytes, forKey: .omittedBytes)
+        try c.encode(stdoutOmittedBytes, forKey: .stdoutOmittedBytes)
+        try c.encode(stderrOmittedBytes, forKey: .stderrOmittedBytes)
         try c.encode(result, forKey: .result)
         try c.encode(error, forKey: .error)
         try c.encode(outputs, forKey: .outputs)

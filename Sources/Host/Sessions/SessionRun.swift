@@ -125,21 +125,32 @@ final class SessionRun: Sendable {
     func view(since: Int) -> SessionRunView {
         let (text, cursor, skipped) = channel.read(since: since)
         return state.withLock { state in
+            // Each stream cut to the answer's window: a session keeps no log, so what falls
+            // out is said, with how to keep a long output whole.
             let final = state.status.isFinal
+            let stdout =
+                final
+                ? OutputWindow.clip(state.stdout.text(logPath: nil), omitted: state.stdout.omitted, logPath: nil) : nil
+            let stderr =
+                final
+                ? OutputWindow.clip(state.stderr.text(logPath: nil), omitted: state.stderr.omitted, logPath: nil) : nil
+            let omitted = (stdout?.omitted ?? 0) + (stderr?.omitted ?? 0)
             var view = SessionRunView(
                 sessionID: sessionID, runID: id, kind: kind, status: state.status, exitCode: state.exitCode,
-                stdout: final ? state.stdout.text(logPath: nil) : nil,
-                stderr: final ? state.stderr.text(logPath: nil) : nil, output: text, cursor: cursor,
+                stdout: stdout?.text, stderr: stderr?.text, output: text, cursor: cursor,
                 skippedBytes: skipped, cwd: state.cwd, durationMs: state.durationMs,
-                truncated: state.stdout.omitted + state.stderr.omitted > 0,
-                omittedBytes: state.stdout.omitted + state.stderr.omitted, result: state.result, error: state.error,
-                outputs: state.outputs, session: state.session)
-            view.message = message(state)
+                truncated: skipped > 0 || omitted > 0, omittedBytes: omitted, result: state.result,
+                error: state.error, outputs: state.outputs, session: state.session,
+                stdoutOmittedBytes: stdout?.omitted, stderrOmittedBytes: stderr?.omitted)
+            let parts =
+                [view.outputNote].compactMap { $0 } + messages(state) + [view.fieldsNote, state.note].compactMap { $0 }
+            view.message = parts.isEmpty ? nil : parts.joined(separator: " ")
             return view
         }
     }
 
-    private func message(_ state: borrowing State) -> String? {
+    /// What to do next, by how the run stands.
+    private func messages(_ state: borrowing State) -> [String] {
         let base = "/v1/projects/\(project)/sessions/\(sessionID)/runs/\(id)"
         var parts: [String] = []
         switch state.status {
@@ -161,13 +172,7 @@ final class SessionRun: Sendable {
         case .completed:
             break
         }
-        if state.stdout.omitted + state.stderr.omitted > 0 {
-            parts.append(
-                "The output was longer than the cap: \(state.stdout.omitted + state.stderr.omitted) bytes in the middle were cut. Redirect long output to a file and read it with read_file or grep."
-            )
-        }
-        if let note = state.note { parts.append(note) }
-        return parts.isEmpty ? nil : parts.joined(separator: " ")
+        return parts
     }
 
     static func format(_ value: Double) -> String {

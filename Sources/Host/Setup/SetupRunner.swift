@@ -312,7 +312,9 @@ actor SetupRunner {
             guard sandbox.isAlive else { return .interrupted }
             return .failed(exitCode: nil, error: "command \(index + 1) could not start: \(error)")
         }
-        guard sandbox.isAlive, result.status != .cancelled, !closed else { return .interrupted }
+        guard sandbox.isAlive, result.status != .cancelled, result.status != .sandboxDied, !closed else {
+            return .interrupted
+        }
         if result.status == .timedOut {
             return .failed(
                 exitCode: result.exitCode,

@@ -29,6 +29,8 @@ public final class ProjectSandbox: Sendable {
 
     struct Lifecycle {
         var alive = true
+        /// The init died while the sandbox was alive (not by ``destroy()``).
+        var died = false
         var nextJob = 1
         var nextLeaf = 1
         var jobs: [Int: RunningJob] = [:]
@@ -74,8 +76,20 @@ public final class ProjectSandbox: Sendable {
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("corral-init").path
     }
 
-    /// Whether the init is alive and the sandbox has not been destroyed.
-    public var isAlive: Bool { state.withLock { $0.alive } && !reaped.isSet }
+    /// Whether the init is alive and the sandbox has not been destroyed. An init that is
+    /// dying (killed, and waiting for the kernel to kill the rest of its namespace) is not.
+    public var isAlive: Bool { state.withLock { $0.alive } && !reaped.isSet && !Self.isExiting(initPID) }
+
+    /// Whether the init died on its own, while the sandbox was in use (killed from outside
+    /// the sandbox, since nothing inside can signal it), rather than by ``destroy()``.
+    public var died: Bool { state.withLock { $0.died } }
+
+    /// Waits until the init is gone and says whether it died on its own (``died``) rather
+    /// than by ``destroy()``.
+    public func waitForInitExit() async -> Bool {
+        await reaped.wait()
+        return died
+    }
 
     /// The sandbox's network namespace, opened now; throws ``SandboxError/sandboxGone(_:)``
     /// if the sandbox is gone.
@@ -106,6 +120,9 @@ public final class ProjectSandbox: Sendable {
             defer { state.nextJob += 1 }
             return state.nextJob
         }
+        // A dying init's namespace takes no new process (its clone would fail with ENOMEM,
+        // read as a full memory cgroup): say it is gone.
+        guard !Self.isExiting(initPID) else { throw SandboxError.sandboxGone(configuration.projectID) }
         let environment = Environment.build(job)
         let pidfd = initPidfd
         // The job's own cgroup: the child joins it before its first instruction, so the
@@ -126,14 +143,14 @@ public final class ProjectSandbox: Sendable {
             try? leaf?.destroy()
             throw error
         }
-        let spill = job.logPath.map { path in
+        let openLog = job.logPath.map { path in
             { @Sendable [workspace = configuration.workspace, uid = hostIDBase + job.uid, gid = hostIDBase + job.gid] in
                 LogFile.create(workspace: workspace, relativePath: path, uid: uid, gid: gid)
             }
         }
         let running = RunningJob(
-            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid, leaf: leaf), spill: spill,
-            unenforcedLimits: unenforcedLimits)
+            id: id, process: process, job: job, tree: ProcessTree(leader: process.pid, leaf: leaf), openLog: openLog,
+            unenforcedLimits: unenforcedLimits, sandboxDying: { [weak self] in self?.initDying ?? false })
         state.withLock { $0.jobs[id] = running }
         try running.watch(process, timeout: job.timeout)
         Task { [self] in
@@ -243,7 +260,35 @@ public final class ProjectSandbox: Sendable {
     }
 
     /// Called by the init's watcher once the init has been reaped.
-    func initReaped() { reaped.set() }
+    func initReaped() {
+        state.withLock { state in
+            if state.alive { state.died = true }
+        }
+        reaped.set()
+    }
+
+    /// Whether the init is dying or dead while the sandbox was not being destroyed: a job
+    /// killed by SIGKILL then was killed by the sandbox's death, not by anything it did.
+    var initDying: Bool {
+        guard state.withLock({ $0.alive }) else { return false }
+        return reaped.isSet || Self.isExiting(initPID)
+    }
+
+    /// Whether `pid` has begun to exit (PF_EXITING in the flags of `/proc/PID/stat`). A pid
+    /// namespace's init that is killed first kills every other process of its namespace and
+    /// waits for them all to be reaped, and only then becomes a zombie its pidfd reports:
+    /// until then this is the only sign. Called only while the init is unreaped (it is this
+    /// process's child), so the pid is still the init's.
+    static func isExiting(_ pid: pid_t) -> Bool {
+        guard let stat = try? KernelFile.read("/proc/\(pid)/stat"),
+            let close = stat.lastIndex(of: ")")
+        else { return false }
+        // After "pid (comm)": state ppid pgrp session tty_nr tpgid flags ...
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        guard fields.count > 6, let flags = UInt32(fields[6]) else { return false }
+        let exiting: UInt32 = 0x4  // PF_EXITING, include/linux/sched.h
+        return flags & exiting != 0
+    }
 
     /// Runs blocking work (a spawn waits for its child's exec) on the process's pool of
     /// blocking threads, never on the async pool.

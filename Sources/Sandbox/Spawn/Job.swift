@@ -17,8 +17,13 @@ public struct JobSpec: Sendable {
     public var killGrace: Duration
     /// Bytes kept in memory per stream (head and tail halves); the rest is counted.
     public var outputCap: Int
-    /// Where, relative to the workspace, the full output goes when it passes the cap.
+    /// Where, relative to the workspace, the whole output goes (stdout and stderr
+    /// interleaved) once it passes ``logThreshold``; nil keeps no log.
     public var logPath: String?
+    /// Output, both streams together, past which the whole of it is written to
+    /// ``logPath``: an answer that shows only a window of the output can then point to the
+    /// rest. A stream cut to ``outputCap`` starts the log too, whichever is smaller.
+    public var logThreshold = 1 << 20
     /// The uid and gid the job runs as inside the sandbox.
     public var uid: UInt32
     public var gid: UInt32
@@ -113,7 +118,12 @@ public struct ResourceLimit: Sendable, Hashable {
 
 /// How a job ended. A non-zero exit is a result like any other.
 public struct JobResult: Sendable, Equatable, Codable {
-    public enum Status: String, Sendable, Codable { case completed, timedOut = "timed_out", cancelled }
+    public enum Status: String, Sendable, Codable {
+        case completed, timedOut = "timed_out", cancelled
+        /// The sandbox's init died while the job ran (killed from outside the sandbox), and
+        /// the kernel killed every process of the sandbox with it, the job's included.
+        case sandboxDied = "sandbox_died"
+    }
 
     public var status: Status
     /// The exit code, or 128 + signal when killed by a signal (124 on timeout, as
@@ -131,7 +141,12 @@ public struct JobResult: Sendable, Equatable, Codable {
     /// Whether either stream was cut to the cap.
     public var truncated: Bool
     public var omittedBytes: Int
-    /// Where the full output is, inside the sandbox, when it was cut.
+    /// Bytes cut from the middle of ``stdout`` and of ``stderr`` (together
+    /// ``omittedBytes``); nil in records from before they were counted apart.
+    public var stdoutOmittedBytes: Int?
+    public var stderrOmittedBytes: Int?
+    /// Where the whole output is, inside the sandbox: set when the job printed more than
+    /// ``JobSpec/logThreshold`` (or a stream was cut) and the file holds all of it.
     public var logPath: String?
     /// Limits of the sandbox that the host could not enforce (`cpu`, `memory`, `pids` → why),
     /// when its policy allowed running without them; nil when every limit was enforced.
@@ -145,8 +160,11 @@ public struct JobResult: Sendable, Equatable, Codable {
     public init(
         status: Status, exitCode: Int32, signal: Int32?, timedOut: Bool, oomKilled: Bool, durationMs: Int, cpuMs: Int,
         peakMemoryBytes: UInt64, stdout: String, stderr: String, truncated: Bool, omittedBytes: Int, logPath: String?,
-        unenforcedLimits: [String: String]? = nil, leftoverProcesses: Int? = nil
+        unenforcedLimits: [String: String]? = nil, leftoverProcesses: Int? = nil, stdoutOmittedBytes: Int? = nil,
+        stderrOmittedBytes: Int? = nil
     ) {
+        self.stdoutOmittedBytes = stdoutOmittedBytes
+        self.stderrOmittedBytes = stderrOmittedBytes
         self.status = status
         self.exitCode = exitCode
         self.signal = signal
@@ -173,6 +191,8 @@ public struct JobResult: Sendable, Equatable, Codable {
         case cpuMs = "cpu_ms"
         case peakMemoryBytes = "peak_memory_bytes"
         case omittedBytes = "omitted_bytes"
+        case stdoutOmittedBytes = "stdout_omitted_bytes"
+        case stderrOmittedBytes = "stderr_omitted_bytes"
         case logPath = "log_path"
         case unenforcedLimits = "unenforced_limits"
         case leftoverProcesses = "leftover_processes"

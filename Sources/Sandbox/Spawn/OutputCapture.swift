@@ -1,7 +1,5 @@
-import Glibc
-
-/// Collects one output stream of a job: the first and last bytes up to a cap, the count of
-/// what was cut, and, once the cap is passed, the whole stream in a log file.
+/// Collects one output stream of a job: the first and last bytes up to a cap, and the count
+/// of what was cut. (The whole output goes to the job's log, written beside it.)
 ///
 /// Memory stays bounded by `cap` whatever the job prints. Not thread-safe: its owner
 /// guards it (a job's and a session run's state locks).
@@ -10,31 +8,18 @@ public final class OutputCapture {
     private(set) var head: [UInt8] = []
     private var tail: [UInt8] = []
     private var tailStart = 0
+    /// Bytes the stream carried in all.
     private(set) var total = 0
-    private let spill: (() -> Int32?)?
-    private var logFD: Int32 = -1
 
-    /// A capture that keeps no log file: what passes the cap is only counted.
-    public convenience init(cap: Int) { self.init(cap: cap, spill: nil) }
+    /// A capture that keeps the first and last `cap / 2` bytes.
+    public init(cap: Int) { self.cap = max(cap, 2) }
 
     /// Appends a chunk.
     public func append(_ bytes: [UInt8]) { bytes.withUnsafeBytes { append($0) } }
 
-    /// `spill` opens the log file the first time the cap is passed; nil keeps no log.
-    init(cap: Int, spill: (() -> Int32?)?) {
-        self.cap = max(cap, 2)
-        self.spill = spill
-    }
-
     func append(_ bytes: UnsafeRawBufferPointer) {
         if bytes.isEmpty { return }
         let half = cap / 2
-        if total + bytes.count > cap && logFD < 0, let spill, let fd = spill() {
-            logFD = fd
-            writeAll(fd, head)
-            writeAll(fd, orderedTail())
-        }
-        if logFD >= 0 { writeAll(logFD, Array(bytes)) }
         total += bytes.count
         for byte in bytes {
             if head.count < half {
@@ -51,35 +36,22 @@ public final class OutputCapture {
     /// Bytes between head and tail that are not in memory.
     public var omitted: Int { max(0, total - head.count - tail.count) }
 
-    /// Whether the log file holds more than what is in memory.
-    var spilled: Bool { logFD >= 0 }
-
     /// The kept bytes; when something was cut, a marker line says how much and where.
     public func text(logPath: String?) -> String {
         let tailBytes = orderedTail()
         if omitted == 0 { return String(decoding: head + tailBytes, as: UTF8.self) }
-        let whereFull = logPath.map { " (full output in \($0))" } ?? ""
-        let marker = "\n[... \(omitted) bytes omitted\(whereFull) ...]\n"
-        return String(decoding: head, as: UTF8.self) + marker + String(decoding: tailBytes, as: UTF8.self)
+        return String(decoding: head, as: UTF8.self) + Self.marker(omitted: omitted, logPath: logPath)
+            + String(decoding: tailBytes, as: UTF8.self)
     }
 
-    func finish() {
-        if logFD >= 0 {
-            close(logFD)
-            logFD = -1
-        }
+    /// The line that stands for `omitted` bytes cut from the middle of a stream, naming the
+    /// file that holds them all when there is one.
+    public static func marker(omitted: Int, logPath: String?) -> String {
+        let whereFull = logPath.map { " (full output in \($0))" } ?? ""
+        return "\n[... \(omitted) bytes omitted\(whereFull) ...]\n"
     }
 
     private func orderedTail() -> [UInt8] {
         Array(tail[tailStart...] + tail[..<tailStart])
-    }
-
-    private func writeAll(_ fd: Int32, _ bytes: [UInt8]) {
-        var offset = 0
-        while offset < bytes.count {
-            let n = retryingInterrupted { bytes[offset...].withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } }
-            if n <= 0 { return }
-            offset += n
-        }
     }
 }

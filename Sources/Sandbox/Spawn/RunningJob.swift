@@ -17,12 +17,16 @@ public final class RunningJob: Sendable {
     let unenforcedLimits: [CgroupResource: String]
     /// A session driver's pipes (``JobSpec/channel``); its output is handed on, not kept.
     public let channel: SessionChannel?
+    /// Whether the sandbox's init is dying on its own (``ProjectSandbox``): asked when the
+    /// job was killed by SIGKILL, to tell the sandbox's death from any other kill.
+    private let sandboxDying: @Sendable () -> Bool
     private let tree: ProcessTree
     private let state: Mutex<State>
 
     struct State: ~Copyable {
         var stdout: OutputCapture
         var stderr: OutputCapture
+        var log: OutputLog?
         var openStreams = 2
         /// stdout's and stderr's read ends, until their handler has seen EOF (the event loop
         /// closes a descriptor right after, so a drain must not touch it then).
@@ -36,8 +40,8 @@ public final class RunningJob: Sendable {
     }
 
     init(
-        id: Int, process: SpawnedProcess, job: JobSpec, tree: ProcessTree, spill: (@Sendable () -> Int32?)?,
-        unenforcedLimits: [CgroupResource: String] = [:]
+        id: Int, process: SpawnedProcess, job: JobSpec, tree: ProcessTree, openLog: (@Sendable () -> Int32?)?,
+        unenforcedLimits: [CgroupResource: String] = [:], sandboxDying: @escaping @Sendable () -> Bool = { false }
     ) {
         self.id = id
         self.pid = process.pid
@@ -48,9 +52,10 @@ public final class RunningJob: Sendable {
         self.tree = tree
         self.unenforcedLimits = unenforcedLimits
         self.channel = process.channel
+        self.sandboxDying = sandboxDying
         let state = State(
-            stdout: OutputCapture(cap: job.outputCap, spill: spill),
-            stderr: OutputCapture(cap: job.outputCap, spill: spill))
+            stdout: OutputCapture(cap: job.outputCap), stderr: OutputCapture(cap: job.outputCap),
+            log: openLog.map { OutputLog(threshold: min(job.logThreshold, job.outputCap), open: $0) })
         self.state = Mutex(state)
     }
 
@@ -136,6 +141,7 @@ public final class RunningJob: Sendable {
                     buffer.withUnsafeBytes { raw in
                         let chunk = UnsafeRawBufferPointer(rebasing: raw[0..<n])
                         if isStdout { state.stdout.append(chunk) } else { state.stderr.append(chunk) }
+                        state.log?.append(chunk)
                     }
                 }
             }
@@ -230,6 +236,10 @@ public final class RunningJob: Sendable {
         // without a cgroup.
         if cor_waitid_pidfd(pidfd, WEXITED | WNOHANG | WNOWAIT, &code, &status, &usage) == 0 { return true }
         let now = ContinuousClock.now
+        // Killed by SIGKILL while the sandbox's init is dying: the kernel killed it with the
+        // sandbox. Asked before this job is reaped, as the init cannot finish dying until
+        // every process of its namespace is reaped, so it is still there to ask.
+        let died = code == CLD_KILLED && status == SIGKILL && sandboxDying()
         // Daemons the job left behind would hold its pipes open forever: the job is its
         // whole tree, so the rest goes with the main process. Counted first, for the result.
         let leftover = tree.others()
@@ -238,6 +248,7 @@ public final class RunningJob: Sendable {
         let result = state.withLock { state -> JobResult? in
             state.exit = (r == 1 ? code : Int32(CLD_EXITED), r == 1 ? status : 255, usage, now)
             state.leftover = leftover
+            if died && state.reason == .completed { state.reason = .sandboxDied }
             return finishIfDone(&state)
         }
         if let result { resume(result) }
@@ -258,9 +269,8 @@ public final class RunningJob: Sendable {
         let rusageCPU =
             (Int(exit.usage.ru_utime.tv_sec) + Int(exit.usage.ru_stime.tv_sec)) * 1000
             + (Int(exit.usage.ru_utime.tv_usec) + Int(exit.usage.ru_stime.tv_usec)) / 1000
-        let spilled = state.stdout.spilled || state.stderr.spilled
-        state.stdout.finish()
-        state.stderr.finish()
+        state.log?.finish()
+        let logged = state.log?.isWhole == true ? logPath : nil
         let result = JobResult(
             status: state.reason,
             exitCode: exitCode,
@@ -270,14 +280,15 @@ public final class RunningJob: Sendable {
             durationMs: Int((exit.at - started) / .milliseconds(1)),
             cpuMs: usage.map { Int($0.cpuNanos / 1_000_000) } ?? rusageCPU,
             peakMemoryBytes: usage?.peakMemoryBytes ?? UInt64(exit.usage.ru_maxrss) * 1024,
-            stdout: state.stdout.text(logPath: spilled ? logPath : nil),
-            stderr: state.stderr.text(logPath: spilled ? logPath : nil),
+            stdout: state.stdout.text(logPath: logged),
+            stderr: state.stderr.text(logPath: logged),
             truncated: state.stdout.omitted + state.stderr.omitted > 0,
             omittedBytes: state.stdout.omitted + state.stderr.omitted,
-            logPath: spilled ? logPath : nil,
+            logPath: logged,
             unenforcedLimits: unenforcedLimits.isEmpty
                 ? nil : Dictionary(uniqueKeysWithValues: unenforcedLimits.map { ($0.key.rawValue, $0.value) }),
-            leftoverProcesses: state.reason == .completed ? state.leftover : nil
+            leftoverProcesses: state.reason == .completed ? state.leftover : nil,
+            stdoutOmittedBytes: state.stdout.omitted, stderrOmittedBytes: state.stderr.omitted
         )
         state.result = result
         return result
