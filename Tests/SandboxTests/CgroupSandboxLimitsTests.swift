@@ -22,10 +22,46 @@ import Testing
         try await s.exec(JobSpec(["/bin/sh", "-c", script], timeout: timeout, killGrace: .milliseconds(200)))
     }
 
+    /// The forks the kernel refused under a pids limit, as `pids.events` (`max N`) in the
+    /// pids hierarchy's copy of `directories` counts them; 0 for a cgroup already removed.
+    static func forkRefusals(_ directories: [String]) -> Int {
+        let directory = directories.first { $0.hasPrefix("/sys/fs/cgroup/pids/") } ?? directories[0]
+        guard let events = try? String(contentsOfFile: directory + "/pids.events", encoding: .utf8) else { return 0 }
+        return events.split(separator: "\n").first { $0.hasPrefix("max ") }.flatMap { Int($0.dropFirst(4)) } ?? 0
+    }
+
     @Test func forkBombIsHeldAtThePidsLimitAndTheSandboxStaysUsable() async throws {
         let (s, ws) = try await sandbox(CgroupLimits(pids: 64))
-        let r = try await sh(s, "bomb() { bomb | bomb & }; bomb; sleep 2; echo done", timeout: .seconds(4))
-        #expect(r.stderr.contains("can't fork") || r.stderr.contains("Resource temporarily unavailable") || r.timedOut)
+        let jobs = try #require(s.jobsCgroup)
+        // The job's shell forks its `sleep` and the bomb's subshell before the bomb starts, and
+        // afterwards only waits (a builtin): a shell whose fork is refused exits with 2, so
+        // the job's own shell must never need a fork the bomb has taken.
+        let running = try await s.start(
+            JobSpec(
+                ["/bin/sh", "-c", "sleep 3 & s=$!; (bomb() { bomb | bomb & }; bomb) & wait $s; echo done"],
+                timeout: .seconds(20), killGrace: .milliseconds(200)))
+        // The kernel counts refused forks at the limited cgroup (the jobs' group) and its
+        // ancestors on cgroup2, at the forking one (the job's leaf) on v1; the leaf goes with
+        // the job, so both are read while it runs.
+        var refusals = 0
+        var highest = 0
+        while !running.isFinished {
+            let leaves = ((try? jobs.leafNames()) ?? []).compactMap { try? jobs.leaf($0).directories }
+            refusals = max(refusals, ([jobs.directories] + leaves).map(Self.forkRefusals).max() ?? 0)
+            highest = max(highest, (try? jobs.usage().pidsCurrent) ?? 0)
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        let r = await running.wait()
+        #expect(refusals >= 1, "pids.events max never counted a refused fork")
+        #expect(highest <= 64, "pids.current reached \(highest) over pids.max 64")
+        #expect(r.stderr.contains("can't fork"), "\(r.stderr.prefix(200))")
+        // The job ended on its own, when its shell did. (How much of the bomb was still alive
+        // then varies: its processes exit on every refused fork, so it may have died out.)
+        #expect(r.status == .completed)
+        #expect(r.exitCode == 0)
+        #expect(r.signal == nil)
+        #expect(!r.timedOut)
+        #expect(r.stdout == "done\n")
         // The bomb's processes went with the job (the jobs' cgroup empties), and the next
         // job runs normally.
         for _ in 0..<200 where !((try? s.jobsCgroup?.pids()) ?? []).isEmpty {
