@@ -74,8 +74,12 @@ import Testing
     }
 
     @Test func aStartUpSweepKillsSandboxesOfADeadHost() async throws {
-        let driver = try CgroupDriver.detect(prefix: "corral-tests-\(getpid())-sweep")
+        let prefix = TestCgroups.ownPrefix + "-sweep"
+        let driver = try CgroupDriver.detect(prefix: prefix)
+        // Whatever happens below, the "dead host's" prefix goes with the test.
+        defer { TestCgroups.remove(prefix: prefix) }
         let ws = try TemporaryDirectory()
+        defer { ws.remove() }
         let orphan = try await ProjectSandbox.create(
             SandboxConfiguration(
                 projectID: "orphan", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs, cgroups: driver))
@@ -88,6 +92,9 @@ import Testing
         #expect(!orphan.isAlive)
         #expect(try driver.projectNames() == [])
         await orphan.destroy()
+        // Then the next host stops cleanly: nothing of the prefix is left in any hierarchy.
+        #expect(driver.removePrefix() == [])
+        #expect(TestCgroups.directories(named: prefix) == [])
     }
 
     @Test func fiftyConcurrentJobsInOneSandboxAndAcrossTen() async throws {
@@ -163,17 +170,30 @@ import Testing
 
     @Test func badConfigurationsAreRefusedUpFront() async throws {
         let ws = try TemporaryDirectory()
+        defer { ws.remove() }
+        // The tests' driver, not the default `CgroupDriver.host`: evaluating that one would
+        // make the real `corral` prefix in every hierarchy.
         let cases: [(SandboxConfiguration, String)] = [
             (
-                SandboxConfiguration(projectID: "../x", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs),
+                SandboxConfiguration(
+                    projectID: "../x", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs,
+                    cgroups: TestCgroups.driver),
                 "project id"
             ),
             (
-                SandboxConfiguration(projectID: "ok", workspace: "/nonexistent", rootfs: SandboxFixture.minimalRootfs),
+                SandboxConfiguration(
+                    projectID: "ok", workspace: "/nonexistent", rootfs: SandboxFixture.minimalRootfs,
+                    cgroups: TestCgroups.driver),
                 "workspace"
             ),
-            (SandboxConfiguration(projectID: "ok", workspace: ws.path, rootfs: "/nonexistent"), "rootfs"),
-            (SandboxConfiguration(projectID: "ok", workspace: ws.path, rootfs: ws.path), "rootfs has no /workspace"),
+            (
+                SandboxConfiguration(
+                    projectID: "ok", workspace: ws.path, rootfs: "/nonexistent", cgroups: TestCgroups.driver), "rootfs"
+            ),
+            (
+                SandboxConfiguration(projectID: "ok", workspace: ws.path, rootfs: ws.path, cgroups: TestCgroups.driver),
+                "rootfs has no /workspace"
+            ),
         ]
         for (config, expected) in cases {
             do {
