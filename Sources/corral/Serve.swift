@@ -170,6 +170,8 @@ struct SandboxHostOptions: ParsableArguments {
         var configuration = HostConfiguration(
             dataDirectory: ServerOptions.absolute(dataDir), rootfsDirectory: ServerOptions.absolute(rootfsDir),
             policiesDirectory: ServerOptions.absolute(policiesDir), defaultPolicy: defaultPolicy, cgroups: cgroups)
+        // This host detected the driver for itself alone, so a clean stop removes its prefix.
+        configuration.removesCgroupPrefixOnStop = true
         configuration.sourceAddresses = try sourceAddresses()
         guard (0...64).contains(spareVolumes) else {
             throw ValidationError("--spare-volumes must be 0 to 64, not \(spareVolumes)")

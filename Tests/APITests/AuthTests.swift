@@ -10,6 +10,18 @@ import Testing
 @Suite struct AuthTests {
     static var configuration: APIConfiguration { APIConfiguration(port: 0, tokens: TestTokens.store) }
 
+    /// The ids a `GET /v1/projects` reply lists, in order. A reply of another shape (no
+    /// `projects`, not an array, an entry without a string `id`) fails the test here rather
+    /// than reading as an empty list.
+    static func projectIDs(_ reply: Reply) throws -> [String] {
+        let items: [JSON]? =
+            switch reply.json["projects"] {
+            case .array(let items)?: items
+            default: nil
+            }
+        return try #require(items, "\(reply.json)").map { try #require($0["id"]?.stringValue, "\($0)") }
+    }
+
     @Test func withoutAValidTokenOnlyLivenessAnswers() async throws {
         try await withAPI(Self.configuration, backend: try FakeBackend()) { client in
             #expect(try await client.call(.get, "/health").status == .ok)
@@ -53,14 +65,11 @@ import Testing
                 #expect(reply.status == .forbidden, "\(method) \(path)")
                 #expect(reply.json["error"]?["message"] == "token \"alpha\" may not use project \"beta\"")
             }
-            let list = try await client.call(.get, "/v1/projects", token: alpha)
-            let ids = list.json["projects"].flatMap { json -> [String]? in
-                guard case .array(let items) = json else { return nil }
-                return items.compactMap { $0["id"]?.stringValue }
-            }
-            #expect(ids == ["alpha", "alpha2"])
-            let all = try await client.call(.get, "/v1/projects", token: TestTokens.admin)
-            if case .array(let items)? = all.json["projects"] { #expect(items.count == 3) }
+            // The list holds only the token's own projects; the admin token sees all three.
+            #expect(try Self.projectIDs(await client.call(.get, "/v1/projects", token: alpha)) == ["alpha", "alpha2"])
+            #expect(
+                try Self.projectIDs(await client.call(.get, "/v1/projects", token: TestTokens.admin))
+                    == ["alpha", "alpha2", "beta"])
         }
     }
 

@@ -69,7 +69,10 @@ struct ClusterAPITests {
         let redis: RedisServer
         let prefix = "t\(getpid())x\(UInt32.random(in: 0...UInt32.max))"
         let token = "cluster-token-\(UUID().uuidString)"
-        let cgroupPrefix = "corral-tests-\(getpid())-cluster"
+        /// Each worker's is this plus `-<name>`; one per cluster, because a worker stopped
+        /// cleanly removes its prefix, which must not be another cluster's (suites that make
+        /// clusters may run in parallel).
+        let cgroupPrefix = TestCgroups.ownPrefix + "-cluster-" + UUID().uuidString.prefix(8).lowercased()
         var workers: [String: Node] = [:]
         var api: Node!
 
@@ -161,12 +164,7 @@ struct ClusterAPITests {
         func stop() {
             api?.stop(SIGKILL)
             for worker in workers.values { worker.stop(SIGTERM) }
-            for name in ["w1", "w2"] {
-                if let driver = try? CgroupDriver.detect(prefix: "\(cgroupPrefix)-\(name)") {
-                    _ = try? driver.sweepOrphans(keeping: [])
-                    for directory in driver.directories { rmdir(directory) }
-                }
-            }
+            for name in ["w1", "w2"] { TestCgroups.remove(prefix: "\(cgroupPrefix)-\(name)") }
             redis.stop()
             dir.remove()
         }

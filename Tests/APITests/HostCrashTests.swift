@@ -6,6 +6,9 @@ import Testing
 /// while a job runs; the restarted host reports the job as interrupted (never re-runs it),
 /// reclaims the dead run's sandbox, and the project works.
 @Suite struct HostCrashTests {
+    /// The hosts' own cgroup prefix, beside the test process's.
+    static var cgroupPrefix: String { TestCgroups.ownPrefix + "-serve" }
+
     static var corral: String {
         let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
         return URL(fileURLWithPath: exe).deletingLastPathComponent().appendingPathComponent("corral").path
@@ -21,7 +24,7 @@ import Testing
             process.executableURL = URL(fileURLWithPath: HostCrashTests.corral)
             process.arguments = [
                 "serve", "--bind", "127.0.0.1:\(port)", "--data-dir", data, "--policies-dir", policies,
-                "--rootfs-dir", TestPaths.rootfsDirectory, "--cgroup-prefix", "corral-tests-\(getpid())-serve",
+                "--rootfs-dir", TestPaths.rootfsDirectory, "--cgroup-prefix", HostCrashTests.cgroupPrefix,
                 "--log-format", "text",
             ]
             // Beside the data directory, appended to by a restarted host: a host that
@@ -61,6 +64,11 @@ import Testing
             Glibc.kill(process.processIdentifier, signal)
             process.waitUntilExit()
         }
+
+        /// SIGKILL unless it has already exited (and been reaped: its pid may be reused).
+        func stop() {
+            if process.isRunning { kill(SIGKILL) }
+        }
     }
 
     /// Live host processes named `name` whose cgroup path contains `fragment`. Zombies do not
@@ -87,7 +95,15 @@ import Testing
         try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
         try "rootfs = \"minimal\"\n".write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
         let port = try LoopbackPort.free()
+        #expect(TestCgroups.directories(named: Self.cgroupPrefix) == [])
+        var servers: [Server] = []
+        defer {
+            // A failure part-way: no host outlives the test, nor its cgroups.
+            for server in servers { server.stop() }
+            TestCgroups.remove(prefix: Self.cgroupPrefix)
+        }
         let first = try Server(data: data, policies: policies, port: port)
+        servers.append(first)
         let archive = try LiveArchive.make(["a.txt": "kept\n"])
         defer { unlink(archive) }
         _ = try first.curl([
@@ -100,14 +116,21 @@ import Testing
         first.kill(SIGKILL)
 
         let second = try Server(data: data, policies: policies, port: port)
+        servers.append(second)
         let after = try second.json("GET", "/v1/projects/p/jobs/\(id)")
         #expect(after["status"] as? String == "interrupted", "\(after)")
         let exec = try second.json("POST", "/v1/projects/p/exec", #"{"command": "cat a.txt"}"#)
         #expect(exec["status"] as? String == "completed")
         #expect(exec["stdout"] as? String == "kept\n", "\(exec)")
         // The dead run's sandbox (its init and `sleep 60`) was swept by the restart.
-        #expect(Self.processes(inCgroupsContaining: "corral-tests-\(getpid())-serve", named: "sleep") == 0)
+        #expect(Self.processes(inCgroupsContaining: Self.cgroupPrefix, named: "sleep") == 0)
+        let live = TestCgroups.directories(named: Self.cgroupPrefix)
+        #expect(live == TestCgroups.expectedDirectories(named: Self.cgroupPrefix))
+        #expect(!live.isEmpty)
+        // A clean stop destroys the sandbox and removes the host's prefix in every hierarchy.
         second.kill(SIGTERM)
+        #expect(second.process.terminationStatus == 0)
+        #expect(TestCgroups.directories(named: Self.cgroupPrefix) == [])
     }
 }
 

@@ -12,8 +12,11 @@ import Testing
             .deletingLastPathComponent()
     }
 
-    /// A host over a temporary data directory with the shipped default policy.
-    static func host(_ data: TemporaryDirectory) async throws -> CorralHost {
+    /// A host over a temporary data directory with the shipped default policy; `configure`
+    /// changes its configuration (by default the tests' shared cgroup driver) first.
+    static func host(
+        _ data: TemporaryDirectory, configure: (inout HostConfiguration) -> Void = { _ in }
+    ) async throws -> CorralHost {
         let policies = data.path + "/policies"
         try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
         // The shipped default, on the minimal image (the devtools image takes minutes to build).
@@ -21,10 +24,11 @@ import Testing
             contentsOf: repository.appendingPathComponent("policies/default.toml"), encoding: .utf8)
         try shipped.replacingOccurrences(of: "rootfs = \"devtools\"", with: "rootfs = \"minimal\"")
             .write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
-        return try await CorralHost.open(
-            HostConfiguration(
-                dataDirectory: data.path + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,
-                cgroups: TestCgroups.driver))
+        var configuration = HostConfiguration(
+            dataDirectory: data.path + "/var", rootfsDirectory: rootfs, policiesDirectory: policies,
+            cgroups: TestCgroups.driver)
+        configure(&configuration)
+        return try await CorralHost.open(configuration)
     }
 
     static var rootfs: String { TestPaths.rootfsDirectory }
@@ -51,6 +55,33 @@ import Testing
             JobRequest(project: "demo", command: "grep ^Seccomp: /proc/self/status"), budget: .seconds(20))
         #expect(mode.record.result?.stdout == "Seccomp:\t2\n")
         await host.shutdown(grace: .seconds(1))
+    }
+
+    /// `corral serve` and cluster workers stop through this path (HostCrashTests runs the
+    /// real `corral serve`).
+    @Test func aCleanStopRemovesTheHostsCgroupPrefixFromEveryHierarchy() async throws {
+        let prefix = TestCgroups.ownPrefix + "-stop"
+        defer { TestCgroups.remove(prefix: prefix) }
+        #expect(TestCgroups.directories(named: prefix) == [])
+        let driver = try CgroupDriver.detect(prefix: prefix)
+        let expected = TestCgroups.expectedDirectories(named: prefix)
+        #expect(expected.count == driver.directories.count)
+        #expect(TestCgroups.directories(named: prefix) == expected)
+        #expect(driver.directories.sorted() == expected)
+
+        let data = try TemporaryDirectory()
+        let host = try await Self.host(data) {
+            $0.cgroups = driver
+            $0.removesCgroupPrefixOnStop = true
+        }
+        _ = try await host.upload("demo", archive: try Self.archive(["a.txt": "a\n"]))
+        let r = try await host.jobService.run(JobRequest(project: "demo", command: "cat a.txt"), budget: .seconds(20))
+        #expect(r.record.result?.stdout == "a\n")
+        // The project's sandbox lives on under the prefix until the stop.
+        #expect(try driver.projectNames().map { $0.split(separator: ".")[0] } == ["demo"])
+        await host.shutdown(grace: .seconds(1))
+        #expect(TestCgroups.directories(named: prefix) == [])
+        #expect(driver.directories.filter { FileManager.default.fileExists(atPath: $0) } == [])
     }
 
     @Test func editsSurviveWriteBackEvictionAndRematerialization() async throws {

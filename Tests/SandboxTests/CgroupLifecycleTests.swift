@@ -203,4 +203,48 @@ import Testing
             #expect(throws: CgroupError.notFound(orphan.directories[0])) { try host.driver.openProject("orphan") }
         }
     }
+
+    // MARK: - Clean stop
+
+    @Test func aCleanStopRemovesThePrefixButNotWhatIsInUseNorAParentItDidNotMake() throws {
+        try CgroupTestHost.with { outer in
+            // The outer prefix stands for a delegated parent someone else set up.
+            let inner = try CgroupDriver.detect(prefix: outer.prefix + "/inner")
+            let idle = try inner.createProject("idle", limits: CgroupLimits())
+            let busy = try inner.createProject("busy", limits: CgroupLimits())
+            let running = try busy.createLeaf("job-1")
+            _ = try busy.createLeaf("job-2")
+            try busy.enableSubtreeControllers()
+            let sleeper = try ChildProcess(["/bin/sleep", "1000"])
+            try running.attach(pid: sleeper.pid)
+
+            // What holds a process, and everything above it, stays (in every hierarchy,
+            // deepest first); nothing is killed; the empty rest goes.
+            #expect(inner.removePrefix() == inner.directories.flatMap { [$0 + "/busy/job-1", $0 + "/busy", $0] })
+            #expect(ProcStat(pid: sleeper.pid)?.state != "Z")
+            for directory in idle.directories { #expect(!FileManager.default.fileExists(atPath: directory)) }
+            for directory in busy.directories {
+                #expect(!FileManager.default.fileExists(atPath: directory + "/job-2"), "\(directory)")
+            }
+
+            // Once the process is gone, the rest goes; the parent it did not make stays.
+            sleeper.kill()
+            #expect(sleeper.wait(seconds: 5) != nil)
+            #expect(inner.removePrefix() == [])
+            for directory in inner.directories { #expect(!FileManager.default.fileExists(atPath: directory)) }
+            for directory in outer.driver.directories { #expect(FileManager.default.fileExists(atPath: directory)) }
+        }
+    }
+
+    @Test func aCleanStopRemovesTheParentsItsDetectionMade() throws {
+        let parent = "corral-test-" + UUID().uuidString.prefix(8).lowercased()
+        let driver = try CgroupDriver.detect(prefix: parent + "/inner")
+        let parents = driver.directories.map { URL(fileURLWithPath: $0).deletingLastPathComponent().path }
+        defer { for directory in driver.directories + parents { rmdir(directory) } }
+        for directory in driver.directories + parents { #expect(FileManager.default.fileExists(atPath: directory)) }
+        #expect(driver.removePrefix() == [])
+        for directory in driver.directories + parents {
+            #expect(!FileManager.default.fileExists(atPath: directory), "\(directory)")
+        }
+    }
 }

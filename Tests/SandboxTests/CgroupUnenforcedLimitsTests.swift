@@ -21,63 +21,72 @@ import Testing
     }
 
     static func configuration(_ ws: TemporaryDirectory, driver: CgroupDriver?, require: Bool) -> SandboxConfiguration {
-        SandboxConfiguration(
-            projectID: "unenforced", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs,
-            limits: CgroupLimits(memoryBytes: 64 << 20, pids: 64), cgroups: driver, requireLimits: require)
+        var configuration = SandboxConfiguration(
+            projectID: "unenforced", workspace: ws.path, rootfs: SandboxFixture.minimalRootfs)
+        limits(driver: driver, require: require)(&configuration)
+        return configuration
+    }
+
+    /// The memory and pids limits, `driver` and `require` on a sandbox's configuration.
+    static func limits(driver: CgroupDriver?, require: Bool) -> (inout SandboxConfiguration) -> Void {
+        {
+            $0.limits = CgroupLimits(memoryBytes: 64 << 20, pids: 64)
+            $0.cgroups = driver
+            $0.requireLimits = require
+        }
     }
 
     @Test(.enabled(if: HostCgroups.hasV1, "hiding a controller needs separate cgroup v1 hierarchies"))
     func aRequiredLimitTheHostCannotEnforceRefusesTheSandboxBeforeAnythingExists() async throws {
         let driver = try Self.driverWithoutPids()
-        defer { for directory in driver.directories { rmdir(directory) } }
+        defer { driver.removePrefix() }
         let ws = try TemporaryDirectory()
+        defer { ws.remove() }
         await #expect(throws: CgroupError.limitNotEnforceable(.pids, reason: Self.pidsReason)) {
             try await ProjectSandbox.create(Self.configuration(ws, driver: driver, require: true))
         }
         #expect(try driver.projectNames() == [])
-        ws.remove()
     }
 
     @Test(.enabled(if: HostCgroups.hasV1, "hiding a controller needs separate cgroup v1 hierarchies"))
     func anUnrequiredLimitIsSkippedReportedAndTheOthersStillHold() async throws {
         let driver = try Self.driverWithoutPids()
-        defer { for directory in driver.directories { rmdir(directory) } }
-        let ws = try TemporaryDirectory()
-        let sandbox = try await ProjectSandbox.create(Self.configuration(ws, driver: driver, require: false))
-        #expect(sandbox.unenforcedLimits == [.pids: Self.pidsReason])
-        let result = try await sandbox.exec(JobSpec(["/bin/sh", "-c", "echo ran"]))
-        #expect(result.stdout == "ran\n")
-        #expect(result.unenforcedLimits == ["pids": Self.pidsReason])
-        // The memory limit the host can enforce is in place on the jobs' group.
-        let memory = try #require(sandbox.jobsCgroup?.directories.first { $0.hasPrefix("/sys/fs/cgroup/memory/") })
-        #expect(try String(contentsOfFile: memory + "/memory.limit_in_bytes", encoding: .utf8) == "\(64 << 20)\n")
-        await sandbox.destroy()
+        defer { driver.removePrefix() }
+        try await SandboxFixture.with(id: "unenforced", configure: Self.limits(driver: driver, require: false)) { f in
+            #expect(f.sandbox.unenforcedLimits == [.pids: Self.pidsReason])
+            let result = try await f.sandbox.exec(JobSpec(["/bin/sh", "-c", "echo ran"]))
+            #expect(result.stdout == "ran\n")
+            #expect(result.unenforcedLimits == ["pids": Self.pidsReason])
+            // The memory limit the host can enforce is in place on the jobs' group.
+            let memory = try #require(
+                f.sandbox.jobsCgroup?.directories.first { $0.hasPrefix("/sys/fs/cgroup/memory/") })
+            #expect(
+                try String(contentsOfFile: memory + "/memory.limit_in_bytes", encoding: .utf8) == "\(64 << 20)\n")
+        }
         #expect(try driver.projectNames() == [])
-        ws.remove()
     }
 
     @Test func withoutAnyCgroupDriverLimitsAreRefusedOrAllReported() async throws {
         let ws = try TemporaryDirectory()
+        defer { ws.remove() }
         let reason = "no cgroup hierarchy is usable on this host"
         await #expect(throws: CgroupError.limitNotEnforceable(.memory, reason: reason)) {
             try await ProjectSandbox.create(Self.configuration(ws, driver: nil, require: true))
         }
-        let sandbox = try await ProjectSandbox.create(Self.configuration(ws, driver: nil, require: false))
-        #expect(sandbox.unenforcedLimits == [.memory: reason, .pids: reason])
-        let result = try await sandbox.exec(JobSpec(["/bin/sh", "-c", "echo ran"]))
-        #expect(result.stdout == "ran\n")
-        #expect(result.unenforcedLimits == ["memory": reason, "pids": reason])
-        await sandbox.destroy()
-        ws.remove()
+        try await SandboxFixture.with(id: "unenforced", configure: Self.limits(driver: nil, require: false)) { f in
+            #expect(f.sandbox.unenforcedLimits == [.memory: reason, .pids: reason])
+            let result = try await f.sandbox.exec(JobSpec(["/bin/sh", "-c", "echo ran"]))
+            #expect(result.stdout == "ran\n")
+            #expect(result.unenforcedLimits == ["memory": reason, "pids": reason])
+        }
     }
 
     @Test func aSandboxWithEveryLimitEnforcedReportsNone() async throws {
-        let ws = try TemporaryDirectory()
-        let sandbox = try await ProjectSandbox.create(
-            Self.configuration(ws, driver: TestCgroups.driver, require: false))
-        #expect(sandbox.unenforcedLimits == [:])
-        #expect(try await sandbox.exec(JobSpec(["/bin/true"])).unenforcedLimits == nil)
-        await sandbox.destroy()
-        ws.remove()
+        let limits = Self.limits(driver: TestCgroups.driver, require: false)
+        try await SandboxFixture.with(id: "unenforced", configure: limits) { f in
+            #expect(f.sandbox.unenforcedLimits == [:])
+            let result = try await f.sandbox.exec(JobSpec(["/bin/true"]))
+            #expect(result.unenforcedLimits == nil)
+        }
     }
 }

@@ -72,76 +72,79 @@ import Testing
     ]
 
     @Test func defaultProfileDeniesEveryKernelSurfaceCall() async throws {
-        let f = try await SandboxFixture()
-        try Self.buildProbe(into: f.workspace.path)
-        let script = Self.attacks.map { "./probe \($0.args.joined(separator: " "))" }.joined(separator: "; ")
-        let r = try await f.sandbox.exec(JobSpec(["/bin/sh", "-c", script], seccomp: Self.defaultFilter))
-        let got = r.stdout.split(separator: "\n").map { Int32($0) ?? -1 }
-        #expect(got.count == Self.attacks.count, "\(r.stdout) \(r.stderr)")
-        for (attack, errno) in zip(Self.attacks, got) {
-            #expect(errno == attack.errno, "\(attack.name): got \(Errno.name(errno)), want \(Errno.name(attack.errno))")
+        try await SandboxFixture.with { f in
+            try Self.buildProbe(into: f.workspace.path)
+            let script = Self.attacks.map { "./probe \($0.args.joined(separator: " "))" }.joined(separator: "; ")
+            let r = try await f.sandbox.exec(JobSpec(["/bin/sh", "-c", script], seccomp: Self.defaultFilter))
+            let got = r.stdout.split(separator: "\n").map { Int32($0) ?? -1 }
+            #expect(got.count == Self.attacks.count, "\(r.stdout) \(r.stderr)")
+            for (attack, errno) in zip(Self.attacks, got) {
+                #expect(
+                    errno == attack.errno, "\(attack.name): got \(Errno.name(errno)), want \(Errno.name(attack.errno))")
+            }
+            // The seccomp mode is filter (2) for every job.
+            let mode = try await f.sandbox.exec(
+                JobSpec(["/bin/sh", "-c", "grep ^Seccomp: /proc/self/status"], seccomp: Self.defaultFilter))
+            #expect(mode.stdout == "Seccomp:\t2\n")
         }
-        // The seccomp mode is filter (2) for every job.
-        let mode = try await f.sandbox.exec(
-            JobSpec(["/bin/sh", "-c", "grep ^Seccomp: /proc/self/status"], seccomp: Self.defaultFilter))
-        #expect(mode.stdout == "Seccomp:\t2\n")
-        await f.destroy()
     }
 
     @Test func cgroupEscapesAreDenied() async throws {
         // CVE-2022-0492 needs a cgroup v1 mount to set release_agent; the job sees no cgroup
         // filesystem, may not mount one, and its own cgroup path is namespaced.
-        let f = try await SandboxFixture()
-        let r = try await f.sandbox.exec(
-            JobSpec(
-                [
-                    "/bin/sh", "-c",
-                    """
-                    ls /sys/fs/cgroup 2>&1 | head -1
-                    mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>&1; echo mount=$?
-                    echo 0 > /sys/fs/cgroup/cgroup.procs 2>/dev/null; echo write=$?
-                    grep memory /proc/self/cgroup
-                    """,
-                ], seccomp: Self.defaultFilter))
-        #expect(
-            r.stdout
-                == "ls: /sys/fs/cgroup: No such file or directory\n"
-                + "mount: permission denied (are you root?)\nmount=1\nwrite=1\n4:memory:/jobs/job-1\n",
-            "\(r.stdout)")
-        await f.destroy()
+        try await SandboxFixture.with { f in
+            let r = try await f.sandbox.exec(
+                JobSpec(
+                    [
+                        "/bin/sh", "-c",
+                        """
+                        ls /sys/fs/cgroup 2>&1 | head -1
+                        mkdir -p /tmp/cg && mount -t cgroup -o memory cgroup /tmp/cg 2>&1; echo mount=$?
+                        echo 0 > /sys/fs/cgroup/cgroup.procs 2>/dev/null; echo write=$?
+                        grep memory /proc/self/cgroup
+                        """,
+                    ], seccomp: Self.defaultFilter))
+            #expect(
+                r.stdout
+                    == "ls: /sys/fs/cgroup: No such file or directory\n"
+                    + "mount: permission denied (are you root?)\nmount=1\nwrite=1\n4:memory:/jobs/job-1\n",
+                "\(r.stdout)")
+        }
     }
 
     @Test func kernelAddressesReadAsZero() async throws {
-        let f = try await SandboxFixture()
-        let r = try await f.sandbox.exec(
-            JobSpec(["/bin/sh", "-c", "head -3 /proc/kallsyms | cut -d' ' -f1 | sort -u"], seccomp: Self.defaultFilter))
-        #expect(r.stdout == "0000000000000000\n")
-        await f.destroy()
+        try await SandboxFixture.with { f in
+            let r = try await f.sandbox.exec(
+                JobSpec(
+                    ["/bin/sh", "-c", "head -3 /proc/kallsyms | cut -d' ' -f1 | sort -u"], seccomp: Self.defaultFilter))
+            #expect(r.stdout == "0000000000000000\n")
+        }
     }
 
     @Test func ordinaryWorkStillRunsUnderTheFilter() async throws {
-        let f = try await SandboxFixture()
-        let r = try await f.sandbox.exec(
-            JobSpec(
-                [
-                    "/bin/sh", "-c",
-                    "echo a > x && cat x | tr a b && (sleep 0.01 &) && wait && ls /proc/self/ >/dev/null && echo ok",
-                ],
-                seccomp: Self.defaultFilter))
-        #expect(r.stdout == "b\nok\n")
-        #expect(r.exitCode == 0)
-        await f.destroy()
+        try await SandboxFixture.with { f in
+            let r = try await f.sandbox.exec(
+                JobSpec(
+                    [
+                        "/bin/sh", "-c",
+                        "echo a > x && cat x | tr a b && (sleep 0.01 &) && wait && ls /proc/self/ >/dev/null && echo ok",
+                    ],
+                    seccomp: Self.defaultFilter))
+            #expect(r.stdout == "b\nok\n")
+            #expect(r.exitCode == 0)
+        }
     }
 
     @Test func theFilterIsWhatDeniesNestedUserNamespaces() async throws {
         // Without a filter an unprivileged job may create a user namespace; with the
         // default profile it may not. The errno comes from the file's profile, not chance.
-        let f = try await SandboxFixture()
-        try Self.buildProbe(into: f.workspace.path)
-        let open = try await f.sandbox.exec(JobSpec(["./probe", "272", "0x10000000"]))
-        #expect(open.stdout == "0\n")
-        let filtered = try await f.sandbox.exec(JobSpec(["./probe", "272", "0x10000000"], seccomp: Self.defaultFilter))
-        #expect(filtered.stdout == "\(EPERM)\n")
-        await f.destroy()
+        try await SandboxFixture.with { f in
+            try Self.buildProbe(into: f.workspace.path)
+            let open = try await f.sandbox.exec(JobSpec(["./probe", "272", "0x10000000"]))
+            #expect(open.stdout == "0\n")
+            let filtered = try await f.sandbox.exec(
+                JobSpec(["./probe", "272", "0x10000000"], seccomp: Self.defaultFilter))
+            #expect(filtered.stdout == "\(EPERM)\n")
+        }
     }
 }

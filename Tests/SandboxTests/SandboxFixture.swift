@@ -11,7 +11,15 @@ final class SandboxFixture: @unchecked Sendable {
     /// The minimal image `make test` builds.
     static var minimalRootfs: String { TestPaths.minimalRootfs }
 
-    init(id: String = "proj-\(UInt32.random(in: 0...UInt32.max))", files: [String: String] = [:]) async throws {
+    /// A sandbox over a fresh workspace holding `files`; `configure` changes the sandbox's
+    /// configuration (limits, tmpfs sizes, another cgroup driver) before it is created.
+    ///
+    /// Tests use ``with(id:files:configure:_:)``, which destroys it on every way out; a
+    /// test whose point is the destroy itself makes one with this and destroys it by hand.
+    init(
+        id: String = "proj-\(UInt32.random(in: 0...UInt32.max))", files: [String: String] = [:],
+        configure: (inout SandboxConfiguration) -> Void = { _ in }
+    ) async throws {
         workspace = try TemporaryDirectory(prefix: "corral-ws")
         for (path, text) in files {
             let url = workspace.url.appendingPathComponent(path)
@@ -19,9 +27,44 @@ final class SandboxFixture: @unchecked Sendable {
                 at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
             try text.write(to: url, atomically: false, encoding: .utf8)
         }
-        sandbox = try await ProjectSandbox.create(
-            SandboxConfiguration(
-                projectID: id, workspace: workspace.path, rootfs: Self.minimalRootfs, cgroups: TestCgroups.driver))
+        var configuration = SandboxConfiguration(
+            projectID: id, workspace: workspace.path, rootfs: Self.minimalRootfs, cgroups: TestCgroups.driver)
+        configure(&configuration)
+        sandbox = try await ProjectSandbox.create(configuration)
+    }
+
+    /// Runs `body` with a fresh fixture (see ``init(id:files:configure:)``) and destroys it
+    /// when `body` returns or throws, waiting for the destroy: a test that fails half-way
+    /// (a thrown error, a `#require`) leaves no sandbox, cgroup or identity range to the
+    /// tests after it.
+    static func with<T>(
+        id: String = "proj-\(UInt32.random(in: 0...UInt32.max))", files: [String: String] = [:],
+        configure: (inout SandboxConfiguration) -> Void = { _ in }, _ body: (SandboxFixture) async throws -> T
+    ) async throws -> T {
+        let fixture = try await SandboxFixture(id: id, files: files, configure: configure)
+        let result: Result<T, any Error>
+        do {
+            result = .success(try await body(fixture))
+        } catch {
+            result = .failure(error)
+        }
+        await fixture.destroy()
+        return try result.get()
+    }
+
+    /// Like ``with(id:files:configure:_:)``, with one fixture per id: every one made is
+    /// destroyed on every way out, those already made too when making a later one fails.
+    static func with<T>(ids: [String], _ body: ([SandboxFixture]) async throws -> T) async throws -> T {
+        var fixtures: [SandboxFixture] = []
+        let result: Result<T, any Error>
+        do {
+            for id in ids { fixtures.append(try await SandboxFixture(id: id)) }
+            result = .success(try await body(fixtures))
+        } catch {
+            result = .failure(error)
+        }
+        for fixture in fixtures { await fixture.destroy() }
+        return try result.get()
     }
 
     /// Runs `script` with /bin/sh -c.

@@ -238,7 +238,8 @@ public actor CorralHost {
     // MARK: - Lifecycle
 
     /// Stops accepting jobs, lets running ones finish for up to `grace`, stops every
-    /// sandbox and writes dirty workspaces back.
+    /// sandbox and writes dirty workspaces back; then, when the configuration says so
+    /// (``HostConfiguration/removesCgroupPrefixOnStop``), removes the cgroup prefix.
     public func shutdown(grace: Duration) async {
         // Setup is stopped at once, not given the grace: it runs again after the restart.
         await setup.shutdown()
@@ -251,6 +252,15 @@ public actor CorralHost {
         }
         await cache.removeSpares()
         policies.stopWatching()
+        if configuration.removesCgroupPrefixOnStop, let cgroups = configuration.cgroups {
+            // rmdir may wait out a cgroup the kernel is still tearing down: not on the async pool.
+            let stayed = await BlockingExecutor.shared.run("corral-cg-rm") { cgroups.removePrefix() }
+            if !stayed.isEmpty {
+                logger.warning(
+                    "cgroup directories stayed after the stop; the next start sweeps them",
+                    metadata: ["directories": "\(stayed.joined(separator: " "))"])
+            }
+        }
     }
 
     // MARK: - Resolution

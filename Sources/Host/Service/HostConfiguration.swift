@@ -17,6 +17,13 @@ public struct HostConfiguration: Sendable {
     public var jobLimits: JobLimits
     /// The cgroup driver; nil runs without limits (flagged in the status).
     public var cgroups: CgroupDriver?
+    /// Whether a clean stop (``CorralHost/shutdown(grace:)``) removes the directories of
+    /// ``cgroups``' prefix once every sandbox is gone (``CgroupDriver/removePrefix()``).
+    /// `corral serve` and cluster workers set it: their driver is detected for them alone.
+    /// Off by default, because a driver shared by several hosts in one process (the
+    /// default ``CgroupDriver/host``, or the tests' one) must keep its prefix while any of
+    /// them still creates sandboxes.
+    public var removesCgroupPrefixOnStop = false
     /// Sandboxes and workspaces unused this long are written back and evicted.
     public var ttl: Duration
     /// Blob stores: the primary store (uploads, write-back snapshots) and what sources may

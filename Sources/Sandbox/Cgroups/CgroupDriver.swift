@@ -8,6 +8,11 @@ import Glibc
 /// hands out hold only immutable state, so any task may use them concurrently.
 public final class CgroupDriver: Sendable {
     let layout: CgroupLayout
+    /// The parents of a multi-level prefix (`corral` of `corral/host-a`) that ``detect(root:prefix:)``
+    /// created, as full paths, top down: the only parents ``removePrefix()`` may take with
+    /// it. A parent that was already there was set up by someone else (a delegated cgroup,
+    /// another host's) and stays.
+    let createdParents: [String]
 
     /// How this host mounts cgroups.
     public var mode: CgroupMode { layout.mode }
@@ -15,7 +20,10 @@ public final class CgroupDriver: Sendable {
     /// The prefix directory in every hierarchy used, in attach order (cgroup2 last).
     public var directories: [String] { layout.hierarchies.map { layout.directory($0, layout.prefix) } }
 
-    init(layout: CgroupLayout) { self.layout = layout }
+    init(layout: CgroupLayout, createdParents: [String] = []) {
+        self.layout = layout
+        self.createdParents = createdParents
+    }
 
     /// Which limits are enforced and by which hierarchy; never more than the kernel exposes.
     public func enforcement() -> CgroupEnforcement { layout.enforcement }
@@ -47,7 +55,11 @@ public final class CgroupDriver: Sendable {
 
         let mounts = CgroupMounts.parse(mountinfo: mountinfo, under: root)
         let (mode, used, unified) = try CgroupMounts.select(from: mounts, root: root)
-        for hierarchy in used { try CgroupFiles.makeDirectories(base: hierarchy.mountpoint, relative: prefix) }
+        var createdParents: [String] = []
+        for hierarchy in used {
+            let created = try CgroupFiles.makeDirectories(base: hierarchy.mountpoint, relative: prefix)
+            createdParents += created.filter { $0 != hierarchy.mountpoint + "/" + prefix }
+        }
         var enableFailures: [String: String] = [:]
         if mode == .unified, let unified {
             enableFailures = enableControllers(["cpu", "memory", "pids"], from: unified.mountpoint, down: components)
@@ -55,7 +67,7 @@ public final class CgroupDriver: Sendable {
         let roles = CgroupRoles(
             mode: mode, used: used, unified: unified, prefix: prefix, enableFailures: enableFailures,
             useKillFile: useKillFile)
-        return CgroupDriver(layout: roles.layout())
+        return CgroupDriver(layout: roles.layout(), createdParents: createdParents)
     }
 
     /// Enables controllers level by level from `root` to `root/components…`; returns the
@@ -155,5 +167,49 @@ public final class CgroupDriver: Sendable {
         }
         if !failures.isEmpty { throw CgroupError.sweepIncomplete(removed: removed, failures: failures) }
         return removed
+    }
+}
+
+// MARK: - Clean stop
+
+extension CgroupDriver {
+    /// Removes the prefix's directories in every hierarchy, deepest first, and the parents of
+    /// the prefix that ``detect(root:prefix:)`` created: what a host that stops cleanly
+    /// leaves behind once its sandboxes are destroyed.
+    ///
+    /// Nothing is killed. A directory that still holds a process, or a child that stayed,
+    /// stays (its rmdir would be EBUSY) for the next start's ``sweepOrphans(keeping:)``; one
+    /// already gone counts as removed. A parent another prefix still uses stays too.
+    ///
+    /// Only for a driver no other host in the process shares: a host creating a project
+    /// under a prefix removed meanwhile would fail.
+    ///
+    /// - Returns: the directories that stayed, deepest first; empty when everything went.
+    @discardableResult
+    public func removePrefix() -> [String] {
+        var stayed: [String] = []
+        for directory in directories {
+            let tree = (try? CgroupFiles.treeDeepestFirst(directory)) ?? [directory]
+            for path in tree where !Self.removeAtStop(path) { stayed.append(path) }
+        }
+        for parent in createdParents.reversed() where !Self.removeAtStop(parent) { stayed.append(parent) }
+        return stayed
+    }
+
+    /// Removes one directory of the prefix at a clean stop; whether it is gone.
+    ///
+    /// One that still has a child or a process is not even tried (rmdir would answer EBUSY,
+    /// and a retry could not change that); an empty one gets
+    /// ``CgroupFiles/removeDirectory(_:)``'s retries, for a cgroup whose last task the
+    /// kernel is still tearing down.
+    private static func removeAtStop(_ path: String) -> Bool {
+        if !((try? CgroupFiles.subdirectories(path)) ?? []).isEmpty { return false }
+        if !((try? CgroupFiles.pids(path + "/cgroup.procs")) ?? []).isEmpty { return false }
+        do {
+            try CgroupFiles.removeDirectory(path)
+            return true
+        } catch {
+            return false
+        }
     }
 }

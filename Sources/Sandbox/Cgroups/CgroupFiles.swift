@@ -45,13 +45,17 @@ enum CgroupFiles {
         }
     }
 
-    /// Creates `path` and any missing parents below `base` (which must exist).
-    static func makeDirectories(base: String, relative: String) throws {
+    /// Creates `path` and any missing parents below `base` (which must exist); returns the
+    /// directories this call created, top down.
+    @discardableResult
+    static func makeDirectories(base: String, relative: String) throws -> [String] {
         var path = base
+        var created: [String] = []
         for component in relative.split(separator: "/") {
             path += "/" + component
-            _ = try makeDirectory(path)
+            if try makeDirectory(path) { created.append(path) }
         }
+        return created
     }
 
     /// Removes one cgroup directory; a missing one counts as removed.
