@@ -88,12 +88,17 @@ import Testing
         }.count
     }
 
-    @Test func aKilledHostRestartsWithTheJobInterruptedAndTheProjectUsable() async throws {
-        let dir = try TemporaryDirectory()
-        let data = dir.path + "/var"
+    /// A data directory and a policies directory (the minimal image) under `dir`.
+    static func layout(in dir: TemporaryDirectory) throws -> (data: String, policies: String) {
         let policies = dir.path + "/policies"
         try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
         try "rootfs = \"minimal\"\n".write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+        return (dir.path + "/var", policies)
+    }
+
+    @Test func aKilledHostRestartsWithTheJobInterruptedAndTheProjectUsable() async throws {
+        let dir = try TemporaryDirectory()
+        let (data, policies) = try Self.layout(in: dir)
         let port = try LoopbackPort.free()
         #expect(TestCgroups.directories(named: Self.cgroupPrefix) == [])
         var servers: [Server] = []

@@ -63,7 +63,7 @@ struct ProjectHomeTests {
             #expect(listed.status == .ok, "\(listed.text)")
             // Named once among what was left out, never listed.
             #expect(!listed.text.contains(#""path":".corral"#), "\(listed.text)")
-            #expect(listed.text.contains("ignored by .gitignore: .corral/."), "\(listed.text)")
+            #expect(listed.text.contains("paths under .git, node_modules or .corral: .corral/."), "\(listed.text)")
             let grep = try await client.call(.post, "/v1/projects/demo/tools/grep", json: ["pattern": "needle"])
             #expect(!grep.text.contains("needle.txt"), "\(grep.text)")
             let inside = try await client.call(

@@ -12,10 +12,7 @@ import Testing
 
     @Test func aHostKilledAtRandomPointsOfWriteBacksKeepsEachSnapshotWholeAndTheIndexTrue() async throws {
         let dir = try TemporaryDirectory()
-        let data = dir.path + "/var"
-        let policies = dir.path + "/policies"
-        try FileManager.default.createDirectory(atPath: policies, withIntermediateDirectories: true)
-        try "rootfs = \"minimal\"\n".write(toFile: policies + "/default.toml", atomically: true, encoding: .utf8)
+        let (data, policies) = try HostCrashTests.layout(in: dir)
         let port = try LoopbackPort.free()
         // Enough to pack for a while (a few hundred milliseconds), so kills land inside it.
         var files: [String: String] = [:]
@@ -25,7 +22,11 @@ import Testing
         let archive = try LiveArchive.make(files)
         defer { unlink(archive) }
         var server = try HostCrashTests.Server(data: data, policies: policies, port: port)
-        defer { if server.process.isRunning { server.kill(SIGKILL) } }
+        defer {
+            // A failure part-way: no host outlives the test, nor its cgroups.
+            server.stop()
+            TestCgroups.remove(prefix: HostCrashTests.cgroupPrefix)
+        }
         _ = try server.curl([
             "-X", "PUT", "--data-binary", "@\(archive)", "http://127.0.0.1:\(port)/v1/projects/p/archive",
         ])

@@ -58,57 +58,17 @@ public func fuzzArchive(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     return 0
 }
 
-/// The names in a directory as raw bytes (an archive may carry names that are not UTF-8).
-private func names(in fd: Int32) -> [[CChar]] {
-    guard let dir = fdopendir(dup(fd)) else { fatalError("fdopendir: \(errno)") }
-    defer { closedir(dir) }
-    var names: [[CChar]] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.bindMemory(to: CChar.self).prefix { $0 != 0 }) }
-        if name != [46] && name != [46, 46] { names.append(name + [0]) }
-    }
-    return names
-}
-
-private func entries(of directory: String) -> [String] {
-    let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    defer { close(fd) }
-    return names(in: fd).map { String(decoding: $0.dropLast().map(UInt8.init(bitPattern:)), as: UTF8.self) }.sorted()
-}
-
 /// Visits every entry under the directory `fd` (not the directory itself) without following
 /// links, then closes `fd`.
 private func walk(_ fd: Int32, _ path: String, _ visit: (String, stat) -> Void) {
     defer { close(fd) }
-    for name in names(in: fd) {
+    for name in rawNames(in: fd) {
         let shown = path + "/" + String(decoding: name.dropLast().map(UInt8.init(bitPattern:)), as: UTF8.self)
         var st = stat()
         guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { fatalError("lstat \(shown): \(errno)") }
         visit(shown, st)
         if st.st_mode & S_IFMT == S_IFDIR {
             walk(openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC), shown, visit)
-        }
-    }
-}
-
-/// `rm -rf` that never follows a link.
-private func removeTree(_ path: String) {
-    let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    empty(fd)
-    rmdir(path)
-}
-
-private func empty(_ fd: Int32) {
-    defer { close(fd) }
-    for name in names(in: fd) {
-        var st = stat()
-        guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-        if st.st_mode & S_IFMT == S_IFDIR {
-            empty(openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC))
-            unlinkat(fd, name, AT_REMOVEDIR)
-        } else {
-            unlinkat(fd, name, 0)
         }
     }
 }

@@ -15,7 +15,7 @@ private let base: String = {
     mkdir(base, 0o700)
     mkdir(base + "/outside", 0o700)
     put(base + "/secret", secret)
-    atexit { clear("/dev/shm/corral-fuzz-tools-\(getpid())") }
+    atexit { removeTree("/dev/shm/corral-fuzz-tools-\(getpid())") }
     return base
 }()
 
@@ -36,7 +36,7 @@ public func fuzzTools(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         case .object(let arguments)? = try? JSONValue.parse(json: UnsafeBufferPointer(start: data + 1, count: size - 1))
     else { return 0 }
     let workspace = base + "/ws"
-    clear(workspace)
+    removeTree(workspace)
     makeWorkspace(workspace)
 
     let tools = try! FileTools(root: workspace, owner: (0, 0), limits: limits)
@@ -47,9 +47,9 @@ public func fuzzTools(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         fatalError("\(name) read a file outside the workspace: \(result.text.prefix(400))")
     }
     if read(base + "/secret") != secret { fatalError("\(name) changed a file outside the workspace") }
-    let outside = entries(base + "/outside")
+    let outside = entries(of: base + "/outside")
     if !outside.isEmpty { fatalError("\(name) created \(outside) outside the workspace") }
-    let beside = entries(base)
+    let beside = entries(of: base)
     if beside != ["outside", "secret", "ws"] { fatalError("\(name) created \(beside) beside the workspace") }
     return 0
 }
@@ -88,46 +88,4 @@ private func read(_ path: String) -> String? {
     var buffer = [UInt8](repeating: 0, count: 4096)
     let count = Glibc.read(fd, &buffer, buffer.count)
     return count < 0 ? nil : String(decoding: buffer[..<count], as: UTF8.self)
-}
-
-/// The names in a directory as raw bytes (a tool may be asked for a name that is not UTF-8).
-private func rawNames(in fd: Int32) -> [[CChar]] {
-    guard let dir = fdopendir(dup(fd)) else { fatalError("fdopendir: \(errno)") }
-    defer { closedir(dir) }
-    var names: [[CChar]] = []
-    while let entry = readdir(dir) {
-        let name = withUnsafeBytes(of: entry.pointee.d_name) { Array($0.bindMemory(to: CChar.self).prefix { $0 != 0 }) }
-        if name != [46] && name != [46, 46] { names.append(name + [0]) }
-    }
-    return names
-}
-
-private func entries(_ directory: String) -> [String] {
-    let fd = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    precondition(fd >= 0, "open \(directory): \(errno)")
-    defer { close(fd) }
-    return rawNames(in: fd).map { String(decoding: $0.dropLast().map(UInt8.init(bitPattern:)), as: UTF8.self) }
-        .sorted()
-}
-
-/// `rm -rf` that never follows a link.
-private func clear(_ path: String) {
-    let fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-    guard fd >= 0 else { return }
-    empty(fd)
-    rmdir(path)
-}
-
-private func empty(_ fd: Int32) {
-    defer { close(fd) }
-    for name in rawNames(in: fd) {
-        var st = stat()
-        guard fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 else { continue }
-        if st.st_mode & S_IFMT == S_IFDIR {
-            empty(openat(fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC))
-            unlinkat(fd, name, AT_REMOVEDIR)
-        } else {
-            unlinkat(fd, name, 0)
-        }
-    }
 }
