@@ -92,7 +92,7 @@ struct ProjectHomeTests {
         #expect(try FileManager.default.contentsOfDirectory(atPath: made) == [])
     }
 
-    /// THREATS.md, "symlink planted for the host to follow": the host opens `.corral` and
+    /// docs/THREATS.md, "Bad archives, paths and snapshots" (a job replaces `.corral` or `.corral/home` with a symlink): the host opens `.corral` and
     /// `.corral/home` without following links, so a job that swaps either for a link to a
     /// host path gets no home mount in its next sandbox, never the host's directory.
     @Test(arguments: [

@@ -7,7 +7,7 @@ import Testing
 /// Needs root and the loop driver: the disk cap is a real ext4 image on a real loop device.
 let canUseLoopDevices = getuid() == 0 && access("/dev/loop-control", R_OK | W_OK) == 0
 
-/// THREATS.md, "disk fill of the workspace → capped; the host disk does not fill": each
+/// docs/THREATS.md, "Starving the host or other projects" (disk fill: a size-capped volume per workspace): each
 /// capped workspace is its own size-limited filesystem, and nothing of it outlives it.
 @Suite(.serialized, .enabled(if: canUseLoopDevices, "needs root and /dev/loop-control"))
 struct CacheQuotaTests {

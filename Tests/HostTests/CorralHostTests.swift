@@ -176,7 +176,7 @@ import Testing
         await host.shutdown(grace: .seconds(1))
     }
 
-    /// THREATS.md: disk fill of the workspace → capped; the host disk does not fill.
+    /// docs/THREATS.md, "Starving the host or other projects": a disk fill is capped; the host disk does not fill.
     @Test func aJobFillingItsWorkspaceHitsThePolicysCap() async throws {
         let data = try TemporaryDirectory()
         let host = try await Self.host(data)

@@ -3,7 +3,7 @@ import Host
 import TestSupport
 import Testing
 
-/// THREATS.md, "Bad archives and paths": file tool paths written by an adversary, and a
+/// docs/THREATS.md, "Bad archives, paths and snapshots": file tool paths written by an adversary, and a
 /// workspace whose contents a hostile job planted. Nothing may reach a host file.
 @Suite struct FileToolAttackTests {
     /// Calls every path-taking tool with `path`, returning each error code (or "ok").
