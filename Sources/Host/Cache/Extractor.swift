@@ -53,7 +53,7 @@ public struct ExtractionReport: Sendable, Equatable {
 /// Hardened archive extraction with libarchive: zip, tar (ustar, pax, GNU), each raw or
 /// compressed with gzip, bzip2, xz or zstd.
 ///
-/// The rules (THREATS.md, "Bad archives and paths"):
+/// The rules (docs/THREATS.md, "Bad archives, paths and snapshots"):
 /// - absolute paths and `..` components are rejected, never rewritten;
 /// - every directory is entered with `openat(O_NOFOLLOW | O_DIRECTORY)` and every file is
 ///   created with `O_CREAT | O_EXCL | O_NOFOLLOW`, so a symlink the archive planted earlier
