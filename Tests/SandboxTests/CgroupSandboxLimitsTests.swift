@@ -213,8 +213,9 @@ import Testing
             }
         }
         // A destroyed sandbox's cgroups are removed on a thread of their own once its last
-        // process is reaped; a leaked one never goes.
-        for _ in 0..<60 where try mine() != [] { try await Task.sleep(for: .milliseconds(50)) }
+        // process is reaped; a leaked one never goes. (Up to 10 s: a loaded machine, such as a
+        // full test run beside a build, once needed more than 3.)
+        for _ in 0..<200 where try mine() != [] { try await Task.sleep(for: .milliseconds(50)) }
         #expect(try mine() == [])
     }
 }
